@@ -1,0 +1,284 @@
+"""The `vidsent` command: thin doors over the same pipeline and model code.
+
+    vidsent serve                      start the websocket server (same as `python server.py`)
+    vidsent watch SOURCE               print a stream's rolling sentiment live (in-process, or via --server)
+    vidsent analyze FILE... --json OUT replay files as fast as possible; full window timeline + overall verdict
+    vidsent embed | train | evaluate   build embedding caches, train heads, evaluate modalities and fusion
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import server as server_module  # noqa: E402 - the environment must be set before models import transformers
+
+
+def _load_engine(args):
+    print(f"loading models (asr={args.asr}, device={args.device}) …", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    engine = server_module.build_engine(args)
+    print(f"models ready in {time.monotonic() - started:.1f} s (device {engine.device})", file=sys.stderr, flush=True)
+    return engine
+
+
+# -- analyze ---------------------------------------------------------------------------------------------------
+
+async def analyze_file(path: str, engine, config) -> dict:
+    """One file replayed as fast as possible through the live pipeline: its window timeline and overall verdict."""
+    from pipeline import StreamPipeline
+    from protocol import EndMessage, ErrorMessage, WindowMessage
+    from stream.sources import FileSource
+
+    windows: list[dict] = []
+    errors: list[dict] = []
+
+    def collect(message):
+        if isinstance(message, WindowMessage):
+            windows.append({k: v for k, v in message.to_json().items() if k not in ("type", "v", "stream", "latency_s")})
+        elif isinstance(message, ErrorMessage):
+            errors.append({"code": message.code, "message": message.message})
+
+    source = FileSource(path, realtime=False, sample_fps=config.sample_fps)
+    end: EndMessage = await StreamPipeline(Path(path).name, source, engine, config, emit=collect).run()
+    summary = end.summary
+    result = {
+        "file": path,
+        "duration": summary["duration"],
+        "label": summary["label"],
+        "score": summary["score"],
+        "graded": summary["graded"],
+        "rolling": summary["rolling"],
+        "modalities": summary["modalities"],
+        "transcript": summary["transcript"],
+        "windows": windows,
+    }
+    if errors:
+        result["error"] = errors[0]
+    return result
+
+
+CSV_FIELDS = ["file", "index", "t_start", "t_end", "text_score", "audio_score", "visual_score", "fused_score",
+              "fused_label", "graded", "rolling_score", "rolling_label", "transcript"]
+
+
+def _csv_rows(result: dict):
+    for w in result["windows"]:
+        row = {"file": result["file"], "index": w["index"], "t_start": w["t_start"], "t_end": w["t_end"],
+               "fused_score": w["fused"]["score"], "fused_label": w["fused"]["label"], "graded": w["fused"]["graded"],
+               "rolling_score": w["rolling"]["score"], "rolling_label": w["rolling"]["label"],
+               "transcript": w["transcript"]}
+        for m, s in w["modalities"].items():
+            row[f"{m}_score"] = s["score"]
+        yield row
+
+
+def _fmt(score) -> str:
+    return "  —  " if score is None else f"{score:.2f}"
+
+
+def main_analyze(args) -> int:
+    try:
+        config = server_module.pipeline_config(args)
+    except ValueError as exc:
+        print(f"vidsent analyze: {exc}", file=sys.stderr)
+        return 2
+    engine = _load_engine(args)
+    results, failed = [], 0
+    try:
+        for path in args.files:
+            started = time.monotonic()
+            result = asyncio.run(analyze_file(path, engine, config))
+            took = time.monotonic() - started
+            results.append(result)
+            if "error" in result and not result["windows"]:
+                failed += 1
+                print(f"✗ {path}: {result['error']['message']} [{result['error']['code']}]")
+                continue
+            mods = " ".join(f"{m} {_fmt(s['score'])}" for m, s in result["modalities"].items())
+            print(f"✓ {path}: {result['duration']:.1f} s, {len(result['windows'])} windows → "
+                  f"{result['label']} ({_fmt(result['score'])}, {result['graded']}) | {mods} | {took:.1f} s")
+    finally:
+        engine.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for result in results:
+                writer.writerows(_csv_rows(result))
+        print(f"wrote {args.csv}")
+    if failed:
+        print(f"{failed} of {len(args.files)} file(s) could not be analysed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# -- watch -----------------------------------------------------------------------------------------------------
+
+class LivePrinter:
+    """Prints one line per window and keeps a status line at the bottom of a terminal."""
+
+    def __init__(self, stream=sys.stdout):
+        self.out = stream
+        self.tty = stream.isatty()
+        self.status = ""
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\033[K" + text + "\n" + self.status)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def __call__(self, message) -> None:
+        from protocol import EndMessage, ErrorMessage, StatusMessage, TranscriptMessage, WindowMessage
+
+        if isinstance(message, WindowMessage):
+            mods = " ".join(f"{m[0].upper()} {_fmt(s['score'])}" for m, s in message.modalities.items())
+            rolling = message.rolling
+            self._line(f"[{message.t_start:6.1f}–{message.t_end:6.1f}s] rolling {_fmt(rolling['score'])} "
+                       f"{(rolling['label'] or '—'):8} {(rolling['graded'] or ''):16} | {mods} | "
+                       f"{message.transcript[:60]}")
+        elif isinstance(message, TranscriptMessage) and message.final:
+            self._line(f"  » {message.text}")
+        elif isinstance(message, StatusMessage):
+            self.status = (f"status: {message.state} · media {message.media_time:.1f} s · lag {message.lag_s:.1f} s · "
+                           f"dropped frames {message.dropped_frames} {message.detail}")
+            if self.tty:
+                self.out.write("\r\033[K" + self.status)
+                self.out.flush()
+            elif message.detail:
+                self._line(self.status)
+        elif isinstance(message, ErrorMessage):
+            self._line(f"error [{message.code}]: {message.message}")
+        elif isinstance(message, EndMessage):
+            s = message.summary
+            self.status = ""
+            self._line(f"end ({s.get('reason')}): {s.get('windows', 0)} windows, overall {s.get('label')} "
+                       f"({_fmt(s.get('score'))}, {s.get('graded')})")
+
+
+async def _watch_in_process(args, printer: LivePrinter) -> int:
+    from pipeline import StreamPipeline
+    from stream.sources import SourceError, open_source
+
+    config = server_module.pipeline_config(args)
+    try:
+        source = open_source(args.source, realtime=not args.fast, sample_fps=config.sample_fps)
+    except SourceError as exc:
+        print(f"vidsent watch: {exc.message}", file=sys.stderr)
+        return 1
+    engine = _load_engine(args)
+    try:
+        pipeline = StreamPipeline("watch", source, engine, config, emit=printer)
+        run = asyncio.create_task(pipeline.run())
+        try:
+            end = await asyncio.shield(run)
+        except asyncio.CancelledError:
+            pipeline.stop()
+            end = await run
+    finally:
+        engine.close()
+    return 0 if end.summary["reason"] in ("eof", "stopped") else 1
+
+
+async def _watch_remote(args, printer: LivePrinter) -> int:
+    from client.ws_client import VidsentClient
+    from protocol import EndMessage, ErrorMessage
+
+    async with VidsentClient(args.server) as client:
+        if args.subscribe:
+            stream = await client.subscribe(args.source)
+        else:
+            stream = await client.start(args.source, realtime=not args.fast)
+        async for message in client.messages():
+            printer(message)
+            if isinstance(message, EndMessage) and message.stream == stream:
+                return 0 if message.summary.get("reason") in ("eof", "stopped") else 1
+            if isinstance(message, ErrorMessage) and message.stream in (None, stream) and message.code != "internal":
+                if message.stream is None:
+                    return 1
+    return 1
+
+
+def main_watch(args) -> int:
+    printer = LivePrinter()
+    runner = _watch_remote if args.server else _watch_in_process
+    try:
+        return asyncio.run(runner(args, printer))
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ConnectionError) as exc:
+        print(f"vidsent watch: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- entry point -----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidsent", description="Real-time multimodal sentiment of video streams")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the websocket server")
+    server_module.add_server_arguments(serve)
+    server_module.add_pipeline_arguments(serve)
+    serve.set_defaults(func=server_module.main_serve)
+
+    watch = sub.add_parser("watch", help="print a stream's rolling sentiment live")
+    watch.add_argument("source", help="a media file, an rtsp:// URL, or (with --server --subscribe) a stream id")
+    watch.add_argument("--server", metavar="WS_URL", help="watch through a running server, e.g. ws://127.0.0.1:8765")
+    watch.add_argument("--subscribe", action="store_true", help="SOURCE is the id of a stream already running")
+    watch.add_argument("--fast", action="store_true", help="replay a file as fast as possible, not at real-time pace")
+    server_module.add_pipeline_arguments(watch)
+    watch.set_defaults(func=main_watch)
+
+    analyze = sub.add_parser("analyze", help="analyse files (as fast as possible) into JSON/CSV timelines")
+    analyze.add_argument("files", nargs="+", metavar="FILE")
+    analyze.add_argument("--json", metavar="OUT", help="write every file's window timeline and verdict as JSON")
+    analyze.add_argument("--csv", metavar="OUT", help="write one CSV row per window")
+    server_module.add_pipeline_arguments(analyze)
+    analyze.set_defaults(func=main_analyze)
+
+    _add_model_commands(sub)
+    return parser
+
+
+def _add_model_commands(sub) -> None:
+    try:  # TEMP until models/evaluate.py lands
+        from models import evaluate, train
+        from models import embed_cache
+    except ImportError:
+        return
+
+    for name, module, adder, runner in (
+        ("embed", embed_cache, "add_embed_arguments", "main_embed"),
+        ("train", train, "add_train_arguments", "main_train"),
+        ("evaluate", evaluate, "add_evaluate_arguments", "main_evaluate"),
+    ):
+        doc = (module.__doc__ or name).strip().splitlines()[0]
+        command = sub.add_parser(name, help=doc)
+        getattr(module, adder)(command)
+        command.set_defaults(func=getattr(module, runner))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

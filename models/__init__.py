@@ -1,0 +1,1 @@
+"""Per-modality scorers, their heads, training, evaluation and fusion."""

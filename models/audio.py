@@ -1,0 +1,329 @@
+"""Audio tone and mood: an embedding of a 16 kHz mono clip, and the scorer that turns it into P(positive).
+
+The embedding joins two views of the same clip:
+- pooled states of the shared Whisper encoder (mean and standard deviation over its 20 ms frames), which carry voice
+  quality, speaking style and the timbre, harmony and rhythm of music;
+- a short vector of prosody and spectral statistics computed with numpy (energy, pitch, voicing, spectral shape,
+  onset rate and pulse), which carries the loudness and pitch movement that mark arousal and valence in speech.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from models.base import ModalityScore
+from stream.media import SAMPLE_RATE
+
+FEATURE_VERSION = 1
+
+# Whisper's encoder takes at most 30 s (3000 mel frames); longer clips are cut into equal chunks of at most this.
+MAX_CHUNK_SECONDS = 30.0
+MAX_MEL_FRAMES = 3000
+MIN_SECONDS = 0.25
+ENCODE_BATCH = 8
+
+# A clip whose loud frames (95th percentile of 25 ms frame RMS) stay below this is silence: a quiet room records
+# at about -60 to -70 dBFS, while the quietest RAVDESS utterances and the quiet passages of the 4Q music reach
+# about -35 dBFS or more in their loud frames.
+SILENCE_DBFS = -50.0
+
+_FRAME = 400  # 25 ms
+_HOP = 160  # 10 ms
+_PITCH_FRAME = 640  # 40 ms: two periods of a 50 Hz voice
+_PITCH_FFT = 1024  # >= frame + longest lag, so the autocorrelation does not wrap
+_MIN_F0, _MAX_F0 = 60.0, 500.0
+_VOICED_PEAK = 0.5  # normalised autocorrelation peak above which a frame counts as voiced
+_EPS = 1e-10
+
+PROSODY_NAMES: tuple[str, ...] = (
+    "rms_db_mean", "rms_db_std", "rms_db_p10", "rms_db_p50", "rms_db_p90", "rms_db_range", "active_ratio",
+    "rms_delta_mean",
+    "voiced_ratio", "periodicity_mean", "f0_semitones_median", "f0_semitones_std", "f0_semitones_range",
+    "f0_delta_mean", "f0_slope",
+    "centroid_mean", "centroid_std", "rolloff_mean", "rolloff_std", "flatness_mean", "flatness_std",
+    "bandwidth_mean", "flux_mean", "flux_std",
+    "zcr_mean", "zcr_std",
+    "onset_rate", "pulse_strength", "pulse_tempo",
+)
+
+
+def _frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
+    if len(x) < size:
+        x = np.pad(x, (0, size - len(x)))
+    n = 1 + (len(x) - size) // hop
+    return np.lib.stride_tricks.sliding_window_view(x, size)[::hop][:n]
+
+
+def frame_rms_db(audio: np.ndarray) -> np.ndarray:
+    """RMS of 25 ms frames (10 ms hop) in dBFS."""
+    frames = _frames(audio, _FRAME, _HOP)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    return 20.0 * np.log10(rms + _EPS)
+
+
+def active_level_db(audio: np.ndarray) -> float:
+    """The level of the clip's loud parts: 95th percentile of frame RMS in dBFS (-200 for digital silence)."""
+    if len(audio) == 0:
+        return -200.0
+    return float(np.percentile(frame_rms_db(audio), 95))
+
+
+def _pitch_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per 10 ms frame: F0 in Hz (0 where unvoiced) and the normalised autocorrelation peak (periodicity)."""
+    frames = _frames(audio.astype(np.float64), _PITCH_FRAME, _HOP)
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    window = np.hanning(_PITCH_FRAME)
+    spec = np.fft.rfft(frames * window, n=_PITCH_FFT, axis=1)
+    acf = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :_PITCH_FRAME]
+    # Dividing by the window's own autocorrelation undoes the taper's bias toward short lags (Boersma 1993).
+    win_acf = np.fft.irfft(np.abs(np.fft.rfft(window, n=_PITCH_FFT)) ** 2)[:_PITCH_FRAME]
+    acf = acf / (acf[:, :1] + _EPS) / (win_acf / win_acf[0])
+    lo, hi = int(SAMPLE_RATE / _MAX_F0), int(SAMPLE_RATE / _MIN_F0)
+    band = acf[:, lo:hi + 1]
+    k = np.argmax(band, axis=1)
+    peak = band[np.arange(len(band)), k]
+    # Parabolic interpolation around the peak lag for sub-sample F0.
+    left = band[np.arange(len(band)), np.clip(k - 1, 0, band.shape[1] - 1)]
+    right = band[np.arange(len(band)), np.clip(k + 1, 0, band.shape[1] - 1)]
+    denom = left - 2 * peak + right
+    shift = np.where(np.abs(denom) > _EPS, 0.5 * (left - right) / np.where(np.abs(denom) > _EPS, denom, 1.0), 0.0)
+    lag = lo + k + np.clip(shift, -0.5, 0.5)
+    energy_db = 10.0 * np.log10(np.mean(frames ** 2, axis=1) + _EPS)
+    loud = energy_db > energy_db.max() - 35.0
+    voiced = (peak > _VOICED_PEAK) & loud & (k > 0) & (k < band.shape[1] - 1)
+    f0 = np.where(voiced, SAMPLE_RATE / lag, 0.0)
+    return f0, np.clip(peak, 0.0, 1.0)
+
+
+def _spectral(audio: np.ndarray) -> dict[str, np.ndarray]:
+    frames = _frames(audio.astype(np.float64), _FRAME, _HOP) * np.hanning(_FRAME)
+    mag = np.abs(np.fft.rfft(frames, n=512, axis=1))
+    power = mag ** 2
+    freqs = np.fft.rfftfreq(512, 1.0 / SAMPLE_RATE)
+    total = power.sum(axis=1) + _EPS
+    centroid = (power @ freqs) / total
+    bandwidth = np.sqrt((power @ freqs ** 2) / total - centroid ** 2 + _EPS)
+    cumulative = np.cumsum(power, axis=1)
+    rolloff = freqs[np.argmax(cumulative >= 0.85 * cumulative[:, -1:], axis=1)]
+    flatness = np.exp(np.mean(np.log(power + _EPS), axis=1)) / (np.mean(power, axis=1) + _EPS)
+    unit = mag / (np.linalg.norm(mag, axis=1, keepdims=True) + _EPS)
+    flux = np.r_[0.0, np.linalg.norm(np.diff(unit, axis=0), axis=1)]
+    log_mag = np.log1p(100.0 * mag / (mag.max() + _EPS))
+    onset_env = np.r_[0.0, np.maximum(np.diff(log_mag, axis=0), 0.0).mean(axis=1)]
+    raw = audio.astype(np.float64)
+    zc_frames = _frames(raw, _FRAME, _HOP)
+    zcr = np.mean(np.abs(np.diff(np.signbit(zc_frames), axis=1)), axis=1)
+    return {"centroid": centroid, "bandwidth": bandwidth, "rolloff": rolloff, "flatness": flatness, "flux": flux,
+            "onset_env": onset_env, "zcr": zcr}
+
+
+def _onsets_and_pulse(onset_env: np.ndarray) -> tuple[float, float, float]:
+    """Onsets per second, and the strength and tempo (BPM / 200) of the strongest pulse between 40 and 200 BPM."""
+    seconds = len(onset_env) * _HOP / SAMPLE_RATE
+    if len(onset_env) < 5:
+        return 0.0, 0.0, 0.0
+    # An onset is a local maximum that stands above the envelope's local mean (0.3 s) by half its spread.
+    kernel = np.ones(31) / 31
+    local = np.convolve(onset_env, kernel, mode="same")
+    threshold = local + 0.5 * onset_env.std()
+    is_peak = (onset_env[1:-1] > onset_env[:-2]) & (onset_env[1:-1] >= onset_env[2:]) & (onset_env[1:-1] > threshold[1:-1])
+    onset_rate = float(is_peak.sum()) / max(seconds, _EPS)
+    centred = onset_env - onset_env.mean()
+    acf = np.correlate(centred, centred, mode="full")[len(centred) - 1:]
+    if acf[0] <= _EPS:
+        return onset_rate, 0.0, 0.0
+    acf = acf / acf[0]
+    frames_per_second = SAMPLE_RATE / _HOP
+    lo, hi = int(frames_per_second * 60 / 200), int(frames_per_second * 60 / 40)
+    if len(acf) <= lo + 1:
+        return onset_rate, 0.0, 0.0
+    # Only a local maximum is a pulse: at the shortest lags the autocorrelation is high merely because it is smooth.
+    band = acf[lo - 1:min(hi, len(acf) - 2) + 2]
+    is_peak = (band[1:-1] > band[:-2]) & (band[1:-1] >= band[2:])
+    if not is_peak.any():
+        return onset_rate, 0.0, 0.0
+    candidates = np.flatnonzero(is_peak)
+    k = int(candidates[np.argmax(band[1:-1][candidates])])
+    tempo = 60.0 * frames_per_second / (lo + k) / 200.0
+    return onset_rate, float(band[1 + k]), float(tempo)
+
+
+def prosody_features(audio: np.ndarray) -> np.ndarray:
+    """Energy, pitch, spectral-shape and rhythm statistics of one clip, scaled to roughly unit range (see
+    PROSODY_NAMES). Levels are in dBFS / 20, frequencies in kHz / 8, pitch in semitones / 12."""
+    audio = np.asarray(audio, dtype=np.float32)
+    rms_db = np.maximum(frame_rms_db(audio), -100.0)
+    loud = rms_db > rms_db.max() - 30.0
+    f0, periodicity = _pitch_track(audio)
+    voiced = f0 > 0
+    spec = _spectral(audio)
+    onset_rate, pulse_strength, pulse_tempo = _onsets_and_pulse(spec["onset_env"])
+
+    p10, p50, p90 = np.percentile(rms_db, [10, 50, 90])
+    if voiced.sum() >= 3:
+        semitones = 12.0 * np.log2(f0[voiced] / 100.0)
+        st_median = float(np.median(semitones))
+        st_std = float(np.std(semitones))
+        st_lo, st_hi = np.percentile(semitones, [5, 95])
+        jumps = np.abs(np.diff(semitones))
+        st_delta = float(np.mean(jumps[jumps < 4.0])) if np.any(jumps < 4.0) else 0.0
+        t = np.flatnonzero(voiced) * _HOP / SAMPLE_RATE
+        st_slope = float(np.polyfit(t, semitones, 1)[0]) if np.ptp(t) > 0 else 0.0
+    else:
+        st_median = st_std = st_lo = st_hi = st_delta = st_slope = 0.0
+    values = [
+        float(np.mean(rms_db)) / 20, float(np.std(rms_db)) / 20, p10 / 20, p50 / 20, p90 / 20, (p90 - p10) / 20,
+        float(np.mean(loud)), float(np.mean(np.abs(np.diff(rms_db)))) / 20 if len(rms_db) > 1 else 0.0,
+        float(np.mean(voiced)), float(np.mean(periodicity[loud[: len(periodicity)]])) if loud.any() else 0.0,
+        st_median / 12, st_std / 12, (st_hi - st_lo) / 12, st_delta, float(np.clip(st_slope, -24, 24)) / 12,
+        float(np.mean(spec["centroid"][loud])) / 8000, float(np.std(spec["centroid"][loud])) / 8000,
+        float(np.mean(spec["rolloff"][loud])) / 8000, float(np.std(spec["rolloff"][loud])) / 8000,
+        float(np.mean(np.log10(spec["flatness"][loud] + _EPS))) / 5,
+        float(np.std(np.log10(spec["flatness"][loud] + _EPS))) / 5,
+        float(np.mean(spec["bandwidth"][loud])) / 8000,
+        float(np.mean(spec["flux"][loud])), float(np.std(spec["flux"][loud])),
+        float(np.mean(spec["zcr"][loud])), float(np.std(spec["zcr"][loud])),
+        onset_rate / 10, pulse_strength, pulse_tempo,
+    ]
+    out = np.asarray(values, dtype=np.float32)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+_SIZE_BY_WIDTH = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
+
+
+def _as_clip(clip: Any) -> np.ndarray:
+    audio = np.asarray(clip)
+    if audio.ndim != 1:
+        raise ValueError(f"an audio clip must be 1-D mono samples, got shape {audio.shape}")
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768.0
+    elif not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"audio samples must be float (or int16), got {audio.dtype}")
+    audio = audio.astype(np.float32, copy=False)
+    if len(audio) < MIN_SECONDS * SAMPLE_RATE:
+        raise ValueError(f"an audio clip needs at least {MIN_SECONDS} s ({int(MIN_SECONDS * SAMPLE_RATE)} samples), "
+                         f"got {len(audio)} samples")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio samples must be finite")
+    return audio
+
+
+def _chunks(audio: np.ndarray) -> list[np.ndarray]:
+    """Equal pieces of at most MAX_CHUNK_SECONDS, so no piece is a sliver."""
+    n = max(1, math.ceil(len(audio) / (MAX_CHUNK_SECONDS * SAMPLE_RATE)))
+    return np.array_split(audio, n)
+
+
+class AudioEmbedder:
+    """Whisper encoder states (mean + std over frames) joined with numpy prosody statistics.
+
+    whisper_model: a faster_whisper.WhisperModel, normally the process's shared one (models.whisper.load_whisper).
+    Its CTranslate2 encoder is thread-safe, so this embedder may run in a worker thread beside the ASR.
+    """
+
+    def __init__(self, whisper_model: Any, whisper_size: str | None = None) -> None:
+        import ctranslate2
+
+        self._storage_view = ctranslate2.StorageView
+        self._whisper = whisper_model
+        probe = self._encode([np.zeros(8000, dtype=np.float32)])[0]
+        self.encoder_dim = int(probe.shape[-1])
+        if whisper_size is None:
+            base = _SIZE_BY_WIDTH.get(self.encoder_dim, f"d{self.encoder_dim}")
+            whisper_size = base if whisper_model.model.is_multilingual else f"{base}.en"
+        self.whisper_size = whisper_size
+        self.model_id = f"whisper-{whisper_size}-enc-meanstd+prosody{len(PROSODY_NAMES)}-v{FEATURE_VERSION}"
+        self.dim = 2 * self.encoder_dim + len(PROSODY_NAMES)
+
+    def _mel(self, audio: np.ndarray) -> np.ndarray:
+        # Called without chunk_length: faster-whisper's extractor only mutates itself when that is given.
+        return self._whisper.feature_extractor(audio)[:, :MAX_MEL_FRAMES]
+
+    def _encode(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        """Encoder states (frames x width) for each piece; pieces of equal mel length are batched together."""
+        mels = [self._mel(p) for p in pieces]
+        out: list[np.ndarray | None] = [None] * len(mels)
+        by_length: dict[int, list[int]] = {}
+        for i, mel in enumerate(mels):
+            by_length.setdefault(mel.shape[1], []).append(i)
+        for indices in by_length.values():
+            for start in range(0, len(indices), ENCODE_BATCH):
+                batch = indices[start:start + ENCODE_BATCH]
+                stacked = np.ascontiguousarray(np.stack([mels[i] for i in batch]), dtype=np.float32)
+                states = np.asarray(self._whisper.model.encode(self._storage_view.from_array(stacked), to_cpu=True))
+                for j, i in enumerate(batch):
+                    out[i] = states[j]
+        return out  # type: ignore[return-value]
+
+    def encoder_states(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """All encoder frames of each clip (a clip over 30 s is encoded in chunks and its frames joined)."""
+        audios = [_as_clip(c) for c in clips]
+        pieces: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, audio in enumerate(audios):
+            for piece in _chunks(audio):
+                pieces.append(piece)
+                owner.append(i)
+        states = self._encode(pieces)
+        joined: list[list[np.ndarray]] = [[] for _ in audios]
+        for i, s in zip(owner, states):
+            joined[i].append(s)
+        return [np.concatenate(parts, axis=0) for parts in joined]
+
+    def embed(self, clips: list[np.ndarray]) -> np.ndarray:
+        """(n, dim) float32: [mean of encoder frames, std of encoder frames, prosody features]."""
+        if not clips:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        audios = [_as_clip(c) for c in clips]
+        rows = []
+        for audio, states in zip(audios, self.encoder_states(audios)):
+            rows.append(np.concatenate([states.mean(axis=0), states.std(axis=0), prosody_features(audio)]))
+        return np.stack(rows).astype(np.float32)
+
+
+class AudioScorer:
+    """P(positive) of each clip from the audio head; silence and empty clips are reported missing, not guessed."""
+
+    def __init__(self, embedder: AudioEmbedder, head: Any | None) -> None:
+        self.embedder = embedder
+        self.head = head
+
+    def score(self, clips: list[np.ndarray]) -> list[ModalityScore]:
+        results: list[ModalityScore | None] = [None] * len(clips)
+        to_embed: list[int] = []
+        audios: list[np.ndarray] = []
+        levels: list[float] = []
+        for i, clip in enumerate(clips):
+            if clip is None or np.size(clip) == 0:
+                results[i] = ModalityScore.missing("no audio")
+                continue
+            try:
+                audio = _as_clip(clip)
+            except ValueError as exc:
+                results[i] = ModalityScore.missing(f"unusable audio: {exc}")
+                continue
+            level = active_level_db(audio)
+            if level < SILENCE_DBFS:
+                results[i] = ModalityScore.missing("silence")
+                continue
+            if self.head is None:
+                results[i] = ModalityScore.missing("no audio head")
+                continue
+            to_embed.append(i)
+            audios.append(audio)
+            levels.append(level)
+        if to_embed:
+            X = self.embedder.embed(audios)
+            positivity = np.asarray(self.head.positivity(X), dtype=np.float64)
+            voiced_at = PROSODY_NAMES.index("voiced_ratio")
+            prosody_at = X.shape[1] - len(PROSODY_NAMES)
+            for i, p, level, row in zip(to_embed, positivity, levels, X):
+                results[i] = ModalityScore.of(float(p), details={
+                    "rms_db": round(level, 1),
+                    "voiced_ratio": round(float(row[prosody_at + voiced_at]), 3),
+                })
+        return results  # type: ignore[return-value]

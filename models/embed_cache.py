@@ -1,0 +1,338 @@
+"""A resumable on-disk cache of embeddings: Parquet files keyed by content hash, one folder per model id + settings.
+
+Layout: <root>/<modality>/<sha256(model_id)[:16]>/part-<n>.parquet, each part with columns `key` (the item's
+content hash) and `embedding` (float32 list), and the model id in its metadata. A part is written to a temporary
+name and renamed, so an interrupted run leaves only whole parts: the next run reads them and computes only what is
+missing. When a run completes, its parts are compacted into one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from models.assets import cache_dir
+
+PART_PREFIX = "part-"
+
+
+def text_key(text: str) -> str:
+    return "t:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_key(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return "f:" + digest.hexdigest()
+
+
+class Progress:
+    """A one-line progress report on stderr (a bar when stderr is a terminal, a line every few seconds when not)."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True, every_s: float = 5.0):
+        self.total, self.label, self.enabled, self.every_s = total, label, enabled and total > 0, every_s
+        self.done = 0
+        self.started = self.last = time.time()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.time()
+        if self.enabled and (self.tty or now - self.last >= self.every_s or self.done >= self.total):
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            width = 30
+            filled = int(width * self.done / self.total)
+            line = (f"{self.label}: [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                    f"{rate:.1f}/s eta {eta:.0f}s")
+            sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+            if self.tty and self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class EmbeddingCache:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else cache_dir() / "embeddings"
+
+    def folder(self, modality: str, model_id: str) -> Path:
+        return self.root / modality / hashlib.sha256(model_id.encode()).hexdigest()[:16]
+
+    def _parts(self, folder: Path) -> list[Path]:
+        return sorted(folder.glob(f"{PART_PREFIX}*.parquet"))
+
+    def load(self, modality: str, model_id: str) -> dict[str, np.ndarray]:
+        """Every cached embedding for this model id: key → vector. Unreadable parts are skipped (and reported)."""
+        import pyarrow.parquet as pq
+
+        found: dict[str, np.ndarray] = {}
+        for part in self._parts(self.folder(modality, model_id)):
+            try:
+                table = pq.read_table(part)
+            except Exception as exc:  # a part damaged outside this code: recompute its items
+                print(f"embedding cache: ignoring unreadable {part} ({exc})", file=sys.stderr)
+                continue
+            keys = table.column("key").to_pylist()
+            values = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            values = values.reshape(len(keys), -1).astype(np.float32, copy=False)
+            found.update(zip(keys, values))
+        return found
+
+    def _write_part(self, folder: Path, model_id: str, keys: list[str], vectors: np.ndarray) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder.mkdir(parents=True, exist_ok=True)
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+        column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+        table = pa.table({"key": pa.array(keys, pa.string()), "embedding": column},
+                         metadata={"model_id": model_id})
+        name = f"{PART_PREFIX}{time.time_ns():020d}-{os.getpid()}.parquet"
+        tmp = folder / (name + ".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(folder / name)
+        return folder / name
+
+    def compact(self, modality: str, model_id: str) -> None:
+        folder = self.folder(modality, model_id)
+        parts = self._parts(folder)
+        if len(parts) <= 1:
+            return
+        found = self.load(modality, model_id)
+        keys = list(found)
+        self._write_part(folder, model_id, keys, np.stack([found[k] for k in keys]))
+        for part in parts:
+            part.unlink(missing_ok=True)
+
+    def get_or_compute(self, keys: Sequence[str], compute: Callable[[list[int]], np.ndarray], *, modality: str,
+                       model_id: str, batch_size: int = 64, save_every: int = 256,
+                       progress: bool = True) -> np.ndarray:
+        """Embeddings for keys, in order. compute(indices) embeds the items at those indices of `keys` and is
+        called only for keys not cached yet (each distinct key once), batch_size indices at a time; results are
+        saved every save_every items, so an interruption loses at most that much work."""
+        folder = self.folder(modality, model_id)
+        cached = self.load(modality, model_id)
+        todo: list[int] = []
+        seen: set[str] = set()
+        for i, k in enumerate(keys):
+            if k not in cached and k not in seen:
+                seen.add(k)
+                todo.append(i)
+        bar = Progress(len(todo), f"embedding {modality} ({len(keys) - len(todo)} cached)", enabled=progress)
+        pending_keys: list[str] = []
+        pending: list[np.ndarray] = []
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            vectors = np.asarray(compute(batch), dtype=np.float32)
+            if vectors.shape[0] != len(batch):
+                raise RuntimeError(f"the embedder returned {vectors.shape[0]} vectors for {len(batch)} items")
+            for i, v in zip(batch, vectors):
+                cached[keys[i]] = v
+                pending_keys.append(keys[i])
+                pending.append(v)
+            bar.update(len(batch))
+            if len(pending_keys) >= save_every:
+                self._write_part(folder, model_id, pending_keys, np.stack(pending))
+                pending_keys, pending = [], []
+        if pending_keys:
+            self._write_part(folder, model_id, pending_keys, np.stack(pending))
+        if todo:
+            self.compact(modality, model_id)
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([cached[k] for k in keys])
+
+
+# ------------------------------------------------------------------------------------------------- manifests
+def make_embedder(modality: str, device: str = "auto", asr: str = "tiny.en", text_delta: Path | None = None):
+    """The embedder of a manifest modality: text → MiniLM, audio → Whisper encoder + prosody, visual → scene."""
+    if modality == "text":
+        from models.text import TextEmbedder
+
+        return TextEmbedder(device, encoder_delta=text_delta)
+    if modality == "audio":
+        from models.audio import AudioEmbedder
+        from models.whisper import load_whisper
+
+        return AudioEmbedder(load_whisper(asr, device))
+    if modality == "visual":
+        from models.visual import SceneEmbedder
+
+        return SceneEmbedder(device)
+    raise ValueError(f"no single embedder for modality {modality!r}")
+
+
+def load_audio(path: Path) -> np.ndarray:
+    """Any audio or video file's sound as 16 kHz mono float32 (FFmpeg through PyAV, as faster-whisper decodes)."""
+    from faster_whisper.audio import decode_audio
+
+    try:
+        return np.asarray(decode_audio(str(path), sampling_rate=16000), dtype=np.float32)
+    except Exception as exc:  # PyAV raises many error types for unreadable media
+        raise ValueError(f"cannot decode audio from {path}: {exc}") from exc
+
+
+def embed_manifest(manifest, embedder, cache: EmbeddingCache | None = None, progress: bool = True,
+                   batch_size: int | None = None) -> np.ndarray:
+    """(n, dim) embeddings of a text, audio or visual manifest's items, through the cache."""
+    modality = manifest.modality
+    cache = cache or EmbeddingCache()
+    items = manifest.items
+    if modality == "text":
+        keys = [text_key(it.text) for it in items]
+
+        def compute(idx: list[int]) -> np.ndarray:
+            return embedder.embed([items[i].text for i in idx])
+    elif modality == "audio":
+        keys = [file_key(it.path) for it in items]
+
+        def compute(idx: list[int]) -> np.ndarray:
+            clips = []
+            for i in idx:
+                try:
+                    clips.append(load_audio(items[i].path))
+                except ValueError as exc:
+                    raise ValueError(f"{manifest.path}: row {items[i].row}: {exc}") from exc
+            return embedder.embed(clips)
+    elif modality == "visual":
+        from models.visual import load_image
+
+        keys = [file_key(it.path) for it in items]
+
+        def compute(idx: list[int]) -> np.ndarray:
+            images = []
+            for i in idx:
+                try:
+                    images.append(load_image(items[i].path))
+                except (ValueError, FileNotFoundError) as exc:
+                    raise ValueError(f"{manifest.path}: row {items[i].row}: {exc}") from exc
+            return embedder.embed(images)
+    else:
+        raise ValueError(f"embed_manifest handles text, audio and visual manifests, not {modality!r}")
+    size = batch_size or {"text": 256, "audio": 8, "visual": 16}[modality]
+    return cache.get_or_compute(keys, compute, modality=modality, model_id=embedder.model_id, batch_size=size,
+                                save_every=max(size, 64), progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def add_embed_arguments(parser) -> None:
+    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/manifest.py for the columns)")
+    parser.add_argument("--modality", required=True, choices=("text", "audio", "visual", "video"))
+    parser.add_argument("--classes", help="comma-separated class names, when the labels are not sentiment classes")
+    parser.add_argument("--label-column", help="the manifest column holding the label")
+    parser.add_argument("--cache", type=Path, help="cache folder (default: $VIDSENT_CACHE/embeddings)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--asr", default="tiny.en", choices=("tiny.en", "base"),
+                        help="Whisper model whose encoder embeds audio (and transcribes video)")
+    parser.add_argument("--heads", type=Path, help="heads folder: a text head's fine-tuned encoder layers are used")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+
+
+def main_embed(args) -> int:
+    from models.manifest import ManifestError, read_manifest
+
+    _set_threads(args.threads)
+    classes = args.classes.split(",") if args.classes else None
+    try:
+        manifest = read_manifest(args.manifest, args.modality, classes, args.label_column)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cache = EmbeddingCache(args.cache / "embeddings" if args.cache else None)
+    started = time.time()
+    if args.modality == "video":
+        from models.evaluate import ClipAnalyzer
+
+        analyzer = ClipAnalyzer(device=args.device, asr=args.asr, heads_dir=args.heads, cache=cache)
+        analyzer.features([it.path for it in manifest.items], [it.text for it in manifest.items])
+        print(f"analysed {len(manifest.items)} clips in {time.time() - started:.1f}s", file=sys.stderr)
+        return 0
+    delta = text_delta_of(args.heads) if args.modality == "text" else None
+    embedder = make_embedder(args.modality, args.device, args.asr, delta)
+    try:
+        X = embed_manifest(manifest, embedder, cache)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(X)} {args.modality} embeddings ({X.shape[1]}-d, {embedder.model_id}) in "
+          f"{time.time() - started:.1f}s, cached under {cache.folder(args.modality, embedder.model_id)}",
+          file=sys.stderr)
+    return 0
+
+
+def text_delta_of(heads_dir: Path | None, name: str = "text") -> Path | None:
+    """The fine-tuned encoder file the text head in heads_dir was trained with, if any."""
+    from models.heads import load_head
+
+    head = load_head(name, heads_dir) if heads_dir is not None else None
+    if head is None or not head.card.get("encoder_delta"):
+        return None
+    return head.sibling(head.card["encoder_delta"])
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+class RecordCache:
+    """JSON records (per-clip analyses that are more than one vector) in Parquet, keyed like the embedding cache:
+    <root>/<kind>/<sha256(settings_id)[:16]>/part-*.parquet with columns key and record (JSON text)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else cache_dir() / "records"
+
+    def folder(self, kind: str, settings_id: str) -> Path:
+        return self.root / kind / hashlib.sha256(settings_id.encode()).hexdigest()[:16]
+
+    def load(self, kind: str, settings_id: str) -> dict[str, dict]:
+        import json
+
+        import pyarrow.parquet as pq
+
+        found: dict[str, dict] = {}
+        for part in sorted(self.folder(kind, settings_id).glob(f"{PART_PREFIX}*.parquet")):
+            try:
+                table = pq.read_table(part)
+            except Exception as exc:  # a part damaged outside this code: recompute its items
+                print(f"record cache: ignoring unreadable {part} ({exc})", file=sys.stderr)
+                continue
+            for key, record in zip(table.column("key").to_pylist(), table.column("record").to_pylist()):
+                found[key] = json.loads(record)
+        return found
+
+    def add(self, kind: str, settings_id: str, records: dict[str, dict]) -> None:
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not records:
+            return
+        folder = self.folder(kind, settings_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"key": pa.array(list(records), pa.string()),
+                          "record": pa.array([json.dumps(r) for r in records.values()], pa.string())},
+                         metadata={"settings_id": settings_id})
+        name = f"{PART_PREFIX}{time.time_ns():020d}-{os.getpid()}.parquet"
+        pq.write_table(table, folder / (name + ".tmp"))
+        (folder / (name + ".tmp")).replace(folder / name)
+
+    def compact(self, kind: str, settings_id: str) -> None:
+        folder = self.folder(kind, settings_id)
+        parts = sorted(folder.glob(f"{PART_PREFIX}*.parquet"))
+        if len(parts) <= 1:
+            return
+        self.add(kind, settings_id, self.load(kind, settings_id))
+        for part in parts:
+            part.unlink(missing_ok=True)

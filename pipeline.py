@@ -1,0 +1,451 @@
+"""Where a frame becomes a verdict: one stream's pipeline from a source to protocol messages.
+
+    source ──ingest──▶ AudioRing ─────────────┐
+       │                 └─▶ IncrementalASR ──┤ (words)
+       └──▶ FrameQueue ──▶ VisualAnalyzer ────┤ (per-frame faces + scene)
+                                              ▼
+                    WindowSchedule → Window → scorers (text | audio | visual) → fuse → rolling EMA → WindowMessage
+
+`Engine` holds the models (loaded once per process, shared by every stream) and the two worker threads that run
+all inference off the event loop: one for speech recognition, one for scoring. The event loop only moves data and
+messages. `StreamPipeline.run()` drives one stream and hands each message to `emit`; the server fans them out to
+websocket clients, `vidsent analyze` collects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from models.base import MODALITIES, ModalityScore, label_for
+from models.fusion import FusedScore, FusionParams, RollingSentiment, fuse, grade_for_score
+from protocol import EndMessage, ErrorMessage, Message, StatusMessage, TranscriptMessage, WindowMessage
+from stream.buffers import AudioRing, FrameQueue, TimedResults
+from stream.media import AudioChunk, VideoFrame, Word
+from stream.sources import MediaSource, SourceError, SourceEvent, SourceInfo
+from stream.windows import Window, WindowSchedule, WordStore, join_words, words_between
+
+log = logging.getLogger(__name__)
+
+FRAME_BATCH = 4
+
+
+@dataclass
+class PipelineConfig:
+    window_s: float = 4.0
+    hop_s: float = 2.0
+    sample_fps: float = 2.0  # frames sampled per second of media for the visual scorer
+    fusion: str = "weighted"
+    half_life_s: float = 6.0  # of the rolling EMA, in media seconds
+    asr_step_s: float = 1.0  # new audio per ASR pass at real-time pace
+    asr_fast_step_s: float = 5.0  # new audio per ASR pass when a file is replayed as fast as possible
+    asr_grace_s: float = 1.0  # how long a real-time window waits for ASR to reach its end
+    frame_backlog: int = 8  # sampled frames that may wait for the visual scorer before the oldest are dropped
+    status_every_s: float = 2.0
+
+    def __post_init__(self):
+        WindowSchedule(self.window_s, self.hop_s)  # validates window and hop
+        if self.sample_fps <= 0:
+            raise ValueError("sample fps must be positive")
+
+
+class Engine:
+    """The models of one process, loaded once and shared by all streams, and the threads that run them."""
+
+    def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
+                 fusion: str = "weighted"):
+        from models.assets import resolve_device
+        from models.audio import AudioEmbedder, AudioScorer
+        from models.heads import load_head
+        from models.text import load_text_scorer
+        from models.visual import VisualAnalyzer, VisualScorer
+        from models.whisper import load_whisper
+
+        import torch
+
+        # ASR (CTranslate2, 2 threads) and scoring (torch) run side by side on their own worker threads; one torch
+        # thread keeps the two from oversubscribing a small CPU.
+        torch.set_num_threads(1)
+        self.device = resolve_device(device)
+        self.asr_size = asr
+        self.fusion = fusion
+        self.heads_dir = Path(heads_dir) if heads_dir else None
+        self.whisper = load_whisper(asr, self.device)
+        self.text = load_text_scorer(self.device, self.heads_dir)
+        self.audio = AudioScorer(AudioEmbedder(self.whisper), load_head("audio", self.heads_dir))
+        self.visual_analyzer = VisualAnalyzer(self.device)
+        self.visual = VisualScorer(self.visual_analyzer, load_head("scene", self.heads_dir))
+        self.fusion_params = self._load_fusion_params()
+        self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-asr")
+        self.score_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-score")
+
+    def _load_fusion_params(self) -> FusionParams | None:
+        from models.heads import DEFAULT_HEADS_DIR
+
+        path = (self.heads_dir or DEFAULT_HEADS_DIR) / "fusion.json"
+        return FusionParams.load(path) if path.exists() else None
+
+    def new_asr(self, step_s: float):
+        from stream.asr import IncrementalASR
+
+        return IncrementalASR(self.whisper, step_s=step_s)
+
+    async def in_asr_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.asr_pool, fn, *args)
+
+    async def in_score_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.score_pool, fn, *args)
+
+    def score_window(self, window: Window, info: SourceInfo) -> dict[str, ModalityScore]:
+        """Runs in the scoring thread. A failing scorer marks its modality missing; it never ends the stream."""
+        scores: dict[str, ModalityScore] = {}
+        for modality in MODALITIES:
+            try:
+                scores[modality] = self._score_modality(modality, window, info)
+            except Exception as exc:  # noqa: BLE001 - one modality's failure must not take the others down
+                log.exception("%s scorer failed on window %d", modality, window.index)
+                scores[modality] = ModalityScore.missing(f"{modality} scorer failed: {type(exc).__name__}")
+        return scores
+
+    def _score_modality(self, modality: str, window: Window, info: SourceInfo) -> ModalityScore:
+        if modality == "visual":
+            if not info.has_video:
+                return ModalityScore.missing("no video track")
+            return self.visual.score(window.frames)
+        if not info.has_audio:
+            return ModalityScore.missing("no audio track")
+        if modality == "audio":
+            return self.audio.score([window.audio])[0]
+        return self.text.score([window.transcript])[0]
+
+    def close(self) -> None:
+        self.asr_pool.shutdown(wait=False, cancel_futures=True)
+        self.score_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Overall:
+    """Running means per modality and of the fused score (constant memory, for the end summary)."""
+
+    def __init__(self):
+        self.sums = {m: 0.0 for m in MODALITIES}
+        self.counts = {m: 0 for m in MODALITIES}
+        self.reasons: dict[str, str] = {}
+        self.windows = 0
+
+    def add(self, scores: dict[str, ModalityScore]) -> None:
+        self.windows += 1
+        for m, s in scores.items():
+            if s.available and s.score is not None:
+                self.sums[m] += s.score
+                self.counts[m] += 1
+            elif s.reason:
+                self.reasons[m] = s.reason
+
+    def modalities(self) -> dict[str, ModalityScore]:
+        out = {}
+        for m in MODALITIES:
+            if self.counts[m]:
+                out[m] = ModalityScore.of(self.sums[m] / self.counts[m],
+                                          details={"windows": self.counts[m]})
+            else:
+                out[m] = ModalityScore.missing(self.reasons.get(m, "no windows"))
+        return out
+
+
+class StreamPipeline:
+    def __init__(self, stream_id: str, source: MediaSource, engine: Engine, config: PipelineConfig | None = None,
+                 emit: Callable[[Message], None] = lambda m: None):
+        self.stream_id = stream_id
+        self.source = source
+        self.engine = engine
+        self.config = config or PipelineConfig()
+        self.emit = emit
+        self.info: SourceInfo | None = None
+        self.realtime = source.realtime
+        cfg = self.config
+        self.ring = AudioRing(capacity_s=max(60.0, 4 * cfg.window_s))
+        self.frames_waiting = FrameQueue(cfg.frame_backlog)
+        self.frame_results: TimedResults = TimedResults(keep_s=3 * cfg.window_s)
+        self.words = WordStore(keep_s=max(60.0, 4 * cfg.window_s))
+        self.pending_words: list[Word] = []
+        self.transcript_log: deque[str] = deque(maxlen=2000)
+        self.schedule = WindowSchedule(cfg.window_s, cfg.hop_s)
+        self.rolling = RollingSentiment(cfg.half_life_s)
+        self.overall = _Overall()
+        self.asr = None
+        self.audio_end = 0.0
+        self.video_end = -1.0
+        self.asr_until = 0.0
+        self.frames_inflight_t: float | None = None
+        self.eof = False
+        self.end_reason = "eof"
+        self.state = "starting"
+        self._changed = asyncio.Condition()
+        self._arrivals: deque[tuple[float, float]] = deque(maxlen=4096)  # (media watermark, wall time)
+        self._stop = asyncio.Event()
+        self.latencies: deque[float] = deque(maxlen=10_000)
+
+    # -- shared state ------------------------------------------------------------------------------------------
+    @property
+    def watermark(self) -> float:
+        """Media time up to which the source has delivered everything."""
+        if self.info is not None and self.info.has_audio:
+            return self.audio_end
+        return max(self.video_end, 0.0)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+                return True
+            except asyncio.TimeoutError:
+                return predicate()
+
+    def stop(self) -> None:
+        self.end_reason = "stopped"
+        self._stop.set()
+
+    # -- the stream --------------------------------------------------------------------------------------------
+    async def run(self) -> EndMessage:
+        self.emit(StatusMessage(self.stream_id, "starting", detail="opening source"))
+        try:
+            self.info = await self.source.open()
+        except SourceError as exc:
+            return self._finish_with_error(exc.code, exc.message)
+        except (asyncio.TimeoutError, TimeoutError):
+            return self._finish_with_error("timeout", "the source did not answer in time")
+        self.state = "running"
+        self.emit(StatusMessage(self.stream_id, "running", source=self.info.to_json(),
+                                detail=self._missing_tracks_detail()))
+        if self.info.has_audio:
+            self.asr = self.engine.new_asr(self.config.asr_step_s if self.realtime else self.config.asr_fast_step_s)
+        workers = [asyncio.create_task(self._ingest(), name=f"{self.stream_id}-ingest"),
+                   asyncio.create_task(self._windows(), name=f"{self.stream_id}-windows"),
+                   asyncio.create_task(self._status_loop(), name=f"{self.stream_id}-status")]
+        if self.asr is not None:
+            workers.append(asyncio.create_task(self._transcribe(), name=f"{self.stream_id}-asr"))
+        if self.info.has_video:
+            workers.append(asyncio.create_task(self._analyze_frames(), name=f"{self.stream_id}-frames"))
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([workers[1], stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in workers:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
+        except SourceError as exc:
+            self.end_reason = "source_lost" if exc.code == "source_lost" else "error"
+            self.emit(ErrorMessage(exc.code, exc.message, self.stream_id))
+        except Exception as exc:  # noqa: BLE001 - report and end this stream; others carry on
+            log.exception("stream %s failed", self.stream_id)
+            self.end_reason = "error"
+            self.emit(ErrorMessage("internal", f"the stream failed: {type(exc).__name__}: {exc}", self.stream_id))
+        finally:
+            for task in [*workers, stopper]:
+                task.cancel()
+            await asyncio.gather(*workers, stopper, return_exceptions=True)
+            await self.source.close()
+        end = EndMessage(self.stream_id, self._summary())
+        self.emit(end)
+        return end
+
+    def _media_end(self) -> float:
+        """Where the media ended: the audio's end, or for video alone the file's duration (a still image lasts one
+        frame) — not just the last sampled frame."""
+        end = self.watermark
+        if self.info is not None and self.info.duration and not self.info.has_audio:
+            end = max(end, self.info.duration)
+        return end
+
+    def _missing_tracks_detail(self) -> str:
+        missing = [name for name, has in (("audio", self.info.has_audio), ("video", self.info.has_video)) if not has]
+        return f"no {' or '.join(missing)} track: those modalities are marked missing" if missing else ""
+
+    def _finish_with_error(self, code: str, message: str) -> EndMessage:
+        self.end_reason = "error"
+        self.emit(ErrorMessage(code, message, self.stream_id))
+        end = EndMessage(self.stream_id, self._summary())
+        self.emit(end)
+        return end
+
+    async def _ingest(self) -> None:
+        try:
+            async for item in self.source:
+                if isinstance(item, AudioChunk):
+                    self.ring.append(item)
+                    self.asr and self.asr.insert_audio(item.samples, item.t)
+                    self.audio_end = max(self.audio_end, item.t_end)
+                elif isinstance(item, VideoFrame):
+                    if not self.realtime:  # a file replayed as fast as possible waits instead of dropping frames
+                        await self._wait_for(lambda: len(self.frames_waiting) < self.frames_waiting.max_waiting)
+                    self.frames_waiting.put(item)
+                    self.video_end = max(self.video_end, item.t)
+                elif isinstance(item, SourceEvent):
+                    self.state = "reconnecting" if item.state == "reconnecting" else "running"
+                    self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.frames_waiting.dropped,
+                                            self.watermark, item.detail))
+                self._arrivals.append((self.watermark, time.monotonic()))
+                await self._notify()
+                if not self.realtime:
+                    # backpressure: read no further ahead than the windows, ASR and ring can absorb
+                    await self._wait_for(self._has_room)
+        finally:
+            self.eof = True
+            await self._notify()
+
+    def _has_room(self) -> bool:
+        ahead = self.watermark - self.schedule.next_span()[1]
+        asr_backlog = self.asr.pending_audio_s if self.asr is not None else 0.0
+        return ahead < self.ring.capacity / self.ring.sample_rate / 2 and asr_backlog < 4 * self.config.asr_fast_step_s
+
+    async def _transcribe(self) -> None:
+        step = self.asr.step_s
+        while True:
+            await self._wait_for(lambda: self.eof or self.asr.pending_audio_s >= step)
+            if self.eof:
+                update = await self.engine.in_asr_thread(self.asr.finish)
+                self._take_asr_update(update, final=True)
+                await self._notify()
+                return
+            update = await self.engine.in_asr_thread(self.asr.process)
+            self._take_asr_update(update)
+            await self._notify()
+
+    def _take_asr_update(self, update, final: bool = False) -> None:
+        if update.committed:
+            self.words.add(update.committed)
+            text = join_words(update.committed)
+            self.transcript_log.append(text)
+            self.emit(TranscriptMessage(
+                self.stream_id, round(update.committed[0].start, 3), round(update.committed[-1].end, 3), text, True,
+                [{"start": round(w.start, 3), "end": round(w.end, 3), "word": w.text.strip(),
+                  "p": round(w.probability, 3)} for w in update.committed]))
+        if update.pending != self.pending_words and update.pending:
+            self.emit(TranscriptMessage(self.stream_id, round(update.pending[0].start, 3),
+                                        round(update.pending[-1].end, 3), join_words(update.pending), False))
+        self.pending_words = list(update.pending)
+        self.asr_until = self.audio_end if final else max(self.asr_until, update.processed_until)
+
+    async def _analyze_frames(self) -> None:
+        while True:
+            await self._wait_for(lambda: self.eof or len(self.frames_waiting) > 0)
+            batch = self.frames_waiting.take(FRAME_BATCH)
+            if not batch:
+                if self.eof:
+                    return
+                continue
+            self.frames_inflight_t = batch[0].t
+            analyses = await self.engine.in_score_thread(
+                self.engine.visual_analyzer.analyze, [frame.image for frame in batch])
+            for frame, analysis in zip(batch, analyses):
+                self.frame_results.add(frame.t, analysis)
+            self.frames_inflight_t = None
+            await self._notify()
+
+    def _frames_ready(self, t1: float) -> bool:
+        if self.info is None or not self.info.has_video:
+            return True
+        if self.frames_inflight_t is not None and self.frames_inflight_t < t1:
+            return False
+        oldest = self.frames_waiting.oldest_t()
+        if oldest is not None and oldest < t1:
+            return False
+        return self.eof or self.video_end >= t1 - 1.0 / self.config.sample_fps
+
+    def _asr_ready(self, t1: float) -> bool:
+        return self.asr is None or self.asr_until >= t1 - 0.05
+
+    async def _windows(self) -> None:
+        while True:
+            index, t0, t1 = self.schedule.next_span()
+            await self._wait_for(lambda: self.eof or self.watermark >= t1)
+            if self.watermark < t1:  # the media ended inside this window
+                break
+            await self._wait_for(lambda: self._frames_ready(t1) or self.eof)
+            # At real-time pace a window waits only briefly for speech recognition and uses the unconfirmed
+            # words for its tail; a file replayed as fast as possible waits for every word.
+            await self._wait_for(lambda: self._asr_ready(t1), self.config.asr_grace_s if self.realtime else None)
+            await self._emit_window(index, t0, t1)
+            self.schedule.advance()
+            await self._notify()
+        # the end of the media: the last words, the last frames, then a closing window over what is left
+        await self._wait_for(lambda: self._asr_ready(self.audio_end) and self._frames_ready(float("inf")))
+        span = self.schedule.final_span(self._media_end())
+        if span is not None:
+            await self._emit_window(*span)
+            self.schedule.advance()
+
+    async def _emit_window(self, index: int, t0: float, t1: float) -> None:
+        window = Window(
+            index=index, t_start=t0, t_end=t1,
+            audio=self.ring.read(t0, t1),
+            frames=self.frame_results.between(t0, t1),
+            words=self.words.between(t0, t1),
+            pending_words=words_between(self.pending_words, t0, t1),
+        )
+        scores = await self.engine.in_score_thread(self.engine.score_window, window, self.info)
+        fused = fuse(scores, self.engine.fusion, self.engine.fusion_params)
+        rolling = self.rolling.update(fused.score, t1)
+        self.overall.add(scores)
+        latency = self._latency(t1)
+        self.emit(WindowMessage(
+            stream=self.stream_id, index=index, t_start=round(t0, 3), t_end=round(t1, 3),
+            modalities={m: s.to_json() for m, s in scores.items()},
+            fused=fused.to_json(),
+            rolling=self._rolling_json(rolling),
+            transcript=window.transcript,
+            latency_s=latency,
+        ))
+
+    def _rolling_json(self, score: float | None) -> dict:
+        return {
+            "score": None if score is None else round(score, 4),
+            "label": None if score is None else label_for(score),
+            "graded": None if score is None else grade_for_score(score),
+            "half_life_s": self.config.half_life_s,
+        }
+
+    def _latency(self, t1: float) -> float | None:
+        """Wall seconds since the window's last media arrived (only meaningful at real-time pace)."""
+        for watermark, wall in self._arrivals:
+            if watermark >= t1 - 1e-6:
+                latency = time.monotonic() - wall
+                self.latencies.append(latency)
+                return round(latency, 3)
+        return None
+
+    def _lag(self) -> float:
+        return round(max(0.0, self.watermark - self.schedule.next_span()[2]), 3)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_every_s)
+            self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.frames_waiting.dropped,
+                                    round(self.watermark, 3)))
+
+    def _summary(self) -> dict:
+        modalities = self.overall.modalities()
+        fused: FusedScore = fuse(modalities, self.engine.fusion, self.engine.fusion_params)
+        return {
+            "reason": self.end_reason,
+            "source": self.info.to_json() if self.info else None,
+            "duration": round(self.watermark, 3),
+            "windows": self.overall.windows,
+            "score": None if fused.score is None else round(fused.score, 4),
+            "label": fused.label,
+            "graded": fused.graded,
+            "fused": fused.to_json(),
+            "rolling": self._rolling_json(self.rolling.score),
+            "modalities": {m: s.to_json() for m, s in modalities.items()},
+            "dropped_frames": self.frames_waiting.dropped,
+            "transcript": " ".join(self.transcript_log),
+        }

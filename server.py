@@ -1,0 +1,331 @@
+"""The vidsent asyncio server: a registry of live streams and the websocket protocol (see protocol.py and the README).
+
+Transport only: each stream's processing is a `pipeline.StreamPipeline`; this module starts them on request, fans
+their messages out to subscribed clients through bounded per-client queues, and drops a client that cannot keep
+up instead of ever letting it stall a pipeline.
+
+    python server.py [--host 127.0.0.1] [--port 8765] [--media-dir DIR] [--allow-rtsp HOST[:PORT]] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import signal
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from pipeline import Engine, PipelineConfig, StreamPipeline
+from protocol import (MAX_REQUEST_BYTES, PROTOCOL_VERSION, EndMessage, ErrorMessage, HelloMessage, Message,
+                      ProtocolError, StatusMessage, StreamsMessage, SubscribedMessage, parse_request)
+from stream.sources import MediaSource, SourceError, open_source, redact_url
+
+log = logging.getLogger("vidsent.server")
+
+CLIENT_QUEUE = 512  # messages a client may have unsent before it counts as too slow and is dropped
+SLOW_CLIENT_CLOSE = 1013  # "try again later"
+MAX_STREAMS = 16
+
+
+class SourcePolicy:
+    """Which sources clients may start: files inside one media folder (no traversal, no symlinks out) and RTSP URLs
+    on allow-listed hosts."""
+
+    def __init__(self, media_dir: str | Path | None = None, rtsp_hosts: list[str] | None = None):
+        self.media_dir = Path(media_dir).resolve() if media_dir else None
+        self.rtsp_hosts = {self._host_key(h) for h in (rtsp_hosts or [])}
+
+    @staticmethod
+    def _host_key(spec: str) -> tuple[str, int]:
+        parts = urlsplit(spec if "//" in spec else f"rtsp://{spec}")
+        return (parts.hostname or "").lower(), parts.port or 554
+
+    def resolve(self, spec: str) -> str:
+        scheme = urlsplit(spec).scheme.lower()
+        if scheme in ("rtsp", "rtsps"):
+            if self._host_key(spec) not in self.rtsp_hosts:
+                raise SourceError("not_allowed", f"RTSP host of {redact_url(spec)} is not on the server's allow-list")
+            return spec
+        if scheme and len(scheme) > 1:
+            raise SourceError("not_allowed", f"source scheme {scheme!r} is not allowed")
+        if self.media_dir is None:
+            raise SourceError("not_allowed", "this server has no media folder: start it with --media-dir")
+        path = (self.media_dir / spec).resolve()
+        if not path.is_relative_to(self.media_dir):
+            raise SourceError("not_allowed", f"{spec!r} is outside the server's media folder")
+        return str(path)
+
+
+class Subscriber:
+    """One websocket client: a bounded outbox and a writer task, so a slow client never blocks a stream."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: ServerConnection):
+        self.id = next(self._ids)
+        self.ws = ws
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE)
+        self.streams: set[str] = set()
+        self.too_slow = False
+        self.writer = asyncio.create_task(self._write())
+
+    def offer(self, text: str) -> bool:
+        if self.too_slow:
+            return False
+        try:
+            self.outbox.put_nowait(text)
+            return True
+        except asyncio.QueueFull:
+            self.too_slow = True
+            log.warning("client %d is too slow (%d unsent messages): dropping it", self.id, CLIENT_QUEUE)
+            asyncio.create_task(self.ws.close(SLOW_CLIENT_CLOSE, "client too slow: messages not read"))
+            return False
+
+    def send(self, message: Message) -> None:
+        self.offer(message.dumps())
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                text = await self.outbox.get()
+                await self.ws.send(text)
+        except ConnectionClosed:
+            pass
+
+    async def close(self) -> None:
+        self.writer.cancel()
+        await asyncio.gather(self.writer, return_exceptions=True)
+
+
+@dataclass
+class LiveStream:
+    id: str
+    source_name: str
+    pipeline: StreamPipeline | None = None
+    task: asyncio.Task | None = None
+    subscribers: set[Subscriber] = field(default_factory=set)
+    last_status: StatusMessage | None = None
+    ended: EndMessage | None = None
+
+    def publish(self, message: Message) -> None:
+        if isinstance(message, StatusMessage):
+            self.last_status = message
+        text = message.dumps()
+        for sub in list(self.subscribers):
+            if not sub.offer(text):
+                self.subscribers.discard(sub)
+
+    def describe(self) -> dict:
+        return {"stream": self.id, "source": self.source_name,
+                "state": "ended" if self.ended else (self.last_status.state if self.last_status else "starting"),
+                "subscribers": len(self.subscribers)}
+
+
+class StreamHub:
+    def __init__(self, engine: Engine, config: PipelineConfig, policy: SourcePolicy, max_streams: int = MAX_STREAMS):
+        self.engine = engine
+        self.config = config
+        self.policy = policy
+        self.max_streams = max_streams
+        self.streams: dict[str, LiveStream] = {}
+        self.bound_port: int | None = None
+        self._ids = itertools.count(1)
+
+    def start(self, spec: str, stream_id: str | None = None, realtime: bool = True,
+              source: MediaSource | None = None) -> LiveStream:
+        """Start a stream from a client's source spec (checked against the policy), or from a ready source."""
+        if stream_id is not None and stream_id in self.streams:
+            raise SourceError("stream_exists", f"stream {stream_id!r} is already running: subscribe to it")
+        if len(self.streams) >= self.max_streams:
+            raise SourceError("too_many_streams", f"the server runs at most {self.max_streams} streams")
+        if source is None:
+            source = open_source(self.policy.resolve(spec), realtime=realtime, sample_fps=self.config.sample_fps)
+        stream_id = stream_id or self._new_id()
+        live = LiveStream(stream_id, redact_url(spec) if "://" in spec else Path(spec).name)
+        live.pipeline = StreamPipeline(stream_id, source, self.engine, self.config, emit=live.publish)
+        self.streams[stream_id] = live
+        live.task = asyncio.create_task(self._run(live), name=f"stream-{stream_id}")
+        return live
+
+    def _new_id(self) -> str:
+        while (candidate := f"s{next(self._ids)}") in self.streams:
+            pass
+        return candidate
+
+    async def _run(self, live: LiveStream) -> None:
+        try:
+            live.ended = await live.pipeline.run()
+        except Exception:  # noqa: BLE001 - the pipeline reports its own errors; this guards the hub
+            log.exception("stream %s crashed", live.id)
+            live.publish(ErrorMessage("internal", "the stream failed", live.id))
+        finally:
+            self.streams.pop(live.id, None)
+            log.info("stream %s ended (%s)", live.id, live.ended.summary.get("reason") if live.ended else "crash")
+
+    async def stop_all(self, timeout: float = 4.0) -> None:
+        for live in list(self.streams.values()):
+            live.pipeline.stop()
+        tasks = [live.task for live in self.streams.values() if live.task]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+
+class Server:
+    def __init__(self, hub: StreamHub):
+        self.hub = hub
+        self.clients: set[Subscriber] = set()
+
+    def health(self, connection, request):
+        """Plain HTTP on the same port: GET /health answers JSON; anything but a websocket upgrade gets 426."""
+        if request.path == "/health":
+            body = json.dumps({"ok": True, "protocol": PROTOCOL_VERSION,
+                               "streams": [s.describe() for s in self.hub.streams.values()]})
+            response = connection.respond(HTTPStatus.OK, body + "\n")
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "vidsent speaks websocket here; see /health\n")
+        return None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        client = Subscriber(ws)
+        self.clients.add(client)
+        client.send(HelloMessage(server="vidsent", streams=[s.describe() for s in self.hub.streams.values()]))
+        try:
+            async for raw in ws:
+                try:
+                    request = parse_request(raw)
+                    self._dispatch(client, request)
+                except ProtocolError as exc:
+                    client.send(ErrorMessage(exc.code, exc.message))
+                except SourceError as exc:
+                    client.send(ErrorMessage(exc.code, exc.message))
+        except ConnectionClosed:
+            pass
+        finally:
+            for live in self.hub.streams.values():
+                live.subscribers.discard(client)
+            self.clients.discard(client)
+            await client.close()
+
+    def _dispatch(self, client: Subscriber, request: dict) -> None:
+        kind = request["type"]
+        if kind == "list":
+            client.send(StreamsMessage([s.describe() for s in self.hub.streams.values()]))
+        elif kind == "start":
+            live = self.hub.start(request["source"], request.get("stream"), request.get("realtime", True))
+            self._subscribe(client, live)
+        elif kind == "subscribe":
+            live = self.hub.streams.get(request["stream"])
+            if live is None:
+                raise SourceError("no_such_stream", f"no stream {request['stream']!r} is running")
+            self._subscribe(client, live)
+        elif kind == "unsubscribe":
+            live = self.hub.streams.get(request["stream"])
+            if live is not None:
+                live.subscribers.discard(client)
+        elif kind == "stop":
+            live = self.hub.streams.get(request["stream"])
+            if live is None:
+                raise SourceError("no_such_stream", f"no stream {request['stream']!r} is running")
+            live.pipeline.stop()
+
+    def _subscribe(self, client: Subscriber, live: LiveStream) -> None:
+        live.subscribers.add(client)
+        client.send(SubscribedMessage(live.id))
+        if live.last_status is not None:
+            client.send(live.last_status)
+
+
+async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Event | None = None,
+                        stop: asyncio.Event | None = None) -> None:
+    server = Server(hub)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or not a Unix loop
+            pass
+    async with serve(server.handle, host, port, process_request=server.health, max_size=MAX_REQUEST_BYTES,
+                     ping_interval=20, ping_timeout=20) as ws_server:
+        bound = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ws_server.sockets)
+        log.info("vidsent listening on ws://%s (protocol v%d)", bound, PROTOCOL_VERSION)
+        hub.bound_port = ws_server.sockets[0].getsockname()[1]
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down: ending %d stream(s)", len(hub.streams))
+        await hub.stop_all()
+        await asyncio.sleep(0.2)  # let the writers flush the end messages
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    parser.add_argument("--media-dir", default=None,
+                        help="folder whose files clients may start as streams (nothing outside it)")
+    parser.add_argument("--allow-rtsp", action="append", default=[], metavar="HOST[:PORT]",
+                        help="an RTSP host clients may start streams from (repeatable)")
+    parser.add_argument("--max-streams", type=int, default=MAX_STREAMS)
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--asr", default="tiny.en", choices=["tiny.en", "base"], help="Whisper model for speech")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--heads", default=None, metavar="DIR", help="folder of trained heads (default: shipped)")
+    parser.add_argument("--fusion", default="weighted", choices=["weighted", "vote", "product", "stacking"])
+    parser.add_argument("--window", type=float, default=4.0, help="window length in seconds (default 4)")
+    parser.add_argument("--hop", type=float, default=2.0, help="window hop in seconds (default 2)")
+    parser.add_argument("--half-life", type=float, default=6.0, help="rolling EMA half-life in seconds (default 6)")
+    parser.add_argument("--fps", type=float, default=2.0, help="frames sampled per second for the visual scorer")
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    return PipelineConfig(window_s=args.window, hop_s=args.hop, half_life_s=args.half_life, fusion=args.fusion,
+                          sample_fps=args.fps)
+
+
+def build_engine(args: argparse.Namespace) -> Engine:
+    return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion)
+
+
+def main_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = pipeline_config(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("binding to %s: the server has no authentication; expose it only on trusted networks", args.host)
+    log.info("loading models (asr=%s, device=%s)", args.asr, args.device)
+    engine = build_engine(args)
+    hub = StreamHub(engine, config, SourcePolicy(args.media_dir, args.allow_rtsp), args.max_streams)
+    try:
+        asyncio.run(serve_forever(args.host, args.port, hub))
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
+        return 1
+    finally:
+        engine.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="server.py", description="vidsent websocket server")
+    add_server_arguments(parser)
+    add_pipeline_arguments(parser)
+    return main_serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

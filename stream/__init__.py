@@ -1,0 +1,1 @@
+"""Media in: sources, ring buffers, windows over media time, and incremental speech recognition."""

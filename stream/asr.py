@@ -1,0 +1,489 @@
+"""Incremental speech recognition: faster-whisper on a short rolling buffer, committed by local agreement.
+
+Each pass transcribes the uncommitted audio (a few seconds) in ONE bounded Whisper call: one 30 s-padded encoder
+run, one greedy decode at temperature 0 with a token budget, one alignment for word times. A word is committed
+when two consecutive passes agree on it (LocalAgreement-2), or at once when the speaker pauses (Silero VAD sees
+trailing silence), so the words just before a pause are never held back or dropped. The buffer is cut at the end
+of the committed words, so it stays short and no pass re-transcribes audio that is already committed.
+
+Only media time goes in and out; this module knows nothing of websockets, windows or sentiment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream.media import SAMPLE_RATE, Word
+
+log = logging.getLogger(__name__)
+
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+_NON_LEXICAL = re.compile(r"^\s*[\[(♪*].*|.*[\])♪*]\s*$")  # "[Music]", "(upbeat music)", "♪", "*laughs*"
+
+
+@dataclass
+class AsrUpdate:
+    committed: list[Word]  # newly committed by this pass; each word is emitted exactly once, in time order
+    pending: list[Word]  # the current unconfirmed hypothesis after everything committed
+    processed_until: float  # media time up to which audio has been transcribed
+    compute_s: float = 0.0  # wall-clock seconds the pass took
+
+
+@dataclass
+class _Decoded:
+    words: list[Word]  # media time
+    rejected: str | None = None  # why the whole pass was thrown away, if it was
+
+
+@dataclass
+class _Speech:
+    regions: list[tuple[float, float]]  # media-time speech intervals found by the VAD, in order
+    buffer_end: float
+
+    @property
+    def any(self) -> bool:
+        return bool(self.regions)
+
+    @property
+    def trailing_silence(self) -> float:
+        return self.buffer_end - self.regions[-1][1] if self.regions else float("inf")
+
+    def overlaps(self, start: float, end: float, margin: float) -> bool:
+        return any(start < b + margin and end > a - margin for a, b in self.regions)
+
+
+def normalise_word(text: str) -> str:
+    """Lower case without punctuation, for comparing words across passes and against references."""
+    return re.sub(r"[^\w']+", "", text.lower()).strip("'")
+
+
+def normalise_text(text: str) -> list[str]:
+    return [w for w in (normalise_word(t) for t in text.split()) if w]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length, both sides normalised."""
+    ref, hyp = normalise_text(reference), normalise_text(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def agreed_prefix_length(previous: list[Word], current: list[Word]) -> int:
+    n = 0
+    for a, b in zip(previous, current):
+        if normalise_word(a.text) != normalise_word(b.text):
+            break
+        n += 1
+    return n
+
+
+def repeated_tail_length(committed: list[Word], hypothesis: list[Word], longest: int = 5) -> int:
+    """How many leading hypothesis words repeat the last committed words (audio left over at a cut)."""
+    tail = [normalise_word(w.text) for w in committed[-longest:]]
+    head = [normalise_word(w.text) for w in hypothesis[:longest]]
+    for k in range(min(len(tail), len(head)), 0, -1):
+        if tail[-k:] == head[:k]:
+            return k
+    return 0
+
+
+class WhisperPass:
+    """One bounded Whisper call on up to 30 s of audio: encode once, decode greedily once, align once.
+
+    faster-whisper's own transcribe() seeks on after an unfinished last segment and decodes the leftover tail in
+    a second window; on a streaming buffer that tail is a fraction of a word and is where tiny.en invents text and
+    loops. This pass never seeks.
+    """
+
+    def __init__(
+        self,
+        model,
+        language: str = "en",
+        beam_size: int = 1,
+        compression_ratio_threshold: float = 2.4,
+        no_speech_threshold: float = 0.6,
+        log_prob_threshold: float = -1.0,
+    ) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.model = model
+        multilingual = bool(model.model.is_multilingual)
+        self.tokenizer = Tokenizer(
+            model.hf_tokenizer, multilingual, task="transcribe", language=language if multilingual else "en"
+        )
+        self.beam_size = beam_size
+        self.compression_ratio_threshold = compression_ratio_threshold
+        self.no_speech_threshold = no_speech_threshold
+        self.log_prob_threshold = log_prob_threshold
+        self._suppress = self._suppressed_tokens()
+        self._max_length = int(getattr(model, "max_length", 448))
+
+    def _suppressed_tokens(self) -> list[int]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        return list(get_suppressed_tokens(self.tokenizer, [-1]))
+
+    def __call__(self, audio: np.ndarray, t0: float, prompt: str = "") -> _Decoded:
+        from faster_whisper.audio import pad_or_trim
+
+        model, tok = self.model, self.tokenizer
+        duration = len(audio) / SAMPLE_RATE
+        features = model.feature_extractor(audio)
+        content_frames = max(1, features.shape[-1] - 1)
+        encoder_output = model.encode(pad_or_trim(features[:, :content_frames]))
+
+        prompt_tokens = tok.encode(" " + prompt.strip())[-(self._max_length // 2 - 1) :] if prompt.strip() else []
+        prompt_ids = model.get_prompt(tok, prompt_tokens, without_timestamps=False)
+        # About 3 words a second at most, a few tokens each, plus timestamps: a loop cannot run away.
+        max_new_tokens = min(int(12 + 10 * duration), self._max_length - len(prompt_ids) - 1)
+        result = model.model.generate(
+            encoder_output,
+            [prompt_ids],
+            beam_size=self.beam_size,
+            max_length=len(prompt_ids) + max_new_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+            max_initial_timestamp_index=50,
+        )[0]
+        tokens = result.sequences_ids[0]
+        text_tokens = [t for t in tokens if t < tok.eot]
+        text = tok.decode(text_tokens).strip()
+        if not text:
+            return _Decoded([])
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        ratio = len(text.encode()) / len(zlib.compress(text.encode()))
+        if ratio > self.compression_ratio_threshold:
+            return _Decoded([], f"repetitive (compression ratio {ratio:.2f})")
+        if result.no_speech_prob > self.no_speech_threshold and avg_logprob < self.log_prob_threshold:
+            return _Decoded([], f"no speech (p={result.no_speech_prob:.2f}, logprob {avg_logprob:.2f})")
+        if len(tokens) >= max_new_tokens - 1:
+            return _Decoded([], "token budget exhausted")
+
+        segment = {"seek": 0, "start": 0.0, "end": duration, "tokens": text_tokens}
+        model.add_word_timestamps(
+            [[segment]], tok, encoder_output, content_frames, PREPEND_PUNCTUATION, APPEND_PUNCTUATION, 0.0
+        )
+        words = [
+            Word(t0 + float(w["start"]), t0 + float(w["end"]), w["word"], float(w["probability"]))
+            for w in segment.get("words", [])
+        ]
+        return _Decoded(words)
+
+
+def _detect_speech(audio: np.ndarray, t0: float, min_silence_s: float, threshold: float) -> _Speech:
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(
+        threshold=threshold, min_silence_duration_ms=int(min_silence_s * 1000), speech_pad_ms=0, min_speech_duration_ms=120
+    )
+    regions = [
+        (t0 + r["start"] / SAMPLE_RATE, t0 + r["end"] / SAMPLE_RATE)
+        for r in get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
+    ]
+    return _Speech(regions, t0 + len(audio) / SAMPLE_RATE)
+
+
+@dataclass
+class _Queue:
+    pieces: deque = field(default_factory=deque)  # (t, samples) as inserted
+    samples: int = 0
+
+
+class IncrementalASR:
+    """Streaming transcription of one audio stream with stable word commits.
+
+    insert_audio() is cheap and may be called from the event loop while process() runs in a worker thread;
+    process() and finish() are serialised. Committed words are final and come out exactly once.
+    """
+
+    def __init__(
+        self,
+        model,
+        step_s: float = 1.0,
+        language: str = "en",
+        beam_size: int = 1,
+        pause_s: float = 0.6,
+        max_buffer_s: float = 10.0,
+        max_gap_fill_s: float = 2.0,
+        vad_threshold: float = 0.5,
+        prompt_chars: int = 200,
+        use_prompt: bool = True,
+    ) -> None:
+        if step_s <= 0:
+            raise ValueError(f"step_s must be positive, got {step_s}")
+        if max_buffer_s < 4 * pause_s or max_buffer_s > 25:
+            raise ValueError(f"max_buffer_s must lie between {4 * pause_s:.1f} and 25 s, got {max_buffer_s}")
+        self.step_s = step_s
+        self.pause_s = pause_s
+        self.max_buffer_s = max_buffer_s
+        self.soft_buffer_s = 0.6 * max_buffer_s
+        self.max_gap_fill_s = max_gap_fill_s
+        self.vad_threshold = vad_threshold
+        self.prompt_chars = prompt_chars
+        self.use_prompt = use_prompt
+        self._whisper = WhisperPass(model, language=language, beam_size=beam_size)
+
+        self._queue_lock = threading.Lock()
+        self._queue = _Queue()
+        self._next_t: float | None = None  # media time just after the last inserted sample
+
+        self._pass_lock = threading.Lock()
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_t0: float | None = None
+        self._committed: list[Word] = []
+        self._committed_until = float("-inf")
+        self._pending: list[Word] = []
+
+    # ---- called from the event loop -------------------------------------------------------------------------
+    def insert_audio(self, samples: np.ndarray, t: float) -> None:
+        """Queue contiguous 16 kHz mono float audio whose first sample is at media time t."""
+        samples = np.asarray(samples)
+        if samples.ndim != 1:
+            raise ValueError(f"audio must be mono (1-D), got shape {samples.shape}")
+        if not np.issubdtype(samples.dtype, np.floating):
+            raise ValueError(f"audio must be float in [-1, 1], got dtype {samples.dtype}")
+        if not np.isfinite(t):
+            raise ValueError(f"media time must be finite, got {t}")
+        if samples.size == 0:
+            return
+        samples = np.nan_to_num(samples.astype(np.float32, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
+        with self._queue_lock:
+            self._queue.pieces.append((float(t), samples))
+            self._queue.samples += samples.size
+            self._next_t = float(t) + samples.size / SAMPLE_RATE
+
+    @property
+    def pending_audio_s(self) -> float:
+        with self._queue_lock:
+            return self._queue.samples / SAMPLE_RATE
+
+    # ---- called from one worker thread ------------------------------------------------------------------------
+    def process(self) -> AsrUpdate:
+        """One pass over the buffered audio plus what arrived since the last pass."""
+        started = time.perf_counter()
+        with self._pass_lock:
+            committed: list[Word] = []
+            self._take_queued(self._take_limit_s(), committed)
+            if len(self._buffer):
+                committed += self._pass(final=False)
+            return self._update(committed, started)
+
+    def finish(self) -> AsrUpdate:
+        """End of stream: transcribe everything still queued or buffered and commit all of it."""
+        started = time.perf_counter()
+        with self._pass_lock:
+            committed: list[Word] = []
+            while self._queued_s() > 0:
+                self._take_queued(self._take_limit_s(), committed)
+                if self._queued_s() > 0:
+                    committed += self._pass(final=False)
+            if len(self._buffer):
+                committed += self._pass(final=True)
+            self._reset_buffer()
+            return self._update(committed, started)
+
+    # ---- internals ------------------------------------------------------------------------------------------
+    def _update(self, committed: list[Word], started: float) -> AsrUpdate:
+        return AsrUpdate(
+            committed=committed,
+            pending=list(self._pending),
+            processed_until=self._buffer_end() if self._buffer_t0 is not None else (self._next_t or 0.0),
+            compute_s=time.perf_counter() - started,
+        )
+
+    def _queued_s(self) -> float:
+        with self._queue_lock:
+            return self._queue.samples / SAMPLE_RATE
+
+    def _take_limit_s(self) -> float:
+        # Catch up at up to twice the step when behind, but never grow the buffer past its cap.
+        room = self.max_buffer_s - len(self._buffer) / SAMPLE_RATE
+        return max(min(2 * max(self.step_s, 1.0), room), 0.5)
+
+    def _buffer_end(self) -> float:
+        assert self._buffer_t0 is not None
+        return self._buffer_t0 + len(self._buffer) / SAMPLE_RATE
+
+    def _reset_buffer(self) -> None:
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_t0 = None
+        self._pending = []
+
+    def _take_queued(self, limit_s: float, committed: list[Word]) -> None:
+        """Move up to limit_s of queued audio into the buffer, bridging small gaps with silence."""
+        limit = int(limit_s * SAMPLE_RATE)
+        taken: list[tuple[float, np.ndarray]] = []
+        with self._queue_lock:
+            while self._queue.pieces and limit > 0:
+                t, samples = self._queue.pieces.popleft()
+                if samples.size > limit:
+                    self._queue.pieces.appendleft((t + limit / SAMPLE_RATE, samples[limit:]))
+                    samples = samples[:limit]
+                self._queue.samples -= samples.size
+                limit -= samples.size
+                taken.append((t, samples))
+        for t, samples in taken:
+            if self._buffer_t0 is None:
+                self._buffer_t0 = t
+                self._buffer = samples
+                continue
+            gap = t - self._buffer_end()
+            if gap < -1.0 / SAMPLE_RATE:  # overlaps what we have: keep only the new part
+                samples = samples[int(round(-gap * SAMPLE_RATE)) :]
+                if samples.size == 0:
+                    continue
+                gap = 0.0
+            if gap > self.max_gap_fill_s:  # a discontinuity: finish what we have, start afresh
+                log.info("audio gap of %.1f s at %.2f: flushing the buffer", gap, t)
+                committed += self._pass(final=True)
+                self._buffer_t0, self._buffer, self._pending = t, samples, []
+                continue
+            silence = np.zeros(max(0, int(round(gap * SAMPLE_RATE))), dtype=np.float32)
+            self._buffer = np.concatenate([self._buffer, silence, samples])
+
+    def _prompt(self) -> str:
+        """Committed text that precedes the buffer (what is inside the buffer is about to be heard again)."""
+        if not self.use_prompt or self._buffer_t0 is None:
+            return ""
+        before = [w for w in self._committed[-60:] if w.end <= self._buffer_t0 + 0.05]
+        return "".join(w.text for w in before)[-self.prompt_chars :]
+
+    def _pass(self, final: bool) -> list[Word]:
+        """Transcribe the buffer, commit what is settled, cut the buffer after it; returns the new commits."""
+        t0, end = self._buffer_t0, self._buffer_end()
+        assert t0 is not None
+        speech = _detect_speech(self._buffer, t0, min_silence_s=0.15, threshold=self.vad_threshold)
+        paused = speech.any and speech.trailing_silence >= self.pause_s
+        hypothesis: list[Word] = []
+        rejected: str | None = None
+        if speech.any:
+            # Start just before the first speech and stop shortly after the last: Whisper is asked only about
+            # audio that holds speech, so silence cannot turn into words.
+            start = max(t0, speech.regions[0][0] - 0.3)
+            stop = min(end, speech.regions[-1][1] + 0.4) if paused or final else end
+            audio = self._buffer[int(round((start - t0) * SAMPLE_RATE)) : int(round((stop - t0) * SAMPLE_RATE))]
+            decoded = self._whisper(audio, start, self._prompt())
+            rejected = decoded.rejected
+            hypothesis = self._new_words(self._lexical(decoded.words, speech))
+            if rejected:
+                log.debug("pass at %.2f rejected: %s", end, rejected)
+
+        if final or paused:
+            to_commit = hypothesis
+            if rejected and not hypothesis:
+                to_commit = [w for w in self._pending if speech.overlaps(w.start, w.end, 0.1)]
+        else:
+            to_commit = hypothesis[: agreed_prefix_length(self._pending, hypothesis)]
+        new = self._commit(to_commit)
+        self._pending = [] if (final or paused) else hypothesis[len(to_commit) :]
+        return new + self._cut_buffer(speech, paused)
+
+    @staticmethod
+    def _lexical(words: list[Word], speech: _Speech) -> list[Word]:
+        """Drop non-lexical tokens ("[Music]", "♪") and words that lie wholly in silence."""
+        return [
+            w
+            for w in words
+            if normalise_word(w.text) and not _NON_LEXICAL.match(w.text) and speech.overlaps(w.start, w.end, 0.1)
+        ]
+
+    def _new_words(self, words: list[Word]) -> list[Word]:
+        """The hypothesis minus words the buffer still holds but that are already committed."""
+        assert self._buffer_t0 is not None
+        inside = [w for w in self._committed if w.end > self._buffer_t0 + 0.05]
+        if inside and [normalise_word(w.text) for w in words[: len(inside)]] == [
+            normalise_word(w.text) for w in inside
+        ]:
+            return words[len(inside) :]
+        # The pass heard the committed part differently: fall back on time, then on a repeated tail.
+        kept = [w for w in words if 0.5 * (w.start + w.end) > self._committed_until]
+        if kept and kept[0].start < self._committed_until + 1.0:
+            del kept[: repeated_tail_length(self._committed, kept)]
+        return kept
+
+    def _commit(self, words: list[Word]) -> list[Word]:
+        out: list[Word] = []
+        last_end = self._committed_until
+        for w in words:
+            start = max(w.start, last_end)
+            end = max(w.end, start + 0.01)
+            word = Word(round(start, 3), round(end, 3), w.text, w.probability)
+            out.append(word)
+            last_end = word.end
+        if out:
+            self._committed += out
+            self._committed = self._committed[-200:]
+            self._committed_until = out[-1].end
+        return out
+
+    def _cut_point(self, speech: _Speech, paused: bool) -> float:
+        """Where the buffer may start from now on: after committed speech, before any uncommitted speech."""
+        assert self._buffer_t0 is not None
+        t0, end = self._buffer_t0, self._buffer_end()
+        if not speech.any or paused:
+            return end - 0.3  # keep a little, in case speech is starting right at the end
+        committed_until = self._committed_until
+        if committed_until <= t0:
+            return t0
+        next_start = self._pending[0].start if self._pending else end
+        # Best: a silence between the committed words and the next ones, so no word is clipped.
+        gaps = [(a[1], b[0]) for a, b in zip(speech.regions, speech.regions[1:])]
+        for gap_start, gap_end in reversed(gaps):
+            if committed_until >= gap_start - 0.2 and next_start >= gap_start - 0.1:
+                return max(t0, 0.5 * (gap_start + gap_end), gap_end - 0.25)
+        # No clean silence: once the buffer grows long, cut at the word boundary anyway, at the quietest moment
+        # near it (aligned word times are off by a tenth of a second or two; a leftover of the committed word is
+        # recognised and dropped by _new_words).
+        if end - t0 > self.soft_buffer_s:
+            return self._quietest_point(min(committed_until, next_start) - 0.25, min(committed_until, next_start) + 0.05)
+        return t0
+
+    def _quietest_point(self, lo: float, hi: float) -> float:
+        assert self._buffer_t0 is not None
+        t0 = self._buffer_t0
+        frame, hop = int(0.02 * SAMPLE_RATE), int(0.005 * SAMPLE_RATE)
+        a = max(0, int((lo - t0) * SAMPLE_RATE))
+        b = min(len(self._buffer), int((hi - t0) * SAMPLE_RATE) + frame)
+        if b - a < frame:
+            return max(t0, lo)
+        x = self._buffer[a:b].astype(np.float64) ** 2
+        energy = np.convolve(x, np.ones(frame), mode="valid")[::hop]
+        return t0 + (a + int(np.argmin(energy)) * hop + frame // 2) / SAMPLE_RATE
+
+    def _cut_buffer(self, speech: _Speech, paused: bool) -> list[Word]:
+        """Drop audio before the cut point; returns words committed by force at the hard cap."""
+        assert self._buffer_t0 is not None
+        t0, end = self._buffer_t0, self._buffer_end()
+        cut = self._cut_point(speech, paused)
+        forced: list[Word] = []
+        if end - cut > self.max_buffer_s:
+            # Passes keep disagreeing (or keep being rejected): commit the older half so the buffer stays bounded.
+            limit = end - self.max_buffer_s / 2
+            older = list(itertools.takewhile(lambda w: w.end <= limit, self._pending))
+            self._pending = self._pending[len(older) :]
+            forced = self._commit(older)
+            cut = max(cut, limit)
+        if cut > t0:
+            drop = min(len(self._buffer), int(round((cut - t0) * SAMPLE_RATE)))
+            self._buffer = self._buffer[drop:]
+            self._buffer_t0 = t0 + drop / SAMPLE_RATE
+        return forced

@@ -1,0 +1,405 @@
+"""Media sources: a file replayed as a stream, or a live RTSP URL. Each yields timestamped 16 kHz mono audio chunks
+and sampled RGB video frames, knowing nothing about models or websockets.
+
+Decoding is blocking (PyAV), so it runs in a worker thread one small batch at a time: the consumer pulls, which gives
+backpressure for files, and every open and read of a network source is guarded by timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+
+from stream.media import SAMPLE_RATE, AudioChunk, VideoFrame
+
+log = logging.getLogger(__name__)
+
+# Frames are scaled down so their longer side is at most this many pixels: enough for face detection and the
+# scene model, and it keeps the frame buffers small.
+MAX_FRAME_SIDE = 640
+AUDIO_BATCH_S = 0.1  # resampled audio is handed on in chunks of about this length
+MAX_CONSECUTIVE_DECODE_ERRORS = 50
+
+
+class SourceError(Exception):
+    """A source could not be opened or read. `code` is stable and goes into the protocol's `error` message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    kind: str  # "file" or "rtsp"
+    name: str
+    has_audio: bool
+    has_video: bool
+    duration: float | None  # seconds, None for live sources
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """Something the source wants subscribers told: reconnecting, reconnected."""
+
+    state: str
+    detail: str
+    attempt: int = 0
+
+
+def _frame_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, MAX_FRAME_SIDE / max(width, height))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+class _Decoder:
+    """Demuxes and decodes one opened container into AudioChunk / VideoFrame items (blocking)."""
+
+    def __init__(self, container: av.container.InputContainer, sample_fps: float, time_offset: float = 0.0):
+        self.container = container
+        self.audio_stream = container.streams.audio[0] if container.streams.audio else None
+        self.video_stream = container.streams.video[0] if container.streams.video else None
+        if self.audio_stream is None and self.video_stream is None:
+            raise SourceError("no_media_streams", "the source has neither an audio nor a video track")
+        if self.video_stream is not None:
+            self.video_stream.thread_type = "AUTO"
+        self.sample_period = 1.0 / sample_fps
+        self.time_offset = time_offset
+        self._origin: float | None = None
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._audio_t: float | None = None  # media time of the next resampled sample
+        self._audio_pending: list[np.ndarray] = []
+        self._audio_pending_t: float | None = None
+        self._next_frame_t = 0.0
+        self._frame_size: tuple[int, int] | None = None
+        self._items = self._iterate()
+        self.last_t = time_offset
+        self.decode_errors = 0
+
+    def _media_time(self, frame: av.frame.Frame) -> float | None:
+        if frame.pts is None or frame.time_base is None:
+            return None
+        t = float(frame.pts * frame.time_base)
+        if self._origin is None:
+            self._origin = t
+        return t - self._origin + self.time_offset
+
+    def _flush_audio(self) -> AudioChunk | None:
+        if not self._audio_pending:
+            return None
+        samples = np.concatenate(self._audio_pending)
+        chunk = AudioChunk(self._audio_pending_t, samples)
+        self._audio_pending = []
+        self._audio_pending_t = None
+        return chunk
+
+    def _audio_items(self, frame: av.AudioFrame | None) -> Iterator[AudioChunk]:
+        if frame is not None:
+            t = self._media_time(frame)
+            if self._audio_t is None:
+                self._audio_t = max(t if t is not None else self.time_offset, self.time_offset)
+        resampled = self._resampler.resample(frame)
+        for out in resampled:
+            samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if self._audio_pending_t is None:
+                self._audio_pending_t = self._audio_t
+            self._audio_pending.append(samples)
+            self._audio_t += len(samples) / SAMPLE_RATE
+            if self._audio_t - self._audio_pending_t >= AUDIO_BATCH_S:
+                chunk = self._flush_audio()
+                if chunk is not None:
+                    yield chunk
+
+    def _video_item(self, frame: av.VideoFrame) -> VideoFrame | None:
+        t = self._media_time(frame)
+        if t is None or t + 1e-6 < self._next_frame_t:
+            return None
+        self._next_frame_t = max(self._next_frame_t + self.sample_period, t + self.sample_period / 2)
+        if self._frame_size is None:
+            self._frame_size = _frame_size(frame.width, frame.height)
+        width, height = self._frame_size
+        image = frame.to_ndarray(format="rgb24", width=width, height=height)
+        return VideoFrame(t, image)
+
+    def _iterate(self) -> Iterator[AudioChunk | VideoFrame]:
+        streams = [s for s in (self.audio_stream, self.video_stream) if s is not None]
+        consecutive_errors = 0
+        for packet in self.container.demux(*streams):
+            try:
+                frames = packet.decode()
+                consecutive_errors = 0
+            except (av.error.InvalidDataError, av.error.ValueError) as exc:
+                # a corrupt packet: skip it, as players do, unless the stream is nothing but errors
+                self.decode_errors += 1
+                consecutive_errors += 1
+                if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS:
+                    raise SourceError("corrupt_media", f"too many undecodable packets in a row ({exc})") from exc
+                continue
+            for frame in frames:
+                if isinstance(frame, av.AudioFrame):
+                    yield from self._audio_items(frame)
+                elif isinstance(frame, av.VideoFrame):
+                    item = self._video_item(frame)
+                    if item is not None:
+                        yield item
+        if self.audio_stream is not None and self._audio_t is not None:
+            yield from self._audio_items(None)  # flush the resampler
+            chunk = self._flush_audio()
+            if chunk is not None:
+                yield chunk
+
+    def read_batch(self, max_media_s: float = 0.25, max_items: int = 64) -> list[AudioChunk | VideoFrame] | None:
+        """Decode the next few items (about max_media_s of media); None at the end of the media."""
+        batch: list[AudioChunk | VideoFrame] = []
+        start_t = None
+        for item in self._items:
+            batch.append(item)
+            t = item.t_end if isinstance(item, AudioChunk) else item.t
+            self.last_t = max(self.last_t, t)
+            start_t = t if start_t is None else start_t
+            if len(batch) >= max_items or t - start_t >= max_media_s:
+                return batch
+        return batch or None
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # closing a broken network container can fail; nothing is left to release
+            pass
+
+
+def _open_container(url: str, options: dict | None = None, timeout=None) -> av.container.InputContainer:
+    return av.open(url, mode="r", options=options or {}, timeout=timeout)
+
+
+class MediaSource:
+    """Base: `await open()` → SourceInfo, then `async for item in source` (AudioChunk | VideoFrame | SourceEvent)."""
+
+    kind = "source"
+    realtime = True  # a live source, or a file replayed at real-time pace
+
+    async def open(self) -> SourceInfo:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk | VideoFrame | SourceEvent]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class FileSource(MediaSource):
+    """A media file replayed at real-time pace (realtime=True, the server's default) or as fast as decoding goes."""
+
+    kind = "file"
+
+    def __init__(self, path: str | Path, *, realtime: bool = True, sample_fps: float = 2.0):
+        self.path = Path(path)
+        self.realtime = realtime
+        self.sample_fps = sample_fps
+        self._decoder: _Decoder | None = None
+        self.info: SourceInfo | None = None
+
+    def _open_blocking(self) -> _Decoder:
+        path = self.path
+        if not path.exists():
+            raise SourceError("not_found", f"no such file: {path}")
+        if path.is_dir():
+            raise SourceError("not_a_file", f"{path} is a directory, not a media file")
+        if not os.access(path, os.R_OK):
+            raise SourceError("unreadable", f"{path} cannot be read (permission denied)")
+        if path.stat().st_size == 0:
+            raise SourceError("empty_file", f"{path} is empty (0 bytes)")
+        try:
+            container = _open_container(str(path))
+        except av.error.FFmpegError as exc:
+            raise SourceError("not_media", f"{path.name} is not a readable audio/video file ({exc.strerror or exc})") from exc
+        except OSError as exc:
+            raise SourceError("unreadable", f"{path} cannot be read ({exc.strerror or exc})") from exc
+        try:
+            return _Decoder(container, self.sample_fps)
+        except SourceError:
+            container.close()
+            raise
+
+    async def open(self) -> SourceInfo:
+        self._decoder = await asyncio.to_thread(self._open_blocking)
+        self.info = _describe(self._decoder, "file", self.path.name, live=False)
+        return self.info
+
+    async def __aiter__(self):
+        if self._decoder is None:
+            await self.open()
+        decoder = self._decoder
+        wall_start = time.monotonic()
+        try:
+            while True:
+                try:
+                    batch = await asyncio.to_thread(decoder.read_batch)
+                except SourceError:
+                    raise
+                except av.error.FFmpegError as exc:
+                    raise SourceError("corrupt_media", f"{self.path.name} stopped decoding: {exc}") from exc
+                if batch is None:
+                    return
+                for item in batch:
+                    if self.realtime:
+                        ready_t = item.t_end if isinstance(item, AudioChunk) else item.t
+                        delay = wall_start + ready_t - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    yield item
+        finally:
+            decoder.close()
+
+    async def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+
+
+def _describe(decoder: _Decoder, kind: str, name: str, live: bool) -> SourceInfo:
+    container = decoder.container
+    video = decoder.video_stream
+    duration = None
+    if not live and container.duration:
+        duration = container.duration / av.time_base
+    fps = None
+    if video is not None and video.average_rate:
+        fps = float(Fraction(video.average_rate))
+    return SourceInfo(
+        kind=kind, name=name, has_audio=decoder.audio_stream is not None, has_video=video is not None,
+        duration=duration, width=video.codec_context.width if video is not None else None,
+        height=video.codec_context.height if video is not None else None, fps=fps,
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return parts._replace(netloc=host).geturl()
+    return url
+
+
+class RtspSource(MediaSource):
+    """A live RTSP stream read over TCP with PyAV. Every open and read has a timeout; a dropped connection is retried
+    with exponential backoff until `give_up_s` passes without media, then the source ends with SourceError('source_lost').
+
+    Media time continues across reconnects from where the last connection stopped, so windows stay contiguous.
+    """
+
+    kind = "rtsp"
+    realtime = True
+
+    def __init__(self, url: str, *, sample_fps: float = 2.0, open_timeout_s: float = 5.0, read_timeout_s: float = 5.0,
+                 give_up_s: float = 30.0, backoff_s: tuple[float, float] = (0.5, 8.0)):
+        if urlsplit(url).scheme not in ("rtsp", "rtsps"):
+            raise SourceError("bad_url", f"not an RTSP URL: {redact_url(url)}")
+        self.url = url
+        self.sample_fps = sample_fps
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.give_up_s = give_up_s
+        self.backoff_s = backoff_s
+        self._decoder: _Decoder | None = None
+        self.info: SourceInfo | None = None
+
+    def _connect_blocking(self, time_offset: float) -> _Decoder:
+        try:
+            container = _open_container(
+                self.url, options={"rtsp_transport": "tcp"}, timeout=(self.open_timeout_s, self.read_timeout_s))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError("unreachable", f"cannot open {redact_url(self.url)}: {exc}") from exc
+        try:
+            return _Decoder(container, self.sample_fps, time_offset=time_offset)
+        except SourceError:
+            container.close()
+            raise
+
+    async def _connect(self, time_offset: float) -> _Decoder:
+        # PyAV's own timeout interrupts a stuck open; the outer wait is a second guard in case it does not.
+        return await asyncio.wait_for(asyncio.to_thread(self._connect_blocking, time_offset),
+                                      timeout=self.open_timeout_s * 2 + 5)
+
+    async def open(self) -> SourceInfo:
+        self._decoder = await self._connect(0.0)
+        self.info = _describe(self._decoder, "rtsp", redact_url(self.url), live=True)
+        return self.info
+
+    async def __aiter__(self):
+        if self._decoder is None:
+            await self.open()
+        decoder = self._decoder
+        last_media = time.monotonic()
+        attempt = 0
+        try:
+            while True:
+                if decoder is None:
+                    if time.monotonic() - last_media > self.give_up_s:
+                        raise SourceError("source_lost", f"{redact_url(self.url)} gave no media for {self.give_up_s:.0f} s")
+                    attempt += 1
+                    delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** (attempt - 1))
+                    yield SourceEvent("reconnecting", f"reconnecting in {delay:.1f} s", attempt)
+                    await asyncio.sleep(delay)
+                    try:
+                        decoder = await self._connect(self._last_t)
+                        self._decoder = decoder
+                        yield SourceEvent("reconnected", f"reconnected after {attempt} attempt(s)", attempt)
+                        attempt = 0
+                    except (SourceError, asyncio.TimeoutError) as exc:
+                        log.info("RTSP reconnect %d failed: %s", attempt, exc)
+                    continue
+                try:
+                    batch = await asyncio.wait_for(asyncio.to_thread(decoder.read_batch),
+                                                   timeout=self.read_timeout_s * 2 + 5)
+                except (av.error.FFmpegError, OSError, asyncio.TimeoutError, SourceError) as exc:
+                    log.info("RTSP read failed: %s", exc)
+                    batch = None
+                if batch is None:  # the server hung up or stopped sending
+                    self._last_t = decoder.last_t
+                    decoder.close()
+                    decoder = self._decoder = None
+                    continue
+                last_media = time.monotonic()
+                self._last_t = decoder.last_t
+                for item in batch:
+                    yield item
+        finally:
+            if decoder is not None:
+                decoder.close()
+
+    _last_t = 0.0
+
+    async def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+
+
+def open_source(spec: str, *, realtime: bool = True, sample_fps: float = 2.0, **rtsp_options) -> MediaSource:
+    """A source for a file path or an rtsp:// URL."""
+    scheme = urlsplit(spec).scheme.lower()
+    if scheme in ("rtsp", "rtsps"):
+        return RtspSource(spec, sample_fps=sample_fps, **rtsp_options)
+    if scheme and len(scheme) > 1:  # a Windows drive letter is not a scheme
+        raise SourceError("bad_url", f"unsupported source scheme {scheme!r}: give a file path or an rtsp:// URL")
+    return FileSource(spec, realtime=realtime, sample_fps=sample_fps)

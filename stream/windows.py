@@ -1,0 +1,84 @@
+"""Fixed windows over media time (default 4 s long, 2 s hop), each holding its audio, its analysed frames and the
+transcript words that fall inside it."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.media import Word
+
+
+def join_words(words: list[Word]) -> str:
+    return "".join(w.text for w in words).strip()
+
+
+@dataclass
+class Window:
+    index: int
+    t_start: float
+    t_end: float
+    audio: np.ndarray  # float32 16 kHz mono, empty when the source has no audio
+    frames: list[Any]  # per-frame visual analyses of the frames sampled inside the window
+    words: list[Word]  # committed words whose middle falls inside the window
+    pending_words: list[Word] = field(default_factory=list)  # not yet committed hypothesis words inside the window
+
+    @property
+    def transcript(self) -> str:
+        return join_words(self.words + self.pending_words)
+
+
+class WindowSchedule:
+    """Which window comes next. Windows start at multiples of the hop; at the end of the media a last, possibly
+    shorter window covers whatever the full windows left uncovered, so the windows span the whole duration."""
+
+    def __init__(self, window_s: float = 4.0, hop_s: float = 2.0):
+        if window_s <= 0 or hop_s <= 0:
+            raise ValueError("window and hop must be positive")
+        if hop_s > window_s:
+            raise ValueError("the hop may not be longer than the window (media would be skipped)")
+        self.window_s = window_s
+        self.hop_s = hop_s
+        self.index = 0
+        self.covered_until = 0.0
+
+    def next_span(self) -> tuple[int, float, float]:
+        t0 = self.index * self.hop_s
+        return self.index, t0, t0 + self.window_s
+
+    def advance(self) -> None:
+        _, _, t1 = self.next_span()
+        self.covered_until = t1
+        self.index += 1
+
+    def final_span(self, media_end: float) -> tuple[int, float, float] | None:
+        """The closing window at the end of the media, or None when the full windows already covered it."""
+        if media_end <= self.covered_until + 1e-3 or media_end <= 0:
+            return None
+        t0 = max(0.0, min(self.index * self.hop_s, media_end - self.window_s))
+        return self.index, t0, media_end
+
+
+class WordStore:
+    """Committed words of the recent past (bounded by media time)."""
+
+    def __init__(self, keep_s: float = 60.0):
+        self.keep_s = keep_s
+        self._words: deque[Word] = deque()
+
+    def add(self, words: list[Word]) -> None:
+        self._words.extend(words)
+        if self._words:
+            horizon = self._words[-1].end - self.keep_s
+            while self._words and self._words[0].end < horizon:
+                self._words.popleft()
+
+    def between(self, t0: float, t1: float) -> list[Word]:
+        return words_between(self._words, t0, t1)
+
+
+def words_between(words, t0: float, t1: float) -> list[Word]:
+    return [w for w in words if t0 <= (w.start + w.end) / 2 < t1]

@@ -1,0 +1,146 @@
+"""Audio modality: the embedding on real speech, silence handling, and a real valence check on RAVDESS."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.audio import (PROSODY_NAMES, SILENCE_DBFS, AudioEmbedder, AudioScorer, active_level_db,
+                          prosody_features)
+from stream.media import SAMPLE_RATE
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RAVDESS = DATA / "ravdess"
+POSITIVE = {"happy", "calm"}
+NEGATIVE = {"angry", "sad", "fearful", "disgust"}
+
+
+def _decode(path: Path) -> np.ndarray:
+    from faster_whisper import decode_audio
+
+    return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+
+
+def _ravdess_rows() -> list[dict[str, str]]:
+    if not (RAVDESS / "labels.csv").is_file():
+        pytest.skip(f"RAVDESS not found at {RAVDESS}")
+    with open(RAVDESS / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def embedder() -> AudioEmbedder:
+    from models.whisper import load_whisper
+
+    return AudioEmbedder(load_whisper("tiny.en", "cpu", cpu_threads=2))
+
+
+class _LogRegHead:
+    """The Head interface (positivity) over a scikit-learn pipeline, so the scorer is tested on a real fit."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+
+    def positivity(self, X: np.ndarray) -> np.ndarray:
+        return self.pipeline.predict_proba(X)[:, 1]
+
+
+def test_embedding_shape_determinism_and_model_id(embedder: AudioEmbedder) -> None:
+    rows = _ravdess_rows()
+    clips = [_decode(RAVDESS / rows[i]["path"]) for i in (0, 700)]
+    first = embedder.embed(clips)
+    again = embedder.embed(clips[::-1])[::-1]
+    assert first.shape == (2, embedder.dim) == (2, 2 * 384 + len(PROSODY_NAMES))
+    assert first.dtype == np.float32 and np.all(np.isfinite(first))
+    np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(first[0], first[1])
+    assert "tiny.en" in embedder.model_id and "v" in embedder.model_id.rsplit("-", 1)[-1]
+    assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+def test_long_clip_is_chunked_and_short_clip_is_accepted(embedder: AudioEmbedder) -> None:
+    path = DATA / "speech" / "two_cities.flac"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    audio = _decode(path)
+    assert len(audio) > 30 * SAMPLE_RATE
+    states = embedder.encoder_states([audio])[0]
+    # 44 s in two equal chunks of 22 s: 50 encoder frames per second in all.
+    assert abs(states.shape[0] - len(audio) / SAMPLE_RATE * 50) < 5
+    X = embedder.embed([audio, audio[: SAMPLE_RATE // 2]])
+    assert X.shape == (2, embedder.dim) and np.all(np.isfinite(X))
+
+
+def test_pitch_follows_the_speaker() -> None:
+    """Median F0 of female actors' speech lies well above the male actors' (real voices, not synthetic tones)."""
+    rows = [r for r in _ravdess_rows() if r["emotion"] == "neutral" and r["repetition"] == "1"][:16]
+    f0_at = PROSODY_NAMES.index("f0_semitones_median")
+    by_gender: dict[str, list[float]] = {"male": [], "female": []}
+    for r in rows:
+        features = prosody_features(_decode(RAVDESS / r["path"]))
+        assert features[PROSODY_NAMES.index("voiced_ratio")] > 0.1
+        by_gender[r["gender"]].append(100 * 2 ** features[f0_at])  # semitones / 12 re 100 Hz → Hz
+    assert by_gender["male"] and by_gender["female"]
+    assert 80 < np.median(by_gender["male"]) < 180 < np.median(by_gender["female"]) < 330
+
+
+def test_silence_and_empty_audio_are_missing(embedder: AudioEmbedder) -> None:
+    scorer = AudioScorer(embedder, head=None)
+    rng = np.random.default_rng(0)
+    quiet_noise = (10 ** (-70 / 20) * rng.standard_normal(4 * SAMPLE_RATE)).astype(np.float32)
+    results = scorer.score([np.zeros(4 * SAMPLE_RATE, np.float32), quiet_noise, np.zeros(0, np.float32)])
+    assert [r.reason for r in results] == ["silence", "silence", "no audio"]
+    assert all(not r.available and r.score is None for r in results)
+    assert active_level_db(quiet_noise) < SILENCE_DBFS
+
+
+def test_unusable_audio_is_missing_not_an_error(embedder: AudioEmbedder) -> None:
+    scorer = AudioScorer(embedder, head=None)
+    stereo = np.zeros((2, SAMPLE_RATE), np.float32)
+    broken = np.full(SAMPLE_RATE, np.nan, np.float32)
+    results = scorer.score([stereo, broken])
+    assert all(not r.available for r in results)
+    assert all(r.reason.startswith("unusable audio") for r in results)
+    with pytest.raises(ValueError, match="finite"):
+        embedder.embed([broken])
+
+
+def test_speech_without_a_head_is_missing(embedder: AudioEmbedder) -> None:
+    rows = _ravdess_rows()
+    [result] = AudioScorer(embedder, head=None).score([_decode(RAVDESS / rows[0]["path"])])
+    assert not result.available and result.reason == "no audio head"
+
+
+def test_valence_is_learnable_across_speakers(embedder: AudioEmbedder) -> None:
+    """A logistic regression on ~150 clips of actors 1-18 tells happy/calm from angry/sad/fearful/disgust in
+    actors 19-24 (unseen speakers) far above chance, and the scorer carries that through."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rows = [r for r in _ravdess_rows() if r["emotion"] in POSITIVE | NEGATIVE and r["intensity"] == "strong"]
+    rng = np.random.default_rng(0)
+    train = [r for r in rows if int(r["actor"]) <= 18]
+    test = [r for r in rows if int(r["actor"]) >= 19]
+    train = [train[i] for i in rng.choice(len(train), 150, replace=False)]
+    test = [test[i] for i in rng.choice(len(test), 60, replace=False)]
+
+    def label(r: dict[str, str]) -> int:
+        return int(r["emotion"] in POSITIVE)
+
+    X_train = embedder.embed([_decode(RAVDESS / r["path"]) for r in train])
+    test_clips = [_decode(RAVDESS / r["path"]) for r in test]
+    y_train, y_test = np.array([label(r) for r in train]), np.array([label(r) for r in test])
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=0.03, max_iter=2000, class_weight="balanced"))
+    pipeline.fit(X_train, y_train)
+
+    results = AudioScorer(embedder, _LogRegHead(pipeline)).score(test_clips)
+    assert all(r.available for r in results)
+    scores = np.array([r.score for r in results])
+    accuracy = float(np.mean((scores >= 0.5) == y_test))
+    assert accuracy >= 0.7, f"cross-speaker valence accuracy {accuracy:.2f}"
+    assert scores[y_test == 1].mean() > scores[y_test == 0].mean() + 0.2
+    assert all(r.details["rms_db"] > SILENCE_DBFS for r in results)
