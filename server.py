@@ -130,8 +130,10 @@ class LiveStream:
 
 
 class StreamHub:
-    def __init__(self, engine: Engine, config: PipelineConfig, policy: SourcePolicy, max_streams: int = MAX_STREAMS):
+    def __init__(self, engine: Engine, config: PipelineConfig, policy: SourcePolicy, max_streams: int = MAX_STREAMS,
+                 rtsp_options: dict | None = None):
         self.engine = engine
+        self.rtsp_options = rtsp_options or {}
         self.config = config
         self.policy = policy
         self.max_streams = max_streams
@@ -147,7 +149,8 @@ class StreamHub:
         if len(self.streams) >= self.max_streams:
             raise SourceError("too_many_streams", f"the server runs at most {self.max_streams} streams")
         if source is None:
-            source = open_source(self.policy.resolve(spec), realtime=realtime, sample_fps=self.config.sample_fps)
+            source = open_source(self.policy.resolve(spec), realtime=realtime, sample_fps=self.config.sample_fps,
+                                 **self.rtsp_options)
         stream_id = stream_id or self._new_id()
         live = LiveStream(stream_id, redact_url(spec) if "://" in spec else Path(spec).name)
         live.pipeline = StreamPipeline(stream_id, source, self.engine, self.config, emit=live.publish)
@@ -276,6 +279,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-rtsp", action="append", default=[], metavar="HOST[:PORT]",
                         help="an RTSP host clients may start streams from (repeatable)")
     parser.add_argument("--max-streams", type=int, default=MAX_STREAMS)
+    parser.add_argument("--rtsp-timeout", type=float, default=5.0, help="RTSP connect/read timeout in seconds")
+    parser.add_argument("--rtsp-give-up", type=float, default=30.0,
+                        help="end an RTSP stream after this many seconds without media (reconnecting meanwhile)")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -309,7 +315,9 @@ def main_serve(args: argparse.Namespace) -> int:
         log.warning("binding to %s: the server has no authentication; expose it only on trusted networks", args.host)
     log.info("loading models (asr=%s, device=%s)", args.asr, args.device)
     engine = build_engine(args)
-    hub = StreamHub(engine, config, SourcePolicy(args.media_dir, args.allow_rtsp), args.max_streams)
+    hub = StreamHub(engine, config, SourcePolicy(args.media_dir, args.allow_rtsp), args.max_streams,
+                    rtsp_options={"open_timeout_s": args.rtsp_timeout, "read_timeout_s": args.rtsp_timeout,
+                                  "give_up_s": args.rtsp_give_up})
     try:
         asyncio.run(serve_forever(args.host, args.port, hub))
     except OSError as exc:

@@ -105,8 +105,8 @@ def read_manifest(path: str | Path, modality: str, classes: Sequence[str] | None
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
     rows = list(csv.reader(io.StringIO(_read_text(path))))
-    while rows and not any(cell.strip() for cell in rows[-1]):
-        rows.pop()  # trailing blank lines are not rows
+    while rows and len(rows[-1]) <= 1 and not "".join(rows[-1]).strip():
+        rows.pop()  # trailing blank lines are not rows (a line of empty fields is, and is reported)
     if not rows:
         raise ManifestError(f"{path}: the manifest is empty")
     header = [h.strip() for h in rows[0]]

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_FRAME_SIDE = 640
 AUDIO_BATCH_S = 0.1  # resampled audio is handed on in chunks of about this length
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
+# FFmpeg renders any text file as video through these demuxers; a text file is never what a user meant to analyse.
+TEXT_FORMATS = {"tty", "srt", "ass", "webvtt", "subviewer", "microdvd", "jacosub", "sami", "lrc"}
 
 
 class SourceError(Exception):
@@ -233,6 +235,9 @@ class FileSource(MediaSource):
             raise SourceError("not_media", f"{path.name} is not a readable audio/video file ({exc.strerror or exc})") from exc
         except OSError as exc:
             raise SourceError("unreadable", f"{path} cannot be read ({exc.strerror or exc})") from exc
+        if container.format.name in TEXT_FORMATS:
+            container.close()
+            raise SourceError("not_media", f"{path.name} is a text file, not audio or video")
         try:
             return _Decoder(container, self.sample_fps)
         except SourceError:
@@ -396,7 +401,7 @@ class RtspSource(MediaSource):
 
 
 def open_source(spec: str, *, realtime: bool = True, sample_fps: float = 2.0, **rtsp_options) -> MediaSource:
-    """A source for a file path or an rtsp:// URL."""
+    """A source for a file path or an rtsp:// URL (rtsp_options: RtspSource's timeouts and give-up time)."""
     scheme = urlsplit(spec).scheme.lower()
     if scheme in ("rtsp", "rtsps"):
         return RtspSource(spec, sample_fps=sample_fps, **rtsp_options)

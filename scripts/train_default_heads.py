@@ -1,0 +1,288 @@
+#!/usr/bin/env python
+"""Train every default head shipped in models/default_heads/ from ../shared/data, and measure each on held-out data.
+
+    python scripts/train_default_heads.py [--data ../shared/data] [--out models/default_heads] [--only text,audio]
+
+What it does (the splits are the ones ../shared/data/README.md suggests):
+- text:   MiniLM with its top layers fine-tuned on MELD train (dev = validation) + a calibrated head; MELD test:
+          3-class weighted F1 and positive-vs-negative accuracy, beside frozen MiniLM + logistic regression and VADER;
+- audio:  one head for voice tone and music mood on the Whisper-encoder + prosody embedding: RAVDESS actors 1-18
+          (positive = happy, calm; negative = angry, sad, fearful, disgust) + music4q train split by song (stratified
+          by quadrant); RAVDESS actors 19-24: macro F1 (and 8-emotion accuracy from an 8-class head trained the same
+          way); music4q test songs: valence accuracy (and quadrant accuracy from a 4-class head);
+- scene:  EfficientNet-Lite0 embedding on OASIS (positive = valence_mean > 5, negative < 3), held-out images;
+          the face-expression valence is reported on the same images that have a face;
+- fusion: all three modalities on the 52 music videos, every fusion method and combination, leave-one-out for
+          anything learnt on them; the fitted fusion.json is shipped.
+The manifests, embeddings and evaluation reports go to --work; the heads, their cards and metrics.json/.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from models.manifest import read_manifest, write_manifest  # noqa: E402
+
+STEPS = ("text", "audio", "scene", "fusion")
+RAVDESS_POSITIVE = {"happy", "calm"}
+RAVDESS_NEGATIVE = {"angry", "sad", "fearful", "disgust"}
+MUSICVIDEO_VALENCE = {"Excited": "positive", "Relaxation": "positive", "Fear": "negative", "Sad": "negative",
+                      "Tension": "negative"}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start)
+
+
+# ------------------------------------------------------------------------------------------------- manifests
+def meld_manifest(data: Path, work: Path) -> Path:
+    rows = []
+    for split, name in (("train", "train"), ("val", "dev"), ("test", "test")):
+        with open(data / "meld" / f"{name}_sent_emo.csv", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                rows.append({"text": r["Utterance"], "label": r["Sentiment"], "split": split,
+                             "group": f"{name}-{r['Dialogue_ID']}"})
+    return write_manifest(work / "meld.csv", rows, ["text", "label", "split", "group"])
+
+
+def stratified_holdout(keys: list[str], strata: list[str], fraction: float, seed: int) -> set[str]:
+    rng = np.random.default_rng(seed)
+    held: set[str] = set()
+    for s in sorted(set(strata)):
+        members = sorted(k for k, t in zip(keys, strata) if t == s)
+        rng.shuffle(members)
+        held.update(members[:round(len(members) * fraction)])
+    return held
+
+
+def audio_manifests(data: Path, work: Path) -> dict[str, Path]:
+    """audio.csv (valence, RAVDESS + music4q), ravdess_emotion.csv (8 emotions), music4q_quadrant.csv (4 quadrants),
+    with split = train / test; the test rows are the held-out actors and songs."""
+    with open(data / "ravdess" / "labels.csv") as f:
+        ravdess = list(csv.DictReader(f))
+    with open(data / "music4q" / "labels.csv") as f:
+        music = list(csv.DictReader(f))
+    music_test = stratified_holdout([m["path"] for m in music], [m["quadrant"] for m in music], 0.2, seed=0)
+    valence, emotion, quadrant = [], [], []
+    for r in ravdess:
+        split = "train" if int(r["actor"]) <= 18 else "test"
+        path = rel(data / "ravdess" / r["path"], work)
+        group = f"actor{int(r['actor']):02d}"
+        emotion.append({"path": path, "label": r["emotion"], "split": split, "group": group})
+        if r["emotion"] in RAVDESS_POSITIVE | RAVDESS_NEGATIVE:
+            label = "positive" if r["emotion"] in RAVDESS_POSITIVE else "negative"
+            valence.append({"path": path, "label": label, "split": split, "group": group, "source": "ravdess"})
+    for m in music:
+        split = "test" if m["path"] in music_test else "train"
+        path = rel(data / "music4q" / m["path"], work)
+        group = f"song:{m['path']}"
+        valence.append({"path": path, "label": m["valence"], "split": split, "group": group, "source": "music4q"})
+        quadrant.append({"path": path, "label": m["quadrant"], "split": split, "group": group})
+    cols = ["path", "label", "split", "group", "source"]
+    out = {"audio": write_manifest(work / "audio.csv", valence, cols),
+           "ravdess_test": write_manifest(work / "ravdess_test.csv",
+                                          [r for r in valence if r["source"] == "ravdess" and r["split"] == "test"],
+                                          cols),
+           "music4q_test": write_manifest(work / "music4q_test.csv",
+                                          [r for r in valence if r["source"] == "music4q" and r["split"] == "test"],
+                                          cols),
+           "ravdess_emotion": write_manifest(work / "ravdess_emotion.csv", emotion, cols),
+           "music4q_quadrant": write_manifest(work / "music4q_quadrant.csv", quadrant, cols)}
+    return out
+
+
+def oasis_manifest(data: Path, work: Path) -> tuple[Path, Path]:
+    with open(data / "oasis" / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    items = []
+    for r in rows:
+        v = float(r["valence_mean"])
+        if v > 5 or v < 3:
+            items.append({"path": rel(data / "oasis" / r["image"], work), "label": "positive" if v > 5 else "negative",
+                          "group": r["image"]})
+    test = stratified_holdout([i["path"] for i in items], [i["label"] for i in items], 0.25, seed=0)
+    for i in items:
+        i["split"] = "test" if i["path"] in test else "train"
+    cols = ["path", "label", "split", "group"]
+    return (write_manifest(work / "oasis.csv", items, cols),
+            write_manifest(work / "oasis_test.csv", [i for i in items if i["split"] == "test"], cols))
+
+
+def musicvideos_manifest(data: Path, work: Path) -> Path:
+    with open(data / "musicvideos" / "labels.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["emotion"] in MUSICVIDEO_VALENCE]
+    items = [{"path": rel(data / "musicvideos" / r["path"], work), "label": MUSICVIDEO_VALENCE[r["emotion"]]}
+             for r in rows]
+    return write_manifest(work / "musicvideos.csv", items, ["path", "label"])
+
+
+# ------------------------------------------------------------------------------------------------- steps
+def pick(table: list[dict], name: str) -> dict:
+    for row in table:
+        if row["name"] == name:
+            return {k: v for k, v in row.items() if k not in ("kind",)}
+    raise KeyError(name)
+
+
+def train_text(data: Path, work: Path, out: Path, args) -> dict:
+    from models.embed_cache import EmbeddingCache
+    from models.evaluate import evaluate_manifest
+    from models.text_finetune import FinetuneConfig
+    from models.train import TrainConfig, train_from_manifest
+
+    manifest = read_manifest(meld_manifest(data, work), "text")
+    cache = EmbeddingCache(work / "cache" / "embeddings")
+    results: dict = {}
+    # the baseline: frozen MiniLM + logistic regression (not shipped)
+    _, base = train_from_manifest(manifest, name="text_frozen_logreg", config=TrainConfig(kind="logreg", loss="plain"),
+                                  out_dir=work / "baseline_heads", device=args.device, cache=cache, log=log)
+    results["frozen_minilm_logreg"] = base["test"]
+    finetune = FinetuneConfig(tune_layers=args.text_layers, epochs=args.text_epochs, lr=args.text_lr)
+    head, metrics = train_from_manifest(manifest, name="text", config=TrainConfig(kind="logreg", loss="plain"),
+                                        out_dir=out, device=args.device, cache=cache, finetune=finetune, log=log)
+    results["shipped"] = metrics["test"]
+    test_manifest = manifest.subset("test")
+    table = evaluate_manifest(test_manifest, heads_dir=out, out=work / "reports" / "text_meld_test", device=args.device,
+                              cache_root=work / "cache")
+    results["vader"] = pick(table, "vader (baseline)")
+    results["evaluate_text_row"] = pick(table, "text")
+    return results
+
+
+def train_audio(data: Path, work: Path, out: Path, args) -> dict:
+    from models.embed_cache import EmbeddingCache
+    from models.evaluate import evaluate_manifest
+    from models.train import TrainConfig, train_from_manifest
+
+    paths = audio_manifests(data, work)
+    cache = EmbeddingCache(work / "cache" / "embeddings")
+    config = TrainConfig(kind=args.audio_kind, loss="weighted")
+    results: dict = {}
+    head, metrics = train_from_manifest(read_manifest(paths["audio"], "audio"), name="audio", config=config,
+                                        out_dir=out, device=args.device, asr="tiny.en", cache=cache, log=log)
+    results["all_test"] = metrics["test"]
+    for key in ("ravdess_test", "music4q_test"):
+        table = evaluate_manifest(read_manifest(paths[key], "audio"), heads_dir=out, out=work / "reports" / key,
+                                  device=args.device, cache_root=work / "cache")
+        results[key] = pick(table, "audio")
+    head.card["metrics"].update({"ravdess_actors_19_24": results["ravdess_test"],
+                                 "music4q_test_songs": results["music4q_test"]})
+    head.save(out / "audio")
+    emotions = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    _, m8 = train_from_manifest(read_manifest(paths["ravdess_emotion"], "audio", classes=emotions),
+                                name="audio_emotion8", config=config, out_dir=work / "extra_heads",
+                                device=args.device, cache=cache, log=log)
+    results["ravdess_8_emotions"] = m8["test"]
+    _, m4 = train_from_manifest(read_manifest(paths["music4q_quadrant"], "audio", classes=["Q1", "Q2", "Q3", "Q4"]),
+                                name="music_quadrant", config=config, out_dir=work / "extra_heads",
+                                device=args.device, cache=cache, log=log)
+    results["music4q_quadrants"] = m4["test"]
+    return results
+
+
+def train_scene(data: Path, work: Path, out: Path, args) -> dict:
+    from models.embed_cache import EmbeddingCache
+    from models.evaluate import evaluate_manifest
+    from models.train import TrainConfig, train_from_manifest
+
+    manifest_path, test_path = oasis_manifest(data, work)
+    cache = EmbeddingCache(work / "cache" / "embeddings")
+    head, metrics = train_from_manifest(read_manifest(manifest_path, "visual"), name="scene",
+                                        config=TrainConfig(kind=args.scene_kind, loss="weighted"), out_dir=out,
+                                        device=args.device, cache=cache, log=log)
+    table = evaluate_manifest(read_manifest(test_path, "visual"), heads_dir=out, out=work / "reports" / "oasis_test",
+                              device=args.device, cache_root=work / "cache")
+    return {"scene": pick(table, "scene"), "faces_on_images_with_a_face": pick(table, "faces"),
+            "visual_blend": pick(table, "visual")}
+
+
+def train_fusion(data: Path, work: Path, out: Path, args) -> dict:
+    from models.evaluate import evaluate_manifest
+
+    manifest = read_manifest(musicvideos_manifest(data, work), "video")
+    compare = sorted((data / "seed").glob("*.csv"))
+    table = evaluate_manifest(manifest, heads_dir=out, out=work / "reports" / "musicvideos", device=args.device,
+                              cache_root=work / "cache", compare=compare, save_fusion=out / "fusion.json")
+    return {row["name"]: {k: row[k] for k in ("n", "coverage", "accuracy", "macro_f1", "weighted_f1", "ece")
+                          if k in row} for row in table}
+
+
+def write_metrics(out: Path, results: dict, seconds: dict) -> None:
+    path = out / "metrics.json"
+    existing = json.loads(path.read_text()) if path.exists() else {}
+    existing.update(results)
+    existing.setdefault("_seconds", {}).update(seconds)
+    path.write_text(json.dumps(existing, indent=2) + "\n")
+    lines = ["# Held-out metrics of the default heads", "",
+             "Reproduce with `python scripts/train_default_heads.py` (see its docstring for the splits).", ""]
+    for step, result in existing.items():
+        if step.startswith("_"):
+            continue
+        lines += [f"## {step}", "", "| row | n | accuracy | macro F1 | weighted F1 | ECE | pos-vs-neg acc |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, m in result.items():
+            if isinstance(m, dict):
+                lines.append(f"| {name} | {m.get('n', '')} | {m.get('accuracy', '')} | {m.get('macro_f1', '')} | "
+                             f"{m.get('weighted_f1', '')} | {m.get('ece', '')} | {m.get('posneg_accuracy', '')} |")
+        lines.append("")
+    (out / "metrics.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "models" / "default_heads")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("VIDSENT_CACHE", Path.home() / ".cache" /
+                                                                          "vidsent")) / "default-heads")
+    parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps: " + ", ".join(STEPS))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--text-layers", type=int, default=2, help="top MiniLM layers fine-tuned for the text head")
+    parser.add_argument("--text-epochs", type=int, default=3)
+    parser.add_argument("--text-lr", type=float, default=1e-4)
+    parser.add_argument("--audio-kind", default="logreg", choices=("mlp", "logreg"))
+    parser.add_argument("--scene-kind", default="logreg", choices=("mlp", "logreg"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not args.data.is_dir():
+        print(f"error: no data folder at {args.data}", file=sys.stderr)
+        return 2
+    steps = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        print(f"error: unknown steps {unknown}; choose from {', '.join(STEPS)}", file=sys.stderr)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runners = {"text": train_text, "audio": train_audio, "scene": train_scene, "fusion": train_fusion}
+    for step in steps:
+        started = time.time()
+        log(f"--- {step}")
+        result = runners[step](args.data, args.work, args.out, args)
+        seconds = round(time.time() - started, 1)
+        write_metrics(args.out, {step: result}, {step: seconds})
+        log(f"--- {step} done in {seconds}s")
+    log(f"metrics: {args.out / 'metrics.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
