@@ -41,17 +41,22 @@ class SourcePolicy:
 
     def __init__(self, media_dir: str | Path | None = None, rtsp_hosts: list[str] | None = None):
         self.media_dir = Path(media_dir).resolve() if media_dir else None
-        self.rtsp_hosts = {self._host_key(h) for h in (rtsp_hosts or [])}
+        # "host" allows any port on that host, "host:port" only that port
+        self.rtsp_hosts = {self._host_port(h) for h in (rtsp_hosts or [])}
 
     @staticmethod
-    def _host_key(spec: str) -> tuple[str, int]:
+    def _host_port(spec: str) -> tuple[str, int | None]:
         parts = urlsplit(spec if "//" in spec else f"rtsp://{spec}")
-        return (parts.hostname or "").lower(), parts.port or 554
+        return (parts.hostname or "").lower(), parts.port
+
+    def rtsp_allowed(self, url: str) -> bool:
+        host, port = self._host_port(url)
+        return (host, None) in self.rtsp_hosts or (host, port or 554) in self.rtsp_hosts
 
     def resolve(self, spec: str) -> str:
         scheme = urlsplit(spec).scheme.lower()
         if scheme in ("rtsp", "rtsps"):
-            if self._host_key(spec) not in self.rtsp_hosts:
+            if not self.rtsp_allowed(spec):
                 raise SourceError("not_allowed", f"RTSP host of {redact_url(spec)} is not on the server's allow-list")
             return spec
         if scheme and len(scheme) > 1:
@@ -277,7 +282,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media-dir", default=None,
                         help="folder whose files clients may start as streams (nothing outside it)")
     parser.add_argument("--allow-rtsp", action="append", default=[], metavar="HOST[:PORT]",
-                        help="an RTSP host clients may start streams from (repeatable)")
+                        help="an RTSP host (any port) or host:port clients may start streams from (repeatable)")
     parser.add_argument("--max-streams", type=int, default=MAX_STREAMS)
     parser.add_argument("--rtsp-timeout", type=float, default=5.0, help="RTSP connect/read timeout in seconds")
     parser.add_argument("--rtsp-give-up", type=float, default=30.0,

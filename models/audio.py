@@ -321,9 +321,11 @@ class AudioScorer:
             positivity = np.asarray(self.head.positivity(X), dtype=np.float64)
             voiced_at = PROSODY_NAMES.index("voiced_ratio")
             prosody_at = X.shape[1] - len(PROSODY_NAMES)
-            for i, p, level, row in zip(to_embed, positivity, levels, X):
+            for i, audio, p, level, row in zip(to_embed, audios, positivity, levels, X):
+                rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
                 results[i] = ModalityScore.of(float(p), details={
-                    "rms_db": round(level, 1),
+                    "rms_db": round(20.0 * math.log10(rms + _EPS), 1),
+                    "active_db": round(level, 1),
                     "voiced_ratio": round(float(row[prosody_at + voiced_at]), 3),
                 })
         return results  # type: ignore[return-value]

@@ -209,6 +209,7 @@ def save_delta(embedder: TextEmbedder, layers: list[int], path: Path) -> Path:
 
     from models.text import file_digest
 
+    path = Path(path)
     prefixes = tuple(f"encoder.layer.{i}." for i in layers)
     delta = {k: v.detach().to("cpu").half().contiguous() for k, v in embedder.model.state_dict().items()
              if k.startswith(prefixes)}

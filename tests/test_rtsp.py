@@ -1,0 +1,92 @@
+"""A real RTSP server on loopback (Debian's gst-rtsp-server), analysed over TCP; killing it mid-stream gives a
+`reconnecting` status and, past the give-up limit, a clean `end`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+
+from conftest import need_data
+from protocol import parse_message
+from rtsp_server import rtsp_server_available, start_rtsp_server, stop
+from stream.sources import RtspSource, SourceError
+from test_server import RunningServer, make_hub
+
+
+def require_rtsp_server():
+    ok, reason = rtsp_server_available()
+    if not ok:
+        if os.environ.get("VIDSENT_REQUIRE_RTSP_SERVER") == "1":
+            pytest.fail(f"the RTSP test server must run here: {reason}")
+        pytest.skip(reason)
+
+
+async def test_rtsp_stream_is_analysed_then_reconnects_then_ends_cleanly(engine):
+    clip = need_data("videos", "vna_original_2.mp4")
+    require_rtsp_server()
+    proc, url = start_rtsp_server(clip, loop=True)
+    try:
+        hub = make_hub(engine, open_timeout_s=2.0, read_timeout_s=2.0, give_up_s=4.0)
+        async with RunningServer(hub) as server:
+            async with connect(server.url) as ws:
+                await ws.recv()
+                await ws.send(json.dumps({"type": "start", "source": url, "stream": "cam"}))
+                messages, killed_at = [], None
+                async with asyncio.timeout(90):
+                    async for raw in ws:
+                        message = parse_message(raw)
+                        messages.append(message)
+                        assert message.type != "error" or message.stream == "cam", message
+                        windows = [m for m in messages if m.type == "window"]
+                        if killed_at is None and len(windows) >= 3:
+                            stop(proc)  # the camera goes away mid-stream
+                            killed_at = time.monotonic()
+                        if message.type == "end":
+                            break
+    finally:
+        stop(proc)
+    windows = [m for m in messages if m.type == "window"]
+    assert len(windows) >= 3
+    for w in windows[:3]:
+        assert w.modalities["text"]["available"] and w.modalities["visual"]["available"]
+        assert w.modalities["audio"]["reason"] != "no audio track"
+        assert 0.0 <= w.fused["score"] <= 1.0
+    states = [m.state for m in messages if m.type == "status"]
+    assert "reconnecting" in states
+    end = messages[-1]
+    assert end.type == "end" and end.summary["reason"] == "source_lost"
+    assert any(m.type == "error" and m.code == "source_lost" for m in messages)
+    assert time.monotonic() - killed_at < 30
+
+
+async def test_rtsp_url_that_never_answers_fails_within_the_timeout():
+    """A server that accepts TCP but never speaks RTSP: PyAV would hang forever without the guards."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        source = RtspSource(f"rtsp://127.0.0.1:{port}/cam", open_timeout_s=1.0, read_timeout_s=1.0)
+        started = time.monotonic()
+        with pytest.raises(SourceError) as info:
+            await source.open()
+        assert info.value.code == "unreachable"
+        assert time.monotonic() - started < 10
+    finally:
+        listener.close()
+
+
+async def test_rtsp_url_with_nothing_listening_is_unreachable():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = RtspSource(f"rtsp://user:secret@127.0.0.1:{port}/cam", open_timeout_s=1.0, read_timeout_s=1.0)
+    with pytest.raises(SourceError) as info:
+        await source.open()
+    assert info.value.code == "unreachable" and "secret" not in info.value.message
