@@ -450,24 +450,40 @@ class IncrementalASR:
         for gap_start, gap_end in reversed(gaps):
             if committed_until >= gap_start - 0.2 and next_start >= gap_start - 0.1:
                 return max(t0, 0.5 * (gap_start + gap_end), gap_end - 0.25)
-        # No clean silence: once the buffer grows long, cut at the word boundary anyway, at the quietest moment
-        # near it (aligned word times are off by a tenth of a second or two; a leftover of the committed word is
-        # recognised and dropped by _new_words).
+        # No clean silence: once the buffer grows long, cut anyway at the quietest boundary between committed
+        # words (a pause too short for the VAD). Aligned word times are off by a tenth of a second or two, so the
+        # cut goes to the energy minimum near a boundary rather than to the boundary itself.
         if end - t0 > self.soft_buffer_s:
-            return self._quietest_point(min(committed_until, next_start) - 0.25, min(committed_until, next_start) + 0.05)
+            return self._quietest_boundary(min(committed_until, next_start))
         return t0
 
-    def _quietest_point(self, lo: float, hi: float) -> float:
+    def _quietest_boundary(self, last_boundary: float) -> float:
+        assert self._buffer_t0 is not None
+        t0 = self._buffer_t0
+        inside = [w for w in self._committed if w.start >= t0 - 0.05]
+        boundaries = [0.5 * (a.end + b.start) for a, b in zip(inside, inside[1:])] + [last_boundary]
+        best: tuple[float, float] | None = None
+        for b in boundaries:
+            if b - t0 < 1.0 or b > last_boundary:
+                continue
+            point, energy = self._quietest_point(b - 0.12, b + 0.12)
+            if best is None or energy <= best[1]:
+                best = (point, energy)
+        return best[0] if best else t0
+
+    def _quietest_point(self, lo: float, hi: float) -> tuple[float, float]:
+        """The centre of the quietest 20 ms in [lo, hi] (media time) and its energy."""
         assert self._buffer_t0 is not None
         t0 = self._buffer_t0
         frame, hop = int(0.02 * SAMPLE_RATE), int(0.005 * SAMPLE_RATE)
         a = max(0, int((lo - t0) * SAMPLE_RATE))
         b = min(len(self._buffer), int((hi - t0) * SAMPLE_RATE) + frame)
         if b - a < frame:
-            return max(t0, lo)
+            return max(t0, lo), float("inf")
         x = self._buffer[a:b].astype(np.float64) ** 2
         energy = np.convolve(x, np.ones(frame), mode="valid")[::hop]
-        return t0 + (a + int(np.argmin(energy)) * hop + frame // 2) / SAMPLE_RATE
+        i = int(np.argmin(energy))
+        return t0 + (a + i * hop + frame // 2) / SAMPLE_RATE, float(energy[i])
 
     def _cut_buffer(self, speech: _Speech, paused: bool) -> list[Word]:
         """Drop audio before the cut point; returns words committed by force at the hard cap."""

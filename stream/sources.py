@@ -334,7 +334,9 @@ class RtspSource(MediaSource):
             container = _open_container(
                 self.url, options={"rtsp_transport": "tcp"}, timeout=(self.open_timeout_s, self.read_timeout_s))
         except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError("unreachable", f"cannot open {redact_url(self.url)}: {exc}") from exc
+            # the exception's text repeats the URL, credentials included: keep only its reason
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SourceError("unreachable", f"cannot open {redact_url(self.url)}: {reason}") from exc
         try:
             return _Decoder(container, self.sample_fps, time_offset=time_offset)
         except SourceError:
