@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.asr import AsrUpdate, IncrementalASR, word_error_rate  # noqa: E402
+from stream.asr import AsrUpdate, IncrementalASR, normalise_text, word_error_rate  # noqa: E402
 from stream.media import SAMPLE_RATE, Word  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             f"  RTF {compute.sum() / duration:.3f} (compute {compute.sum():.2f} s, {len(compute)} passes, "
             f"p50 {np.median(compute):.3f} s, max {compute.max():.3f} s; wall {wall:.1f} s)"
         )
-        print(f"  {label} {word_error_rate(reference, run.text):.3f}   repeated 6-grams {repeated_ngrams(run.text.lower().split())}")
+        print(f"  {label} {word_error_rate(reference, run.text):.3f}   repeated 6-grams {repeated_ngrams(normalise_text(run.text))}")
         if args.show:
             print("  committed:", run.text)
             if label != "WER":

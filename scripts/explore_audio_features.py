@@ -61,10 +61,11 @@ def extract(size: str) -> None:
             states = embedder.encoder_states([audio])[0]
             for k, v in pooled(states).items():
                 feats[k].append(v)
-            feats["prosody"].append(prosody_features(audio))
+            if size == "tiny.en":  # prosody does not depend on the Whisper size: computed once, borrowed by base
+                feats["prosody"].append(prosody_features(audio))
             if i % 200 == 0:
                 print(f"ravdess {size} {i}/{len(rows)} {time.perf_counter() - t0:.0f}s", flush=True)
-        np.savez(out, **{k: np.stack(v) for k, v in feats.items()})
+        np.savez(out, **{k: np.stack(v) for k, v in feats.items() if v})
 
     out = CACHE / f"music4q_{size}.npz"
     if not out.exists():
@@ -83,12 +84,23 @@ def extract(size: str) -> None:
             for piece, states in zip(pieces, embedder.encoder_states(pieces)):
                 for k, v in pooled(states).items():
                     crops[k].append(v)
-                crops["prosody"].append(prosody_features(piece))
+                if size == "tiny.en":
+                    crops["prosody"].append(prosody_features(piece))
             if i % 50 == 0:
                 print(f"music4q {size} {i}/{len(rows)} {time.perf_counter() - t0:.0f}s", flush=True)
-        arrays = {f"crop_{k}": np.stack(v).reshape(len(rows), len(CROP_OFFSETS), -1) for k, v in crops.items()}
+        arrays = {f"crop_{k}": np.stack(v).reshape(len(rows), len(CROP_OFFSETS), -1) for k, v in crops.items() if v}
         arrays.update({f"whole_{k}": np.stack(v) for k, v in whole.items() if v})
         np.savez(out, **arrays)
+
+
+def load_cached(size: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(ravdess, music4q) feature arrays; sizes other than tiny.en borrow tiny.en's prosody arrays."""
+    rav, mus = dict(np.load(CACHE / f"ravdess_{size}.npz")), dict(np.load(CACHE / f"music4q_{size}.npz"))
+    if "prosody" not in rav:
+        tiny_rav, tiny_mus = dict(np.load(CACHE / "ravdess_tiny.en.npz")), dict(np.load(CACHE / "music4q_tiny.en.npz"))
+        rav["prosody"] = tiny_rav["prosody"]
+        mus["crop_prosody"] = tiny_mus["crop_prosody"]
+    return rav, mus
 
 
 def macro_f1(y: np.ndarray, p: np.ndarray) -> float:
@@ -160,12 +172,12 @@ def evaluate(sizes: list[str], kinds: list[str]) -> None:
     m_quad = np.array([r["quadrant"] for r in mus_rows])
     n_crops = len(CROP_OFFSETS)
 
-    loaded = {s: (dict(np.load(CACHE / f"ravdess_{s}.npz")), dict(np.load(CACHE / f"music4q_{s}.npz")))
-              for s in sizes if (CACHE / f"ravdess_{s}.npz").exists()}
+    loaded = {s: load_cached(s) for s in sizes if (CACHE / f"music4q_{s}.npz").exists()}
     if len(loaded) == 2:
         a, b = (loaded[s] for s in sizes)
         loaded["+".join(sizes)] = tuple(  # type: ignore[assignment]
-            {k: np.concatenate([x[k], y[k]], -1) for k in x if k in y} for x, y in zip(a, b))
+            {k: x[k] if k.endswith("prosody") else np.concatenate([x[k], y[k]], -1) for k in x if k in y}
+            for x, y in zip(a, b))
 
     for size, (rav, mus) in loaded.items():
         print(f"\n=== {size} ===")
@@ -209,8 +221,7 @@ def evaluate(sizes: list[str], kinds: list[str]) -> None:
 
 def combined(size: str, feature: str, c: float) -> None:
     """One head for speech and music against two: each test set scored by both."""
-    rav = dict(np.load(CACHE / f"ravdess_{size}.npz"))
-    mus = dict(np.load(CACHE / f"music4q_{size}.npz"))
+    rav, mus = load_cached(size)
     rav_rows, mus_rows = read_labels("ravdess"), read_labels("music4q")
     actor = np.array([int(r["actor"]) for r in rav_rows])
     emotion = np.array([r["emotion"] for r in rav_rows])

@@ -77,6 +77,10 @@ def audio_manifests(data: Path, work: Path) -> dict[str, Path]:
         ravdess = list(csv.DictReader(f))
     with open(data / "music4q" / "labels.csv") as f:
         music = list(csv.DictReader(f))
+    missing = [m["path"] for m in music if not (data / "music4q" / m["path"]).is_file()]
+    if missing:
+        log(f"music4q: {len(missing)} clip(s) listed in labels.csv are not in the folder, left out: {missing}")
+        music = [m for m in music if m["path"] not in missing]
     music_test = stratified_holdout([m["path"] for m in music], [m["quadrant"] for m in music], 0.2, seed=0)
     valence, emotion, quadrant = [], [], []
     for r in ravdess:
