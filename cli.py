@@ -256,11 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_commands(sub) -> None:
-    try:  # TEMP until models/evaluate.py lands
-        from models import evaluate, train
-        from models import embed_cache
-    except ImportError:
-        return
+    from models import embed_cache, evaluate, train
 
     for name, module, adder, runner in (
         ("embed", embed_cache, "add_embed_arguments", "main_embed"),

@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=float, default=1.0)
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="CTranslate2 CPU threads")
-    parser.add_argument("--no-prompt", action="store_true")
+    parser.add_argument("--prompt", action="store_true", help="feed committed text as the prompt")
+    parser.add_argument("--encoder-window", type=float, default=20.0, help="shortest encoder window, s (30 = Whisper's)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--real", action="store_true", help="really sleep (feeder thread)")
     mode.add_argument("--fast", action="store_true", help="file mode: no clock, step_s of audio per pass")
@@ -172,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         audio = load_audio(path)
         duration = len(audio) / SAMPLE_RATE
-        asr = IncrementalASR(model, step_s=args.step, beam_size=args.beam, use_prompt=not args.no_prompt)
+        asr = IncrementalASR(
+            model, step_s=args.step, beam_size=args.beam, use_prompt=args.prompt,
+            encoder_window_s=args.encoder_window,
+        )
         started = time.perf_counter()
         run = (fast if args.fast else real_time if args.real else simulated)(asr, audio)
         wall = time.perf_counter() - started
@@ -183,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
         lat = np.array(run.latencies) if run.latencies else np.array([np.nan])
         compute = np.array(run.compute)
         mode_name = "fast" if args.fast else "real" if args.real else "simulated real-time"
-        print(f"{path.name} ({duration:.1f} s, {args.asr}, step {args.step} s, beam {args.beam}, {mode_name})")
+        print(
+            f"{path.name} ({duration:.1f} s, {args.asr}, step {args.step} s, beam {args.beam}, "
+            f"encoder window {args.encoder_window:g} s, {mode_name})"
+        )
         if not args.fast:
             print(
                 f"  latency p50 {np.percentile(lat, 50):.2f} s  p95 {np.percentile(lat, 95):.2f} s  "

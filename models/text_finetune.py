@@ -30,6 +30,9 @@ class FinetuneConfig:
     warmup: float = 0.1
     class_weight_power: float = 0.5   # 0 = plain cross-entropy, 1 = fully balanced
     label_smoothing: float = 0.0
+    # weight of an extra loss on the polar (positive / negative) items: binary cross-entropy of
+    # logit(positive) - logit(negative), which sharpens the positive-vs-negative decision that fusion relies on
+    polar_weight: float = 0.0
     seed: int = 0
 
 
@@ -104,7 +107,8 @@ def finetune_top_layers(embedder: TextEmbedder, texts: list[str] | FrozenBottom,
     """Tune the embedder's top layers in place on (texts, labels); returns a log of per-epoch validation scores.
 
     texts (and val_texts) may be given as a FrozenBottom already computed with the same number of frozen layers.
-    The epoch with the best validation macro-F1 (when validation data is given) is the one kept."""
+    The epoch best on validation (mean of weighted F1 and positive-vs-negative accuracy for 3 classes, macro F1
+    otherwise) is the one kept."""
     import torch
     from torch import nn
     from sklearn.metrics import f1_score
@@ -145,6 +149,22 @@ def finetune_top_layers(embedder: TextEmbedder, texts: list[str] | FrozenBottom,
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
 
+    polar_classes = None
+    if config.polar_weight > 0:
+        if n_classes != 3:
+            raise ValueError("polar_weight needs the classes negative, neutral, positive")
+        polar_classes = (0, 2)
+
+    def loss_of(logits, target):
+        loss = loss_fn(logits, target)
+        if polar_classes is not None:
+            polar = target != 1
+            if polar.any():
+                margin = logits[polar, 2] - logits[polar, 0]
+                loss = loss + config.polar_weight * nn.functional.binary_cross_entropy_with_logits(
+                    margin, (target[polar] == 2).float())
+        return loss
+
     def forward(hidden, mask):
         layer_mask = _layer_mask(model, mask, hidden)
         for layer in top:
@@ -152,18 +172,28 @@ def finetune_top_layers(embedder: TextEmbedder, texts: list[str] | FrozenBottom,
         pooled = embedder.mean_pool(hidden, mask)
         return classifier(nn.functional.normalize(pooled, dim=1) * 10.0)
 
-    def evaluate() -> float:
+    def evaluate() -> dict[str, float]:
         top.eval()
-        preds = []
+        logits = []
         with torch.inference_mode():
             for start in range(0, len(val_bottom), 128):
                 idx = list(range(start, min(start + 128, len(val_bottom))))
-                preds.append(forward(*val_bottom.batch(idx)).argmax(dim=1).numpy())
-        return float(f1_score(val_labels, np.concatenate(preds), average="macro"))
+                logits.append(forward(*val_bottom.batch(idx)).numpy())
+        z = np.concatenate(logits)
+        scores = {"val_macro_f1": float(f1_score(val_labels, z.argmax(axis=1), average="macro")),
+                  "val_weighted_f1": float(f1_score(val_labels, z.argmax(axis=1), average="weighted"))}
+        if n_classes == 3:
+            polar = val_labels != 1
+            scores["val_posneg_accuracy"] = float(((z[polar, 2] > z[polar, 0]) == (val_labels[polar] == 2)).mean())
+            # the epoch kept is the one best on both the 3-class and the positive-vs-negative task
+            scores["selection"] = (scores["val_weighted_f1"] + scores["val_posneg_accuracy"]) / 2
+        else:
+            scores["selection"] = scores["val_macro_f1"]
+        return {k: round(v, 4) for k, v in scores.items()}
 
     rng = np.random.default_rng(config.seed)
     history: list[dict[str, float]] = []
-    best_f1, best_state = -1.0, None
+    best_score, best_state = -1.0, None
     for epoch in range(config.epochs):
         top.train()
         started = time.time()
@@ -178,7 +208,7 @@ def finetune_top_layers(embedder: TextEmbedder, texts: list[str] | FrozenBottom,
         running = 0.0
         for step, idx in enumerate(batches):
             hidden, mask = bottom.batch(idx)
-            loss = loss_fn(forward(hidden, mask), torch.from_numpy(labels[idx]))
+            loss = loss_of(forward(hidden, mask), torch.from_numpy(labels[idx]))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(top.parameters()) + list(classifier.parameters()), 1.0)
@@ -191,9 +221,9 @@ def finetune_top_layers(embedder: TextEmbedder, texts: list[str] | FrozenBottom,
         entry = {"epoch": epoch + 1, "train_loss": round(running / len(batches), 4),
                  "seconds": round(time.time() - started, 1)}
         if val_bottom is not None:
-            entry["val_macro_f1"] = round(evaluate(), 4)
-            if entry["val_macro_f1"] > best_f1:
-                best_f1 = entry["val_macro_f1"]
+            entry.update(evaluate())
+            if entry["selection"] > best_score:
+                best_score = entry["selection"]
                 best_state = {k: v.detach().clone() for k, v in top.state_dict().items()}
         history.append(entry)
         log(f"  epoch {epoch + 1}: {entry}")

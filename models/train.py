@@ -31,6 +31,7 @@ class TrainConfig:
     kind: str = "mlp"
     hidden: tuple[int, int] = (256, 128)
     dropout: float = 0.3
+    input_dropout: float = 0.1
     loss: str = "weighted"          # class-weighted cross-entropy, focal loss (class-weighted too), or plain
     focal_gamma: float = 2.0
     lr: float = 1e-3
@@ -121,7 +122,7 @@ def _fit_mlp(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
     Z_val = torch.from_numpy((X_val - mean) / scale)
     t_tr, t_val = torch.from_numpy(y_tr.astype(np.int64)), torch.from_numpy(y_val.astype(np.int64))
     h1, h2 = config.hidden
-    net = nn.Sequential(nn.Dropout(0.1), nn.Linear(Z_tr.shape[1], h1), nn.LeakyReLU(0.01), nn.Dropout(config.dropout),
+    net = nn.Sequential(nn.Dropout(config.input_dropout), nn.Linear(Z_tr.shape[1], h1), nn.LeakyReLU(0.01), nn.Dropout(config.dropout),
                         nn.Linear(h1, h2), nn.LeakyReLU(0.01), nn.Dropout(config.dropout), nn.Linear(h2, n_classes))
     weight = torch.from_numpy(class_weights(y_tr, n_classes)) if config.loss != "plain" else None
     loss_fn = _loss(config, weight)

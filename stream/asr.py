@@ -58,6 +58,13 @@ class _Speech:
     def trailing_silence(self) -> float:
         return self.buffer_end - self.regions[-1][1] if self.regions else float("inf")
 
+    def last_pause(self, at_least: float) -> float | None:
+        """Start of the last silence of at_least seconds between two stretches of speech, if any."""
+        for a, b in zip(reversed(self.regions[:-1]), reversed(self.regions[1:])):
+            if b[0] - a[1] >= at_least:
+                return a[1]
+        return None
+
     def overlaps(self, start: float, end: float, margin: float) -> bool:
         return any(start < b + margin and end > a - margin for a, b in self.regions)
 
@@ -120,6 +127,7 @@ class WhisperPass:
         compression_ratio_threshold: float = 2.4,
         no_speech_threshold: float = 0.6,
         log_prob_threshold: float = -1.0,
+        encoder_window_s: float = 30.0,
     ) -> None:
         from faster_whisper.tokenizer import Tokenizer
 
@@ -129,11 +137,25 @@ class WhisperPass:
             model.hf_tokenizer, multilingual, task="transcribe", language=language if multilingual else "en"
         )
         self.beam_size = beam_size
+        if not 10.0 <= encoder_window_s <= 30.0:
+            raise ValueError(f"encoder_window_s must lie between 10 and 30 s, got {encoder_window_s}")
+        self.encoder_window_s = encoder_window_s
         self.compression_ratio_threshold = compression_ratio_threshold
         self.no_speech_threshold = no_speech_threshold
         self.log_prob_threshold = log_prob_threshold
         self._suppress = self._suppressed_tokens()
         self._max_length = int(getattr(model, "max_length", 448))
+
+    def _encoder_frames(self, content_frames: int) -> int:
+        """Mel frames the encoder sees: the audio plus at least 3 s of padding, rounded up to 5 s, and never
+        fewer than encoder_window_s (30 s is Whisper's own, always-padded window). Without padding tiny.en loops;
+        a 10-20 s window writes nearly the same text as 30 s at a half to a third of the cost (the idea of
+        whisper.cpp's audio_ctx)."""
+        full = self.model.feature_extractor.nb_max_frames
+        frames_per_s = full / 30
+        step = int(5 * frames_per_s)
+        wanted = -(-(content_frames + int(3 * frames_per_s)) // step) * step
+        return int(min(full, max(int(self.encoder_window_s * frames_per_s), wanted)))
 
     def _suppressed_tokens(self) -> list[int]:
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -147,7 +169,7 @@ class WhisperPass:
         duration = len(audio) / SAMPLE_RATE
         features = model.feature_extractor(audio)
         content_frames = max(1, features.shape[-1] - 1)
-        encoder_output = model.encode(pad_or_trim(features[:, :content_frames]))
+        encoder_output = model.encode(pad_or_trim(features[:, :content_frames], self._encoder_frames(content_frames)))
 
         prompt_tokens = tok.encode(" " + prompt.strip())[-(self._max_length // 2 - 1) :] if prompt.strip() else []
         prompt_ids = model.get_prompt(tok, prompt_tokens, without_timestamps=False)
@@ -226,7 +248,8 @@ class IncrementalASR:
         max_gap_fill_s: float = 2.0,
         vad_threshold: float = 0.5,
         prompt_chars: int = 200,
-        use_prompt: bool = True,
+        use_prompt: bool = False,
+        encoder_window_s: float = 20.0,
     ) -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
@@ -240,7 +263,9 @@ class IncrementalASR:
         self.vad_threshold = vad_threshold
         self.prompt_chars = prompt_chars
         self.use_prompt = use_prompt
-        self._whisper = WhisperPass(model, language=language, beam_size=beam_size)
+        self._whisper = WhisperPass(
+            model, language=language, beam_size=beam_size, encoder_window_s=encoder_window_s
+        )
 
         self._queue_lock = threading.Lock()
         self._queue = _Queue()
@@ -387,15 +412,25 @@ class IncrementalASR:
             if rejected:
                 log.debug("pass at %.2f rejected: %s", end, rejected)
 
+        previous = self._pending
         if final or paused:
             to_commit = hypothesis
             if rejected and not hypothesis:
-                to_commit = [w for w in self._pending if speech.overlaps(w.start, w.end, 0.1)]
+                to_commit = [w for w in previous if speech.overlaps(w.start, w.end, 0.1)]
         else:
-            to_commit = hypothesis[: agreed_prefix_length(self._pending, hypothesis)]
+            # Agreement of two passes, or a pause inside the buffer: the speech before it is finished, so what
+            # this pass heard of it is as good as it will get.
+            settled = agreed_prefix_length(previous, hypothesis)
+            if speech.last_pause(self.pause_s) is not None:
+                before = speech.last_pause(self.pause_s) + 0.2
+                settled = max(settled, sum(1 for _ in itertools.takewhile(lambda w: w.end <= before, hypothesis)))
+            to_commit = hypothesis[:settled]
         new = self._commit(to_commit)
         self._pending = [] if (final or paused) else hypothesis[len(to_commit) :]
-        return new + self._cut_buffer(speech, paused)
+        # Where uncommitted speech may begin: the earlier of what this pass and the previous one put after the
+        # committed words (one pass alone sometimes skips a word, and must not get it cut away).
+        following = [w.start for w in (self._pending[:1] + previous[len(to_commit) : len(to_commit) + 1])]
+        return new + self._cut_buffer(speech, paused, min(following, default=end))
 
     @staticmethod
     def _lexical(words: list[Word], speech: _Speech) -> list[Word]:
@@ -435,7 +470,7 @@ class IncrementalASR:
             self._committed_until = out[-1].end
         return out
 
-    def _cut_point(self, speech: _Speech, paused: bool) -> float:
+    def _cut_point(self, speech: _Speech, paused: bool, next_start: float) -> float:
         """Where the buffer may start from now on: after committed speech, before any uncommitted speech."""
         assert self._buffer_t0 is not None
         t0, end = self._buffer_t0, self._buffer_end()
@@ -444,7 +479,6 @@ class IncrementalASR:
         committed_until = self._committed_until
         if committed_until <= t0:
             return t0
-        next_start = self._pending[0].start if self._pending else end
         # Best: a silence between the committed words and the next ones, so no word is clipped.
         gaps = [(a[1], b[0]) for a, b in zip(speech.regions, speech.regions[1:])]
         for gap_start, gap_end in reversed(gaps):
@@ -485,11 +519,11 @@ class IncrementalASR:
         i = int(np.argmin(energy))
         return t0 + (a + i * hop + frame // 2) / SAMPLE_RATE, float(energy[i])
 
-    def _cut_buffer(self, speech: _Speech, paused: bool) -> list[Word]:
+    def _cut_buffer(self, speech: _Speech, paused: bool, next_start: float) -> list[Word]:
         """Drop audio before the cut point; returns words committed by force at the hard cap."""
         assert self._buffer_t0 is not None
         t0, end = self._buffer_t0, self._buffer_end()
-        cut = self._cut_point(speech, paused)
+        cut = self._cut_point(speech, paused, next_start)
         forced: list[Word] = []
         if end - cut > self.max_buffer_s:
             # Passes keep disagreeing (or keep being rejected): commit the older half so the buffer stays bounded.
