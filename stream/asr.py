@@ -1,10 +1,15 @@
 """Incremental speech recognition: faster-whisper on a short rolling buffer, committed by local agreement.
 
-Each pass transcribes the uncommitted audio (a few seconds) in ONE bounded Whisper call: one 30 s-padded encoder
-run, one greedy decode at temperature 0 with a token budget, one alignment for word times. A word is committed
-when two consecutive passes agree on it (LocalAgreement-2), or at once when the speaker pauses (Silero VAD sees
-trailing silence), so the words just before a pause are never held back or dropped. The buffer is cut at the end
-of the committed words, so it stays short and no pass re-transcribes audio that is already committed.
+Each pass transcribes the uncommitted audio (a few seconds, 10 s at most) in ONE bounded Whisper call: one encoder
+run on a window shortened to the audio plus padding (20 s by default instead of 30 s), one greedy decode at
+temperature 0 with a token budget, one alignment for word times. Silero VAD decides which audio holds speech, so
+silence and instrumental music are never sent to Whisper. A word is committed when two consecutive passes agree
+on it (LocalAgreement-2), or at once when a pause of pause_s follows it, so the words just before a pause are
+neither held back nor dropped. The buffer is cut after the committed words (in a silence when there is one), so no
+pass re-transcribes a growing buffer.
+
+Committed text is not fed back as Whisper's prompt by default: measured on endgame_nagg_nell.flac, tiny.en with
+the prompt skipped a repeated line ("Do you hear me? Yes.") whose text was already in the prompt.
 
 Only media time goes in and out; this module knows nothing of websockets, windows or sentiment.
 """
@@ -126,7 +131,7 @@ class WhisperPass:
         beam_size: int = 1,
         compression_ratio_threshold: float = 2.4,
         no_speech_threshold: float = 0.6,
-        log_prob_threshold: float = -1.0,
+        log_prob_threshold: float = -0.8,
         encoder_window_s: float = 30.0,
     ) -> None:
         from faster_whisper.tokenizer import Tokenizer
@@ -195,7 +200,11 @@ class WhisperPass:
         ratio = len(text.encode()) / len(zlib.compress(text.encode()))
         if ratio > self.compression_ratio_threshold:
             return _Decoded([], f"repetitive (compression ratio {ratio:.2f})")
-        if result.no_speech_prob > self.no_speech_threshold and avg_logprob < self.log_prob_threshold:
+        # Whisper's own rule (no_speech > 0.6 and logprob < -1) lets through the "Thank you." that tiny.en writes
+        # on music at no_speech 0.9, logprob -0.9; speech measured here stays under no_speech 0.6.
+        if result.no_speech_prob > self.no_speech_threshold and (
+            avg_logprob < self.log_prob_threshold or result.no_speech_prob > 0.8
+        ):
             return _Decoded([], f"no speech (p={result.no_speech_prob:.2f}, logprob {avg_logprob:.2f})")
         if len(tokens) >= max_new_tokens - 1:
             return _Decoded([], "token budget exhausted")
@@ -215,7 +224,10 @@ def _detect_speech(audio: np.ndarray, t0: float, min_silence_s: float, threshold
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(
-        threshold=threshold, min_silence_duration_ms=int(min_silence_s * 1000), speech_pad_ms=0, min_speech_duration_ms=120
+        threshold=threshold,
+        min_silence_duration_ms=int(min_silence_s * 1000),
+        speech_pad_ms=0,
+        min_speech_duration_ms=120,
     )
     regions = [
         (t0 + r["start"] / SAMPLE_RATE, t0 + r["end"] / SAMPLE_RATE)
@@ -300,6 +312,11 @@ class IncrementalASR:
     def pending_audio_s(self) -> float:
         with self._queue_lock:
             return self._queue.samples / SAMPLE_RATE
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of audio held in the rolling buffer (bounded by max_buffer_s plus one step)."""
+        return len(self._buffer) / SAMPLE_RATE
 
     # ---- called from one worker thread ------------------------------------------------------------------------
     def process(self) -> AsrUpdate:
@@ -406,7 +423,14 @@ class IncrementalASR:
             start = max(t0, speech.regions[0][0] - 0.3)
             stop = min(end, speech.regions[-1][1] + 0.4) if paused or final else end
             audio = self._buffer[int(round((start - t0) * SAMPLE_RATE)) : int(round((stop - t0) * SAMPLE_RATE))]
+            if final and stop - speech.regions[-1][1] < 0.5:
+                # The stream stopped mid-word or right after one: Whisper often drops a last word it hears with
+                # no silence after it.
+                audio = np.concatenate([audio, np.zeros(int(0.5 * SAMPLE_RATE), dtype=np.float32)])
             decoded = self._whisper(audio, start, self._prompt())
+            decoded.words = [
+                Word(w.start, min(w.end, stop), w.text, w.probability) for w in decoded.words if w.start < stop
+            ]
             rejected = decoded.rejected
             hypothesis = self._new_words(self._lexical(decoded.words, speech))
             if rejected:
