@@ -127,7 +127,7 @@ class EmbeddingCache:
             if k not in cached and k not in seen:
                 seen.add(k)
                 todo.append(i)
-        bar = Progress(len(todo), f"embedding {modality} ({len(keys) - len(todo)} cached)", enabled=progress)
+        bar = Progress(len(todo), f"embedding {modality} ({len(set(keys)) - len(todo)} cached)", enabled=progress)
         pending_keys: list[str] = []
         pending: list[np.ndarray] = []
         for start in range(0, len(todo), batch_size):

@@ -47,9 +47,9 @@ class Scored:
 
 
 def polar_label(score: float, classes: Sequence[str]) -> str:
-    """A P(positive) as a label of the task: threshold 0.5 for two classes, the neutral band for three."""
+    """A P(positive) as a label of the task: above 0.5 for two classes, the neutral band for three."""
     if len(classes) == 2:
-        return "positive" if score >= 0.5 else "negative"
+        return "positive" if score > 0.5 else "negative"
     return label_for(score)
 
 
@@ -112,7 +112,7 @@ def evaluate_text(manifest: Manifest, head: Head | None, device: str, cache: Emb
         labels = ["positive" if c >= VADER_POSITIVE_AT else "negative" if c <= VADER_NEGATIVE_AT else "neutral"
                   for c in compounds]
     else:
-        labels = ["positive" if c >= 0 else "negative" for c in compounds]
+        labels = ["positive" if c > 0 else "negative" for c in compounds]
     rows.append(Scored("vader (baseline)", "baseline", [(c + 1) / 2 for c in compounds], labels))
     return rows
 
@@ -388,7 +388,7 @@ def read_compare(path: Path) -> Scored:
             pred, score = ("positive" if positive else "negative"), float(positive)
         elif row.get("score") not in (None, ""):
             score = float(row["score"])
-            pred = "positive" if score >= 0.5 else "negative"
+            pred = "positive" if score > 0.5 else "negative"
         elif row.get("prediction"):
             pred = row["prediction"].strip().lower()
             score = {"positive": 1.0, "neutral": 0.5}.get(pred, 0.0)

@@ -164,14 +164,15 @@ def _present(row: dict[str, ModalityScore]) -> dict[str, float]:
 
 
 def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.05, stacking_c: float = 1.0,
-               min_per_class: int = 3, card: dict | None = None) -> FusionParams:
+               min_per_class: int = 3, card: dict | None = None,
+               methods: tuple[str, ...] = FUSION_METHODS) -> FusionParams:
     """Learn fusion parameters from per-item modality scores and the items' true polarity (True = positive).
 
     weighted: per-modality weights (log-weights with an L2 pull towards equal weights) minimising the log-loss of the
       confidence-weighted mean; product: non-negative logit weights of the product of experts (logistic regression
       without intercept, missing modalities contributing nothing); stacking: one logistic regression per subset of
       modalities, on the items where that subset is present, for subsets with at least min_per_class items of each
-      class.
+      class. Only the parts the given methods use are fitted (the others keep their defaults).
     """
     from scipy.optimize import minimize
     from sklearn.linear_model import LogisticRegression
@@ -183,43 +184,43 @@ def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.
     used = [m for m in MODALITIES if any(m in p for p in present)]
     if not used:
         raise ValueError("no modality scores to learn fusion from")
-    confidences = [{m: float(s.confidence) for m, s in r.items() if s.available and s.score is not None} for r in rows]
-
-    def weighted_loss(theta: np.ndarray) -> float:
-        w = dict(zip(used, np.exp(theta)))
-        loss = 0.0
-        n = 0
-        for p, c, target in zip(present, confidences, y):
-            if not p:
-                continue
-            num = sum(w[m] * (0.05 + c[m]) * p[m] for m in p)
-            den = sum(w[m] * (0.05 + c[m]) for m in p)
-            q = min(max(num / den, 1e-4), 1 - 1e-4)
-            loss -= math.log(q if target else 1 - q)
-            n += 1
-        return loss / max(n, 1) + l2 * float((theta ** 2).sum())
-
-    theta = minimize(weighted_loss, np.zeros(len(used)), method="L-BFGS-B", bounds=[(-3, 3)] * len(used)).x
-    weights = {m: round(float(math.exp(t)), 6) for m, t in zip(used, theta)}
-
+    has = np.array([[m in p for m in used] for p in present])
+    scores = np.array([[p.get(m, 0.5) for m in used] for p in present])
+    confidence = np.array([[float(r[m].confidence) if h else 0.0 for m, h in zip(used, row_has)]
+                           for r, row_has in zip(rows, has)])
     logits = np.array([[_logit(p[m]) if m in p else 0.0 for m in used] for p in present])
+    any_present = has.any(axis=1)
+
+    weights = {m: 1.0 for m in used}
+    if "weighted" in methods and any_present.any():
+        base = np.where(has, 0.05 + confidence, 0.0)[any_present]
+        x, target = scores[any_present], y[any_present]
+
+        def weighted_loss(theta: np.ndarray) -> float:
+            w = base * np.exp(theta)
+            q = np.clip((w * x).sum(axis=1) / w.sum(axis=1), 1e-4, 1 - 1e-4)
+            return float(-np.where(target, np.log(q), np.log(1 - q)).mean() + l2 * (theta ** 2).sum())
+
+        theta = minimize(weighted_loss, np.zeros(len(used)), method="L-BFGS-B", bounds=[(-3, 3)] * len(used)).x
+        weights = {m: round(float(math.exp(t)), 6) for m, t in zip(used, theta)}
+
     product: dict[str, float] = {}
-    if len(set(y.tolist())) == 2:
+    if "product" in methods and len(set(y.tolist())) == 2:
         model = LogisticRegression(C=stacking_c, fit_intercept=False, max_iter=1000).fit(logits, y)
         product = {m: round(max(0.0, float(c)), 6) for m, c in zip(used, model.coef_[0])}
 
     stacking: dict[str, dict] = {}
-    for size in range(1, len(used) + 1):
-        for subset in itertools.combinations(used, size):
-            mask = np.array([all(m in p for m in subset) for p in present])
-            ys = y[mask]
-            if ys.sum() < min_per_class or (~ys).sum() < min_per_class:
-                continue
-            cols = [used.index(m) for m in subset]
-            model = LogisticRegression(C=stacking_c, max_iter=1000).fit(logits[mask][:, cols], ys)
-            stacking[subset_key(subset)] = {"coef": [round(float(c), 6) for c in model.coef_[0]],
-                                            "intercept": round(float(model.intercept_[0]), 6),
-                                            "n": int(mask.sum())}
+    if "stacking" in methods:
+        for size in range(1, len(used) + 1):
+            for subset in itertools.combinations(range(len(used)), size):
+                mask = has[:, list(subset)].all(axis=1)
+                ys = y[mask]
+                if ys.sum() < min_per_class or (~ys).sum() < min_per_class:
+                    continue
+                model = LogisticRegression(C=stacking_c, max_iter=1000).fit(logits[mask][:, list(subset)], ys)
+                stacking[subset_key([used[i] for i in subset])] = {
+                    "coef": [round(float(c), 6) for c in model.coef_[0]],
+                    "intercept": round(float(model.intercept_[0]), 6), "n": int(mask.sum())}
     info = {"n_items": int(len(y)), "n_positive": int(y.sum()), "modalities": used, "l2": l2,
             "stacking_c": stacking_c}
     return FusionParams(weights=weights, stacking=stacking, product=product,
@@ -239,7 +240,7 @@ def cross_validated_fusion(rows: list[dict[str, ModalityScore]], positive, metho
     for f in range(folds):
         test = np.flatnonzero(fold_of == f)
         train = np.flatnonzero(fold_of != f)
-        params = fit_fusion([rows[i] for i in train], y[train], **fit_kwargs)
+        params = fit_fusion([rows[i] for i in train], y[train], methods=tuple(methods), **fit_kwargs)
         for i in test:
             for method in methods:
                 out[method][i] = fuse(rows[i], method, params)

@@ -185,6 +185,19 @@ class Head:
         return cls(name=name, classes=list(card["classes"]), params=params,
                    temperature=float(card.get("temperature", 1.0)), card=card, source_dir=folder)
 
+    @property
+    def embedding_model_id(self) -> str | None:
+        """The embedder model id the head was trained on (from its card)."""
+        return self.card.get("embedding", {}).get("model_id")
+
+    def check_embedder(self, model_id: str) -> str | None:
+        """None when the head was trained on this embedder; else a warning to log (the scores may be off)."""
+        trained_on = self.embedding_model_id
+        if trained_on is None or trained_on == model_id:
+            return None
+        return (f"head {self.name!r} was trained on embeddings of {trained_on!r} but is given {model_id!r}; "
+                f"retrain it (scripts/train_default_heads.py)")
+
     def sibling(self, filename: str) -> Path:
         """A file the card names, next to the head's own files."""
         if self.source_dir is None:

@@ -24,10 +24,10 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def binary_ece(p_positive: np.ndarray, is_positive: np.ndarray, bins: int = 15) -> float:
-    """ECE of P(positive) read as a two-class prediction."""
+    """ECE of P(positive) read as a two-class prediction (positive when P(positive) > 0.5)."""
     p = np.asarray(p_positive, dtype=np.float64)
     y = np.asarray(is_positive, dtype=bool)
-    predicted_positive = p >= 0.5
+    predicted_positive = p > 0.5
     return expected_calibration_error(np.where(predicted_positive, p, 1 - p), predicted_positive == y, bins)
 
 
@@ -35,7 +35,8 @@ def classification_summary(y_true: Sequence[str], y_pred: Sequence[str], classes
                            proba: np.ndarray | None = None, p_positive: np.ndarray | None = None) -> dict[str, Any]:
     """accuracy, macro / weighted F1, confusion matrix (rows = true, columns = predicted, in `classes` order), and:
     ece (top-label, from proba when given, else from p_positive on a two-class task), and for tasks with a neutral
-    class the positive-vs-negative accuracy and ECE of p_positive on the items labelled positive or negative."""
+    class the positive-vs-negative accuracy and ECE of p_positive on the items labelled positive or negative
+    (an item counts as called positive when p_positive > 0.5: a score of exactly 0.5 takes no side)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     y_true, y_pred = list(y_true), list(y_pred)
@@ -60,7 +61,7 @@ def classification_summary(y_true: Sequence[str], y_pred: Sequence[str], classes
             if len(classes) == 2:
                 out.setdefault("ece", ece)
             else:
-                out["posneg_accuracy"] = float(((p[polar] >= 0.5) == is_pos).mean())
+                out["posneg_accuracy"] = float(((p[polar] > 0.5) == is_pos).mean())
                 out["posneg_n"] = int(polar.sum())
                 out["posneg_ece"] = ece
     return out

@@ -8,6 +8,7 @@ names. TextScorer turns transcripts into ModalityScores.
 from __future__ import annotations
 
 import hashlib
+import logging
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from models.assets import minilm_dir, resolve_device
 from models.base import ModalityScore
 from models.heads import Head
+
+log = logging.getLogger(__name__)
 
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBED_DIM = 384
@@ -128,6 +131,9 @@ class TextScorer:
             if head.input_dim != embedder.dim:
                 raise ValueError(f"text head {head.name!r} expects {head.input_dim}-d inputs, "
                                  f"the embedder gives {embedder.dim}")
+            warning = head.check_embedder(embedder.model_id)
+            if warning:
+                log.warning(warning)
 
     def score(self, texts: list[str]) -> list[ModalityScore]:
         cleaned = [(t or "").strip() if isinstance(t, str) else "" for t in texts]

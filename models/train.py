@@ -333,6 +333,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-layers", type=int, default=0,
                         help="text only: fine-tune this many top MiniLM layers before training the head")
     parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--finetune-polar-weight", type=float, default=0.0,
+                        help="3-class text heads: weight of an extra positive-vs-negative loss while fine-tuning")
     parser.add_argument("--cache", type=Path, help="cache folder (default: $VIDSENT_CACHE)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--asr", default="tiny.en", choices=("tiny.en", "base"),
@@ -359,7 +361,8 @@ def main_train(args: argparse.Namespace) -> int:
         if args.finetune_layers:
             from models.text_finetune import FinetuneConfig
 
-            finetune = FinetuneConfig(tune_layers=args.finetune_layers, epochs=args.finetune_epochs, seed=args.seed)
+            finetune = FinetuneConfig(tune_layers=args.finetune_layers, epochs=args.finetune_epochs, seed=args.seed,
+                                      polar_weight=args.finetune_polar_weight)
         cache = EmbeddingCache(args.cache / "embeddings" if args.cache else None)
         name = args.name or DEFAULT_HEAD_NAME[args.modality]
         train_from_manifest(manifest, name=name, config=config, out_dir=args.out, device=args.device, asr=args.asr,

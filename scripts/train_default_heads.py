@@ -4,7 +4,8 @@
     python scripts/train_default_heads.py [--data ../shared/data] [--out models/default_heads] [--only text,audio]
 
 What it does (the splits are the ones ../shared/data/README.md suggests):
-- text:   MiniLM with its top layers fine-tuned on MELD train (dev = validation) + a calibrated head; MELD test:
+- text:   MiniLM with its top 2 layers fine-tuned on MELD train (dev = validation; 3-class loss + a positive-vs-
+          negative loss), then the prototype's MLP head, temperature-calibrated on dev; MELD test:
           3-class weighted F1 and positive-vs-negative accuracy, beside frozen MiniLM + logistic regression and VADER;
 - audio:  one head for voice tone and music mood on the Whisper-encoder + prosody embedding: RAVDESS actors 1-18
           (positive = happy, calm; negative = angry, sad, fearful, disgust) + music4q train split by song (stratified
@@ -156,8 +157,9 @@ def train_text(data: Path, work: Path, out: Path, args) -> dict:
     _, base = train_from_manifest(manifest, name="text_frozen_logreg", config=TrainConfig(kind="logreg", loss="plain"),
                                   out_dir=work / "baseline_heads", device=args.device, cache=cache, log=log)
     results["frozen_minilm_logreg"] = base["test"]
-    finetune = FinetuneConfig(tune_layers=args.text_layers, epochs=args.text_epochs, lr=args.text_lr)
-    head, metrics = train_from_manifest(manifest, name="text", config=TrainConfig(kind="logreg", loss="plain"),
+    finetune = FinetuneConfig(tune_layers=args.text_layers, epochs=args.text_epochs, lr=args.text_lr,
+                              polar_weight=args.text_polar_weight) if args.text_layers else None
+    head, metrics = train_from_manifest(manifest, name="text", config=TrainConfig(kind=args.text_kind, loss="plain"),
                                         out_dir=out, device=args.device, cache=cache, finetune=finetune, log=log)
     results["shipped"] = metrics["test"]
     test_manifest = manifest.subset("test")
@@ -259,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-layers", type=int, default=2, help="top MiniLM layers fine-tuned for the text head")
     parser.add_argument("--text-epochs", type=int, default=3)
     parser.add_argument("--text-lr", type=float, default=1e-4)
+    parser.add_argument("--text-polar-weight", type=float, default=1.0,
+                        help="weight of the positive-vs-negative loss while fine-tuning")
+    parser.add_argument("--text-kind", default="mlp", choices=("mlp", "logreg"))
     parser.add_argument("--audio-kind", default="logreg", choices=("mlp", "logreg"))
     parser.add_argument("--scene-kind", default="logreg", choices=("mlp", "logreg"))
     args = parser.parse_args(argv)

@@ -121,3 +121,10 @@ def test_shipped_heads_load_with_their_cards(name):
     X = np.random.default_rng(5).normal(size=(4, head.input_dim)).astype(np.float32)
     p = head.positivity(X)
     assert p.shape == (4,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_a_head_knows_which_embedder_it_was_trained_on():
+    head = random_head("text", THREE, ())
+    assert head.check_embedder("test-embedding") is None
+    warning = head.check_embedder("some-other-embedding")
+    assert warning and "test-embedding" in warning and "retrain" in warning
