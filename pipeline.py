@@ -78,9 +78,11 @@ class Engine:
         self.heads_dir = Path(heads_dir) if heads_dir else None
         self.whisper = load_whisper(asr, self.device)
         self.text = load_text_scorer(self.device, self.heads_dir)
-        self.audio = AudioScorer(AudioEmbedder(self.whisper), load_head("audio", self.heads_dir))
+        audio_embedder = AudioEmbedder(self.whisper)
+        self.audio = AudioScorer(audio_embedder, _matching_head(load_head("audio", self.heads_dir), audio_embedder))
         self.visual_analyzer = VisualAnalyzer(self.device)
-        self.visual = VisualScorer(self.visual_analyzer, load_head("scene", self.heads_dir))
+        self.visual = VisualScorer(self.visual_analyzer,
+                                   _matching_head(load_head("scene", self.heads_dir), self.visual_analyzer.scene))
         self.fusion_params = self._load_fusion_params()
         self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-asr")
         self.score_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-score")
@@ -127,6 +129,17 @@ class Engine:
     def close(self) -> None:
         self.asr_pool.shutdown(wait=False, cancel_futures=True)
         self.score_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _matching_head(head, embedder):
+    """A head is only valid on the embedding it was trained on: a mismatch is refused loudly, never scored."""
+    if head is None:
+        return None
+    trained_on = head.card.get("embedding", {}).get("model_id")
+    if trained_on and trained_on != embedder.model_id:
+        raise RuntimeError(f"head {head.name!r} was trained on embeddings {trained_on!r}, but this build computes "
+                           f"{embedder.model_id!r}: retrain it (scripts/train_default_heads.py) or pass --heads")
+    return head
 
 
 class _Overall:

@@ -9,18 +9,11 @@ The embedding joins two views of the same clip:
 
 from __future__ import annotations
 
-import json
 import math
-import re
-import shutil
-import struct
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.assets import cache_dir, whisper_dir
 from models.base import ModalityScore
 from stream.media import SAMPLE_RATE
 
@@ -36,6 +29,9 @@ ENCODE_BATCH = 8
 # at about -60 to -70 dBFS, while the quietest RAVDESS utterances and the quiet passages of the 4Q music reach
 # about -35 dBFS or more in their loud frames.
 SILENCE_DBFS = -50.0
+# The heads learn from clips of 2.9-30 s; pooled statistics of a much shorter clip are outside what they saw
+# (on 1.3 s talking-head clips the audio head answered ~0.01 whatever was said), so such clips are not scored.
+MIN_SCORED_S = 2.0
 
 _FRAME = 400  # 25 ms
 _HOP = 160  # 10 ms
@@ -80,9 +76,9 @@ def active_level_db(audio: np.ndarray) -> float:
 
 def _pitch_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per 10 ms frame: F0 in Hz (0 where unvoiced) and the normalised autocorrelation peak (periodicity)."""
-    frames = _frames(audio.astype(np.float32), _PITCH_FRAME, _HOP)
+    frames = _frames(audio.astype(np.float64), _PITCH_FRAME, _HOP)
     frames = frames - frames.mean(axis=1, keepdims=True)
-    window = np.hanning(_PITCH_FRAME).astype(np.float32)
+    window = np.hanning(_PITCH_FRAME)
     spec = np.fft.rfft(frames * window, n=_PITCH_FFT, axis=1)
     acf = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :_PITCH_FRAME]
     # Dividing by the window's own autocorrelation undoes the taper's bias toward short lags (Boersma 1993).
@@ -106,7 +102,7 @@ def _pitch_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _spectral(audio: np.ndarray) -> dict[str, np.ndarray]:
-    frames = _frames(audio.astype(np.float32), _FRAME, _HOP) * np.hanning(_FRAME).astype(np.float32)
+    frames = _frames(audio.astype(np.float64), _FRAME, _HOP) * np.hanning(_FRAME)
     mag = np.abs(np.fft.rfft(frames, n=512, axis=1))
     power = mag ** 2
     freqs = np.fft.rfftfreq(512, 1.0 / SAMPLE_RATE)
@@ -120,7 +116,8 @@ def _spectral(audio: np.ndarray) -> dict[str, np.ndarray]:
     flux = np.r_[0.0, np.linalg.norm(np.diff(unit, axis=0), axis=1)]
     log_mag = np.log1p(100.0 * mag / (mag.max() + _EPS))
     onset_env = np.r_[0.0, np.maximum(np.diff(log_mag, axis=0), 0.0).mean(axis=1)]
-    zc_frames = _frames(audio, _FRAME, _HOP)
+    raw = audio.astype(np.float64)
+    zc_frames = _frames(raw, _FRAME, _HOP)
     zcr = np.mean(np.abs(np.diff(np.signbit(zc_frames), axis=1)), axis=1)
     return {"centroid": centroid, "bandwidth": bandwidth, "rolloff": rolloff, "flatness": flatness, "flux": flux,
             "onset_env": onset_env, "zcr": zcr}
@@ -199,84 +196,6 @@ def prosody_features(audio: np.ndarray) -> np.ndarray:
 
 
 _SIZE_BY_WIDTH = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
-_BLOCKS_BY_WIDTH = {384: 4, 512: 6, 768: 12, 1024: 24, 1280: 32}
-# Emotion lives in the middle of Whisper's encoder: its last block turns toward the words the decoder needs.
-# Measured on RAVDESS valence (4 folds by actor, logistic regression): tiny.en block 3 of 4 macro F1 0.85 against
-# 0.82 for the full encoder. See scripts/explore_audio_features.py.
-DEFAULT_ENCODER_LAYERS = {"tiny.en": 3}
-_TRUNCATED_FORMAT = 1
-
-
-def _ct2_string(f: Any) -> tuple[bytes, str]:
-    raw_len = f.read(2)
-    (n,) = struct.unpack("<H", raw_len)
-    raw = f.read(n)
-    return raw_len + raw, raw[:-1].decode("utf-8")
-
-
-def _write_truncated(src: Path, dst: Path, layers: int) -> int:
-    """Copy a CTranslate2 Whisper model.bin keeping only encoder blocks 0..layers-1; returns the source's block count.
-
-    CTranslate2 builds as many encoder blocks as it finds variables for, and still applies the final layer norm, so
-    the copy's encoder output is layer_norm(states after `layers` blocks) at the same int8 speed as the full model.
-    """
-    block = re.compile(r"encoder/layer_(\d+)/")
-    kept: list[bytes] = []
-    total = 0
-    with open(src, "rb") as f:
-        version = f.read(4)
-        raw_spec, spec = _ct2_string(f)
-        if not spec.startswith("Whisper"):
-            raise ValueError(f"{src} is a {spec!r} model, not Whisper")
-        revision = f.read(4)
-        (count,) = struct.unpack("<I", f.read(4))
-        for _ in range(count):
-            raw_name, name = _ct2_string(f)
-            rank = f.read(1)
-            dims = f.read(4 * rank[0])
-            dtype = f.read(1)
-            raw_bytes = f.read(4)
-            data = f.read(struct.unpack("<I", raw_bytes)[0])
-            match = block.match(name)
-            if match:
-                total = max(total, int(match.group(1)) + 1)
-                if int(match.group(1)) >= layers:
-                    continue
-            kept.append(raw_name + rank + dims + dtype + raw_bytes + data)
-        aliases = f.read()
-    if not 0 < layers <= total:
-        raise ValueError(f"cannot keep {layers} encoder blocks of a model that has {total}")
-    with open(dst, "wb") as out:
-        out.write(version + raw_spec + revision + struct.pack("<I", len(kept)))
-        for item in kept:
-            out.write(item)
-        out.write(aliases)
-    return total
-
-
-def truncated_encoder_dir(size: str, layers: int) -> Path:
-    """A CTranslate2 Whisper model dir whose encoder stops after `layers` blocks, made once in the cache dir from
-    the installed model wheel."""
-    src = whisper_dir(size)
-    target = cache_dir() / f"whisper-{size}-enc{layers}"
-    stamp = {"format": _TRUNCATED_FORMAT, "source_bytes": (src / "model.bin").stat().st_size, "layers": layers}
-    stamp_file = target / "vidsent-truncated.json"
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp and (target / "model.bin").is_file():
-        return target
-    partial = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        for item in src.iterdir():
-            if item.is_file() and item.name != "model.bin":
-                shutil.copyfile(item, partial / item.name)
-        _write_truncated(src / "model.bin", partial / "model.bin", layers)
-        (partial / stamp_file.name).write_text(json.dumps(stamp))
-        if target.exists():
-            shutil.rmtree(target)
-        partial.replace(target)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
-    return target
 
 
 def _as_clip(clip: Any) -> np.ndarray:
@@ -305,41 +224,22 @@ def _chunks(audio: np.ndarray) -> list[np.ndarray]:
 class AudioEmbedder:
     """Whisper encoder states (mean + std over frames) joined with numpy prosody statistics.
 
-    whisper_model: a faster_whisper.WhisperModel, normally the process's shared one (models.whisper.load_whisper);
-      its mel front end is used as is, and its encoder too when encoder_layers asks for all blocks.
-    encoder_layers: how many encoder blocks to run (default: DEFAULT_ENCODER_LAYERS for the size, else all); fewer
-      than all loads a truncated copy of the same model (see truncated_encoder_dir) on the same device.
-    CTranslate2 models are thread-safe, so this embedder may run in a worker thread beside the ASR.
+    whisper_model: a faster_whisper.WhisperModel, normally the process's shared one (models.whisper.load_whisper).
+    Its CTranslate2 encoder is thread-safe, so this embedder may run in a worker thread beside the ASR.
     """
 
-    def __init__(self, whisper_model: Any, whisper_size: str | None = None, encoder_layers: int | None = None,
-                 cpu_threads: int = 2) -> None:
+    def __init__(self, whisper_model: Any, whisper_size: str | None = None) -> None:
         import ctranslate2
 
         self._storage_view = ctranslate2.StorageView
         self._whisper = whisper_model
-        self._encoder = whisper_model.model
-        self.encoder_dim = int(self._encode([np.zeros(8000, dtype=np.float32)])[0].shape[-1])
+        probe = self._encode([np.zeros(8000, dtype=np.float32)])[0]
+        self.encoder_dim = int(probe.shape[-1])
         if whisper_size is None:
             base = _SIZE_BY_WIDTH.get(self.encoder_dim, f"d{self.encoder_dim}")
             whisper_size = base if whisper_model.model.is_multilingual else f"{base}.en"
         self.whisper_size = whisper_size
-        if encoder_layers is None:
-            encoder_layers = DEFAULT_ENCODER_LAYERS.get(whisper_size)
-        total = _BLOCKS_BY_WIDTH.get(self.encoder_dim)
-        if encoder_layers is not None and (total is None or not 0 < encoder_layers <= total):
-            raise ValueError(f"encoder_layers must be 1..{total} for Whisper {whisper_size}, got {encoder_layers}")
-        if encoder_layers == total:
-            encoder_layers = None
-        self.encoder_layers = encoder_layers  # None: all blocks, the shared model's own encoder
-        if encoder_layers is not None:
-            self._encoder = ctranslate2.models.Whisper(
-                str(truncated_encoder_dir(whisper_size, encoder_layers)), device=whisper_model.model.device,
-                device_index=whisper_model.model.device_index, compute_type=whisper_model.model.compute_type,
-                intra_threads=cpu_threads)
-        depth = "all" if encoder_layers is None else str(encoder_layers)
-        self.model_id = (f"whisper-{whisper_size}-enc{depth}-meanstd+prosody{len(PROSODY_NAMES)}"
-                         f"-v{FEATURE_VERSION}")
+        self.model_id = f"whisper-{whisper_size}-enc-meanstd+prosody{len(PROSODY_NAMES)}-v{FEATURE_VERSION}"
         self.dim = 2 * self.encoder_dim + len(PROSODY_NAMES)
 
     def _mel(self, audio: np.ndarray) -> np.ndarray:
@@ -357,7 +257,7 @@ class AudioEmbedder:
             for start in range(0, len(indices), ENCODE_BATCH):
                 batch = indices[start:start + ENCODE_BATCH]
                 stacked = np.ascontiguousarray(np.stack([mels[i] for i in batch]), dtype=np.float32)
-                states = np.asarray(self._encoder.encode(self._storage_view.from_array(stacked), to_cpu=True))
+                states = np.asarray(self._whisper.model.encode(self._storage_view.from_array(stacked), to_cpu=True))
                 for j, i in enumerate(batch):
                     out[i] = states[j]
         return out  # type: ignore[return-value]
@@ -408,6 +308,10 @@ class AudioScorer:
                 audio = _as_clip(clip)
             except ValueError as exc:
                 results[i] = ModalityScore.missing(f"unusable audio: {exc}")
+                continue
+            if len(audio) < MIN_SCORED_S * SAMPLE_RATE:
+                results[i] = ModalityScore.missing(
+                    f"too short for the audio model ({len(audio) / SAMPLE_RATE:.1f} s < {MIN_SCORED_S:.0f} s)")
                 continue
             level = active_level_db(audio)
             if level < SILENCE_DBFS:

@@ -164,15 +164,16 @@ def _present(row: dict[str, ModalityScore]) -> dict[str, float]:
 
 
 def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.05, stacking_c: float = 1.0,
-               min_per_class: int = 3, card: dict | None = None,
+               min_per_class: int = 10, card: dict | None = None,
                methods: tuple[str, ...] = FUSION_METHODS) -> FusionParams:
     """Learn fusion parameters from per-item modality scores and the items' true polarity (True = positive).
 
     weighted: per-modality weights (log-weights with an L2 pull towards equal weights) minimising the log-loss of the
       confidence-weighted mean; product: non-negative logit weights of the product of experts (logistic regression
       without intercept, missing modalities contributing nothing); stacking: one logistic regression per subset of
-      modalities, on the items where that subset is present, for subsets with at least min_per_class items of each
-      class. Only the parts the given methods use are fitted (the others keep their defaults).
+      modalities, on the items where that subset is present. A modality (or subset) seen on fewer than
+      min_per_class items of either class is not learnt from: it keeps the prior product weight 1, and stacking falls
+      back to the weighted mean for it. Only the parts the given methods use are fitted.
     """
     from scipy.optimize import minimize
     from sklearn.linear_model import LogisticRegression
@@ -204,20 +205,29 @@ def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.
         theta = minimize(weighted_loss, np.zeros(len(used)), method="L-BFGS-B", bounds=[(-3, 3)] * len(used)).x
         weights = {m: round(float(math.exp(t)), 6) for m, t in zip(used, theta)}
 
+    def enough(mask: np.ndarray) -> bool:
+        return int(y[mask].sum()) >= min_per_class and int((~y[mask]).sum()) >= min_per_class
+
     product: dict[str, float] = {}
-    if "product" in methods and len(set(y.tolist())) == 2:
-        model = LogisticRegression(C=stacking_c, fit_intercept=False, max_iter=1000).fit(logits, y)
-        product = {m: round(max(0.0, float(c)), 6) for m, c in zip(used, model.coef_[0])}
+    if "product" in methods:
+        learnable = [i for i in range(len(used)) if enough(has[:, i])]
+        product = {m: 1.0 for m in used}
+        if learnable:
+            model = LogisticRegression(C=stacking_c, fit_intercept=False, max_iter=1000)
+            # modalities kept at the prior still count, as a fixed offset
+            fixed = logits[:, [i for i in range(len(used)) if i not in learnable]].sum(axis=1)
+            model.fit(np.column_stack([logits[:, learnable], fixed]), y)
+            for i, c in zip(learnable, model.coef_[0]):
+                product[used[i]] = round(max(0.0, float(c)), 6)
 
     stacking: dict[str, dict] = {}
     if "stacking" in methods:
         for size in range(1, len(used) + 1):
             for subset in itertools.combinations(range(len(used)), size):
                 mask = has[:, list(subset)].all(axis=1)
-                ys = y[mask]
-                if ys.sum() < min_per_class or (~ys).sum() < min_per_class:
+                if not enough(mask):
                     continue
-                model = LogisticRegression(C=stacking_c, max_iter=1000).fit(logits[mask][:, list(subset)], ys)
+                model = LogisticRegression(C=stacking_c, max_iter=1000).fit(logits[mask][:, list(subset)], y[mask])
                 stacking[subset_key([used[i] for i in subset])] = {
                     "coef": [round(float(c), 6) for c in model.coef_[0]],
                     "intercept": round(float(model.intercept_[0]), 6), "n": int(mask.sum())}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.audio import (DEFAULT_ENCODER_LAYERS, FEATURE_VERSION, PROSODY_NAMES, SILENCE_DBFS, AudioEmbedder,
-                          AudioScorer, active_level_db, prosody_features)
+from models.audio import (PROSODY_NAMES, SILENCE_DBFS, AudioEmbedder, AudioScorer, active_level_db,
+                          prosody_features)
 from stream.media import SAMPLE_RATE
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -57,25 +57,8 @@ def test_embedding_shape_determinism_and_model_id(embedder: AudioEmbedder) -> No
     assert first.dtype == np.float32 and np.all(np.isfinite(first))
     np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-5)
     assert not np.allclose(first[0], first[1])
-    assert embedder.model_id.startswith(f"whisper-tiny.en-enc{DEFAULT_ENCODER_LAYERS['tiny.en']}-")
-    assert embedder.model_id.endswith(f"-v{FEATURE_VERSION}")
+    assert "tiny.en" in embedder.model_id and "v" in embedder.model_id.rsplit("-", 1)[-1]
     assert embedder.embed([]).shape == (0, embedder.dim)
-
-
-def test_truncated_encoder_is_the_middle_of_the_shared_one(embedder: AudioEmbedder) -> None:
-    """The truncated copy runs the first blocks of the same weights: same frames and width, other states; asking
-    for every block uses the shared model itself."""
-    from models.whisper import load_whisper
-
-    rows = _ravdess_rows()
-    clip = _decode(RAVDESS / rows[0]["path"])
-    full = AudioEmbedder(load_whisper("tiny.en", "cpu", cpu_threads=2), encoder_layers=4)
-    assert full.encoder_layers is None and "-encall-" in full.model_id
-    middle, last = embedder.encoder_states([clip])[0], full.encoder_states([clip])[0]
-    assert middle.shape == last.shape == (len(clip) // 320 + 1, 384)
-    assert abs(np.corrcoef(middle.ravel(), last.ravel())[0, 1]) < 0.95
-    with pytest.raises(ValueError, match="encoder_layers"):
-        AudioEmbedder(load_whisper("tiny.en", "cpu", cpu_threads=2), encoder_layers=5)
 
 
 def test_long_clip_is_chunked_and_short_clip_is_accepted(embedder: AudioEmbedder) -> None:

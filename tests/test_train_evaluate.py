@@ -243,14 +243,25 @@ def test_learned_fusion_trusts_the_informative_modality():
     assert accuracy["stacking"] > accuracy["vote"]
 
 
+def test_a_modality_seen_on_too_few_items_keeps_its_prior():
+    rows, y = synthetic_rows(200, 4)
+    for i, row in enumerate(rows):
+        if i >= 12:  # text heard in only 12 items (like the lyrics of a few music videos)
+            row["text"] = ModalityScore.missing("no speech")
+    params = fit_fusion(rows, y)
+    assert params.product["text"] == 1.0
+    assert not any("text" in key for key in params.stacking)
+    assert "audio+visual" in params.stacking
+
+
 def test_cross_validated_fusion_never_sees_the_item_it_scores():
     rows, y = synthetic_rows(30, 2)
-    cv = cross_validated_fusion(rows, y, ("stacking",), folds=None)["stacking"]
+    cv = cross_validated_fusion(rows, y, ("stacking",), folds=None, min_per_class=3)["stacking"]
     assert len(cv) == 30 and all(f.score is not None for f in cv)
     # leave-one-out: item 0 is fused with parameters fitted on the other 29 items exactly
-    without_first = fit_fusion(rows[1:], y[1:], methods=("stacking",))
+    without_first = fit_fusion(rows[1:], y[1:], methods=("stacking",), min_per_class=3)
     assert cv[0].score == pytest.approx(fuse(rows[0], "stacking", without_first).score)
-    with_first = fit_fusion(rows, y, methods=("stacking",))
+    with_first = fit_fusion(rows, y, methods=("stacking",), min_per_class=3)
     assert fuse(rows[0], "stacking", with_first).score != pytest.approx(cv[0].score)
 
 
