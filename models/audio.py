@@ -28,7 +28,7 @@ ENCODE_BATCH = 8
 # A clip whose loud frames (95th percentile of 25 ms frame RMS) stay below this is silence: a quiet room records
 # at about -60 to -70 dBFS, while the quietest RAVDESS utterances and the quiet passages of the 4Q music reach
 # about -35 dBFS or more in their loud frames.
-SILENCE_DBFS = -50.0
+SILENCE_DBFS = -60.0
 # The heads learn from clips of 2.9-30 s; pooled statistics of a much shorter clip are outside what they saw
 # (on 1.3 s talking-head clips the audio head answered ~0.01 whatever was said), so such clips are not scored.
 MIN_SCORED_S = 2.0

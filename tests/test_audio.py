@@ -138,7 +138,7 @@ def test_valence_is_learnable_across_speakers(embedder: AudioEmbedder) -> None:
     pipeline.fit(X_train, y_train)
 
     results = AudioScorer(embedder, _LogRegHead(pipeline)).score(test_clips)
-    assert all(r.available for r in results)
+    assert all(r.available for r in results), {r.reason for r in results}
     scores = np.array([r.score for r in results])
     accuracy = float(np.mean((scores >= 0.5) == y_test))
     assert accuracy >= 0.7, f"cross-speaker valence accuracy {accuracy:.2f}"
