@@ -202,7 +202,6 @@ class StreamPipeline:
         self._changed = asyncio.Condition()
         self._arrivals: deque[tuple[float, float]] = deque(maxlen=4096)  # (media watermark, wall time)
         self._stop = asyncio.Event()
-        self.latencies: deque[float] = deque(maxlen=10_000)
 
     # -- shared state ------------------------------------------------------------------------------------------
     @property
@@ -431,9 +430,7 @@ class StreamPipeline:
         """Wall seconds since the window's last media arrived (only meaningful at real-time pace)."""
         for watermark, wall in self._arrivals:
             if watermark >= t1 - 1e-6:
-                latency = time.monotonic() - wall
-                self.latencies.append(latency)
-                return round(latency, 3)
+                return round(time.monotonic() - wall, 3)
         return None
 
     def _lag(self) -> float:

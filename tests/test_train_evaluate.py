@@ -18,19 +18,11 @@ from models.heads import Head
 from models.manifest import ManifestError, read_manifest, write_manifest
 from models.metrics import binary_ece, classification_summary
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import DATA  # noqa: E402
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on 2 cores shared with other work, two OpenMP threads can run many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_csv(path: Path, text: str) -> Path:
