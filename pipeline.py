@@ -78,8 +78,10 @@ class Engine:
         self.heads_dir = Path(heads_dir) if heads_dir else None
         self.whisper = load_whisper(asr, self.device)
         self.text = load_text_scorer(self.device, self.heads_dir)
-        audio_embedder = AudioEmbedder(self.whisper)
-        self.audio = AudioScorer(audio_embedder, _matching_head(load_head("audio", self.heads_dir), audio_embedder))
+        audio_head = load_head("audio", self.heads_dir)
+        # the audio embedding is the one the head was trained on, whichever Whisper model transcribes
+        audio_embedder = AudioEmbedder.for_head(audio_head, self.device)
+        self.audio = AudioScorer(audio_embedder, _matching_head(audio_head, audio_embedder))
         self.visual_analyzer = VisualAnalyzer(self.device)
         self.visual = VisualScorer(self.visual_analyzer,
                                    _matching_head(load_head("scene", self.heads_dir), self.visual_analyzer.scene))

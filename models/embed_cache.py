@@ -161,9 +161,8 @@ def make_embedder(modality: str, device: str = "auto", asr: str = "tiny.en", tex
         return TextEmbedder(device, encoder_delta=text_delta)
     if modality == "audio":
         from models.audio import AudioEmbedder
-        from models.whisper import load_whisper
 
-        return AudioEmbedder(load_whisper(asr, device))
+        return AudioEmbedder(asr, device=device)
     if modality == "visual":
         from models.visual import SceneEmbedder
 
@@ -181,6 +180,24 @@ def load_audio(path: Path) -> np.ndarray:
         raise ValueError(f"cannot decode audio from {path}: {exc}") from exc
 
 
+def audio_part(audio: np.ndarray, start: float | None, end: float | None) -> np.ndarray:
+    """The samples between start and end seconds (None: the clip's start / end); an empty part is an error."""
+    if start is None and end is None:
+        return audio
+    a = int(round((start or 0.0) * 16000))
+    b = len(audio) if end is None else int(round(end * 16000))
+    part = audio[a:b]
+    if len(part) == 0:
+        raise ValueError(f"the part {start}-{end} s is beyond the audio's {len(audio) / 16000:.2f} s")
+    return part
+
+
+def _span_suffix(item) -> str:
+    if item.start is None and item.end is None:
+        return ""
+    return f"@{'' if item.start is None else repr(float(item.start))}-{'' if item.end is None else repr(float(item.end))}"
+
+
 def embed_manifest(manifest, embedder, cache: EmbeddingCache | None = None, progress: bool = True,
                    batch_size: int | None = None) -> np.ndarray:
     """(n, dim) embeddings of a text, audio or visual manifest's items, through the cache."""
@@ -193,13 +210,14 @@ def embed_manifest(manifest, embedder, cache: EmbeddingCache | None = None, prog
         def compute(idx: list[int]) -> np.ndarray:
             return embedder.embed([items[i].text for i in idx])
     elif modality == "audio":
-        keys = [file_key(it.path) for it in items]
+        file_keys = {p: file_key(p) for p in dict.fromkeys(it.path for it in items)}
+        keys = [file_keys[it.path] + _span_suffix(it) for it in items]
 
         def compute(idx: list[int]) -> np.ndarray:
             clips = []
             for i in idx:
                 try:
-                    clips.append(load_audio(items[i].path))
+                    clips.append(audio_part(load_audio(items[i].path), items[i].start, items[i].end))
                 except ValueError as exc:
                     raise ValueError(f"{manifest.path}: row {items[i].row}: {exc}") from exc
             return embedder.embed(clips)

@@ -121,7 +121,9 @@ def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: Em
                    asr: str) -> list[Scored]:
     if head is None:
         raise ValueError("no audio head to evaluate: train one or pass --heads")
-    X = embed_manifest(manifest, make_embedder("audio", device, asr), cache)
+    from models.audio import AudioEmbedder
+
+    X = embed_manifest(manifest, AudioEmbedder.for_head(head, device), cache)
     return [_head_row("audio", head, X, manifest.classes)]
 
 
@@ -201,7 +203,7 @@ class ClipAnalyzer:
             elif name == "audio":
                 from models.audio import AudioEmbedder
 
-                self._models[name] = AudioEmbedder(self._model("whisper"))
+                self._models[name] = AudioEmbedder.for_head(load_head("audio", self.heads_dir), self.device)
             elif name == "visual":
                 from models.visual import VisualAnalyzer
 
@@ -210,11 +212,12 @@ class ClipAnalyzer:
 
     @property
     def settings_id(self) -> str:
-        from models.audio import FEATURE_VERSION, PROSODY_NAMES
+        from models.audio import CLIP_WINDOW_S
         from models.visual import SceneEmbedder
 
-        audio_id = f"whisper-{self.asr}-enc-meanstd+prosody{len(PROSODY_NAMES)}-v{FEATURE_VERSION}"
-        return f"clip|asr={self.asr}|audio={audio_id}|scene={SceneEmbedder.model_id}|faces=full|fps={self.fps}"
+        audio_id = self._model("audio").model_id
+        return (f"clip|asr={self.asr}|audio={audio_id}|audio-windows={CLIP_WINDOW_S}s|scene={SceneEmbedder.model_id}"
+                f"|faces=full|fps={self.fps}")
 
     def features(self, paths: list[Path], transcripts: list[str | None] | None = None) -> list[dict[str, Any]]:
         transcripts = transcripts or [None] * len(paths)
@@ -237,16 +240,19 @@ class ClipAnalyzer:
         return out
 
     def _analyse(self, path: Path) -> dict[str, Any]:
-        from models.audio import MIN_SECONDS, active_level_db
+        from models.audio import MIN_SECONDS, active_level_db, clip_windows
 
-        record: dict[str, Any] = {"transcript": "", "audio": None, "audio_level": None, "frames": [], "scene": None}
+        record: dict[str, Any] = {"transcript": "", "audio_windows": [], "audio_levels": [], "frames": [],
+                                  "scene": None}
         try:
             audio = load_audio(path)
         except ValueError:
             audio = np.zeros(0, dtype=np.float32)
         if len(audio) >= MIN_SECONDS * 16000:
-            record["audio_level"] = active_level_db(audio)
-            record["audio"] = self._model("audio").embed([audio])[0].tolist()
+            # the soundtrack is embedded window by window, as the live pipeline scores it
+            windows = clip_windows(audio)
+            record["audio_levels"] = [active_level_db(w) for w in windows]
+            record["audio_windows"] = self._model("audio").embed(windows).tolist()
             segments, _ = self._model("whisper").transcribe(audio, beam_size=1, vad_filter=True,
                                                             condition_on_previous_text=False)
             record["transcript"] = " ".join(s.text.strip() for s in segments).strip()
@@ -293,14 +299,17 @@ def score_clips(records: list[dict[str, Any]], heads_dir: Path | None, device: s
     text = text_scorer.score([r["transcript"] for r in records])
     audio: list[ModalityScore] = []
     for r in records:
-        if r["audio"] is None:
+        sounding = [np.asarray(x, np.float32) for x, level in zip(r["audio_windows"], r["audio_levels"])
+                    if level >= SILENCE_DBFS]
+        if not r["audio_windows"]:
             audio.append(ModalityScore.missing("no audio"))
-        elif r["audio_level"] < SILENCE_DBFS:
+        elif not sounding:
             audio.append(ModalityScore.missing("silence"))
         elif audio_head is None:
             audio.append(ModalityScore.missing("no audio head"))
         else:
-            audio.append(ModalityScore.of(float(audio_head.positivity(np.asarray(r["audio"], np.float32)[None])[0])))
+            # a clip's audio score is the mean over its sounding windows, as a stream's rolling score would be
+            audio.append(ModalityScore.of(float(np.mean(audio_head.positivity(np.stack(sounding))))))
     visual_scorer = VisualScorer(None, scene_head)
     visual = []
     for r in records:

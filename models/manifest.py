@@ -5,7 +5,10 @@ One row per item. Columns by modality (the prototype's own names are accepted to
   audio   path,label                 (prototype: file_path,sentiment)
   visual  path,label                 (prototype: image,label) — still images
   video   path,label[,transcript]
-Optional columns on any manifest: `group` (speaker, song, ... : a validation split never cuts a group) and `split`
+Audio manifests may name a part of each file with `start` and `end` (seconds; either may be empty: the file's start
+or end), so that one recording gives several items (the default heads learn music from 4 s crops of each song).
+Optional columns on any manifest: `weight` (how much the item counts in training, > 0; default 1: e.g. to give two
+corpora of different sizes equal say), `group` (speaker, song, ... : a validation split never cuts a group) and `split`
 (train / val / test). Paths are relative to the manifest's folder. Labels are class names (case-insensitive); for
 the valence classes the prototype's 0 = negative, 1 = positive are accepted too.
 
@@ -45,7 +48,10 @@ class ManifestItem:
     group: str | None = None
     split: str | None = None
 
-    ref: str = ""               # the item as the manifest names it: its relative path, or its text
+    ref: str = ""               # the item as the manifest names it: its relative path (+ @start-end), or its text
+    start: float | None = None  # audio manifests: the part of the file to use, in seconds
+    weight: float = 1.0         # training weight
+    end: float | None = None
 
     @property
     def name(self) -> str:
@@ -62,6 +68,10 @@ class Manifest:
     @property
     def labels(self) -> list[str]:
         return [it.label for it in self.items]
+
+    @property
+    def weights(self) -> list[float]:
+        return [it.weight for it in self.items]
 
     def label_indices(self) -> list[int]:
         return [self.classes.index(it.label) for it in self.items]
@@ -125,6 +135,9 @@ def read_manifest(path: str | Path, modality: str, classes: Sequence[str] | None
     transcript_col = _pick(header, ("transcript",), None, path, "transcript") if modality == "video" else None
     group_col = _pick(header, ("group",), None, path, "group")
     split_col = _pick(header, ("split",), None, path, "split")
+    weight_col = _pick(header, ("weight",), None, path, "weight")
+    start_col = _pick(header, ("start",), None, path, "start") if modality == "audio" else None
+    end_col = _pick(header, ("end",), None, path, "end") if modality == "audio" else None
     index = {h: i for i, h in enumerate(header)}
 
     allowed = [c.lower() for c in classes] if classes is not None else list(VALENCE_CLASSES)
@@ -153,11 +166,20 @@ def read_manifest(path: str | Path, modality: str, classes: Sequence[str] | None
             if split not in SPLITS:
                 raise ManifestError(f"{where}: bad split {split!r} (expected one of {', '.join(SPLITS)})")
         group = cell(group_col) or None
+        weight = 1.0
+        if cell(weight_col):
+            try:
+                weight = float(cell(weight_col))
+            except ValueError:
+                weight = float("nan")
+            if not (0 < weight < float("inf")):
+                raise ManifestError(f"{where}: bad weight {cell(weight_col)!r} (a number > 0)")
         if modality == "text":
             text = row[index[content_col]]
             if not text.strip():
                 raise ManifestError(f"{where}: the text is empty")
-            items.append(ManifestItem(line, label, text=text, group=group, split=split, ref=text.strip()))
+            items.append(ManifestItem(line, label, text=text, group=group, split=split, ref=text.strip(),
+                                      weight=weight))
             continue
         rel = cell(content_col)
         if not rel:
@@ -166,7 +188,13 @@ def read_manifest(path: str | Path, modality: str, classes: Sequence[str] | None
         if check_files and not media.is_file():
             raise ManifestError(f"{where}: file {rel!r} does not exist (looked for {media})")
         transcript = cell(transcript_col) or None
-        items.append(ManifestItem(line, label, text=transcript, path=media, group=group, split=split, ref=rel))
+        start, end = _seconds(cell(start_col), where, "start"), _seconds(cell(end_col), where, "end")
+        if start is not None and end is not None and end <= start:
+            raise ManifestError(f"{where}: end {end:g} s is not after start {start:g} s")
+        ref = rel if start is None and end is None else f"{rel}@{'' if start is None else f'{start:g}'}-" \
+                                                          f"{'' if end is None else f'{end:g}'}"
+        items.append(ManifestItem(line, label, text=transcript, path=media, group=group, split=split, ref=ref,
+                                  start=start, end=end, weight=weight))
     if not items:
         raise ManifestError(f"{path}: the manifest has a header but no rows")
     if classes is None:
@@ -174,6 +202,18 @@ def read_manifest(path: str | Path, modality: str, classes: Sequence[str] | None
         present = {it.label for it in items}
         classes = list(VALENCE_CLASSES) if "neutral" in present else ["negative", "positive"]
     return Manifest(path=path, modality=modality, classes=[c.lower() for c in classes], items=items)
+
+
+def _seconds(value: str, where: str, what: str) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ManifestError(f"{where}: {what} {value!r} is not a number of seconds") from None
+    if not (seconds >= 0 and seconds != float("inf")):
+        raise ManifestError(f"{where}: {what} {value!r} must be a finite number of seconds >= 0")
+    return seconds
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, str]], columns: Sequence[str]) -> Path:

@@ -13,7 +13,7 @@ import hashlib
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +39,9 @@ class TrainConfig:
     patience: int = 20
     batch_size: int = 128
     c_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+    # mlp: train this many MLPs (seeds seed, seed + 1, ...) and ship their logit average, stored exactly as one MLP
+    # with block-diagonal layers; averaging lowers the variance of a head trained on few speakers or songs
+    ensemble: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,7 +91,7 @@ def standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(scale > 1e-6, scale, 1.0).astype(np.float32)
 
 
-def _fit_logreg(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
+def _fit_logreg(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig, w_tr=None, w_val=None):
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
@@ -98,8 +101,8 @@ def _fit_logreg(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
     for c in config.c_grid:
         model = LogisticRegression(C=c, class_weight="balanced" if config.loss != "plain" else None,
                                    max_iter=2000, random_state=config.seed)
-        model.fit(Z_tr, y_tr)
-        f1 = f1_score(y_val, model.predict(Z_val), average="macro")
+        model.fit(Z_tr, y_tr, sample_weight=w_tr)
+        f1 = f1_score(y_val, model.predict(Z_val), average="macro", sample_weight=w_val)
         if best is None or f1 > best[0]:
             best = (f1, c, model)
     _, c, model = best
@@ -111,7 +114,43 @@ def _fit_logreg(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
     return [(coef, intercept)], mean, scale, {"C": c}
 
 
-def _fit_mlp(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
+def _fit_mlp(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig, w_tr=None, w_val=None):
+    if config.ensemble <= 1:
+        return _fit_one_mlp(X_tr, y_tr, X_val, y_val, n_classes, config, w_tr, w_val)
+    members = [_fit_one_mlp(X_tr, y_tr, X_val, y_val, n_classes, replace(config, seed=config.seed + k, ensemble=1),
+                            w_tr, w_val) for k in range(config.ensemble)]
+    layers = merge_mlps([m[0] for m in members])
+    _, mean, scale, _ = members[0]
+    return layers, mean, scale, {"ensemble_best_epochs": [m[3]["best_epoch"] for m in members],
+                                 "ensemble_val_losses": [m[3]["val_loss"] for m in members]}
+
+
+def merge_mlps(members: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One MLP whose logits are the mean of the members' logits (members: same depth, same input): the first layers
+    are stacked, the hidden ones block-diagonal, the output layer side by side and divided by the member count."""
+    k = len(members)
+    merged = []
+    for i in range(len(members[0])):
+        weights = [m[i][0] for m in members]
+        biases = [m[i][1] for m in members]
+        if i == 0:
+            w, b = np.vstack(weights), np.concatenate(biases)
+        else:
+            rows, cols = sum(x.shape[0] for x in weights), sum(x.shape[1] for x in weights)
+            w = np.zeros((rows, cols), dtype=np.float32)
+            r = c = 0
+            for x in weights:
+                w[r:r + x.shape[0], c:c + x.shape[1]] = x
+                r, c = r + x.shape[0], c + x.shape[1]
+            b = np.concatenate(biases)
+        if i == len(members[0]) - 1:
+            w = np.hstack(weights) / k if i > 0 else w
+            b = np.mean(biases, axis=0)
+        merged.append((w.astype(np.float32), b.astype(np.float32)))
+    return merged
+
+
+def _fit_one_mlp(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig, w_tr=None, w_val=None):
     import torch
     from torch import nn
 
@@ -125,6 +164,8 @@ def _fit_mlp(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
                         nn.Linear(h1, h2), nn.LeakyReLU(0.01), nn.Dropout(config.dropout), nn.Linear(h2, n_classes))
     weight = torch.from_numpy(class_weights(y_tr, n_classes)) if config.loss != "plain" else None
     loss_fn = _loss(config, weight)
+    s_tr = torch.from_numpy(np.asarray(w_tr if w_tr is not None else np.ones(len(y_tr)), np.float32))
+    s_val = torch.from_numpy(np.asarray(w_val if w_val is not None else np.ones(len(y_val)), np.float32))
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
@@ -134,11 +175,11 @@ def _fit_mlp(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
         for start in range(0, len(perm), config.batch_size):
             idx = perm[start:start + config.batch_size]
             opt.zero_grad()
-            loss_fn(net(Z_tr[idx]), t_tr[idx]).backward()
+            loss_fn(net(Z_tr[idx]), t_tr[idx], s_tr[idx]).backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            val_loss = float(loss_fn(net(Z_val), t_val))
+            val_loss = float(loss_fn(net(Z_val), t_val, s_val))
         if val_loss < best_loss - 1e-4:
             best_loss, best_epoch, stale = val_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -153,25 +194,27 @@ def _fit_mlp(X_tr, y_tr, X_val, y_val, n_classes: int, config: TrainConfig):
 
 
 def _loss(config: TrainConfig, weight):
+    """loss(logits, target, sample_weight): class-weighted (weight) cross-entropy or focal loss, averaged with the
+    items' own weights times their class weights as nn.CrossEntropyLoss(weight=...) averages."""
     import torch
-    from torch import nn
 
-    if config.loss != "focal":
-        return nn.CrossEntropyLoss(weight=weight)
-    gamma = config.focal_gamma
+    gamma = config.focal_gamma if config.loss == "focal" else 0.0
 
-    def focal(logits, target):
+    def loss(logits, target, sample_weight):
         logp = torch.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
-        w = weight[target] if weight is not None else torch.ones_like(logp)
-        return (-(1 - logp.exp()) ** gamma * logp * w).sum() / w.sum()
+        w = sample_weight * (weight[target] if weight is not None else 1.0)
+        per_item = -logp if gamma == 0.0 else -(1 - logp.exp()) ** gamma * logp
+        return (per_item * w).sum() / w.sum()
 
-    return focal
+    return loss
 
 
 def fit_head(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
              classes: list[str], config: TrainConfig | None = None, name: str = "head",
-             card: dict[str, Any] | None = None) -> Head:
-    """Train a head on (X_train, y_train), select and calibrate it on (X_val, y_val). y are class indices."""
+             card: dict[str, Any] | None = None, w_train: np.ndarray | None = None,
+             w_val: np.ndarray | None = None) -> Head:
+    """Train a head on (X_train, y_train), select and calibrate it on (X_val, y_val). y are class indices; w_train
+    and w_val are optional per-item weights."""
     config = config or TrainConfig()
     X_train, X_val = np.asarray(X_train, np.float32), np.asarray(X_val, np.float32)
     y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
@@ -182,7 +225,7 @@ def fit_head(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val:
         raise ValueError(f"no training items of class {missing}")
     fit = _fit_logreg if config.kind == "logreg" else _fit_mlp
     started = time.time()
-    layers, mean, scale, info = fit(X_train, y_train, X_val, y_val, len(classes), config)
+    layers, mean, scale, info = fit(X_train, y_train, X_val, y_val, len(classes), config, w_train, w_val)
     head = head_from_arrays(name, classes, layers, mean, scale, 1.0, card)
     head.temperature = fit_temperature(head.logits(X_val), y_val)
     head.card = {**(card or {}), "training": {**(card or {}).get("training", {}), **{
@@ -269,7 +312,10 @@ def train_from_manifest(manifest, *, name: str, config: TrainConfig, out_dir: Pa
     if delta_file is not None:
         base_card["encoder_delta"] = delta_file.name
         base_card["training"]["finetune"] = {**asdict(finetune), **getattr(finetune, "result", {})}
-    head = fit_head(X[splits.train], y[splits.train], X[splits.val], y[splits.val], classes, config, name, base_card)
+    weights = np.asarray(manifest.weights, dtype=np.float64)
+    unweighted = bool(np.all(weights == 1.0))
+    head = fit_head(X[splits.train], y[splits.train], X[splits.val], y[splits.val], classes, config, name, base_card,
+                    None if unweighted else weights[splits.train], None if unweighted else weights[splits.val])
     metrics: dict[str, Any] = {}
     for part, idx in (("validation", splits.val), ("test", splits.test)):
         if len(idx) == 0:

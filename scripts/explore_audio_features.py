@@ -62,7 +62,6 @@ def extract(configs: list[tuple[str, int]]) -> None:
     from faster_whisper import decode_audio
 
     from models.audio import AudioEmbedder, prosody_features
-    from models.whisper import load_whisper
 
     CACHE.mkdir(parents=True, exist_ok=True)
     for dataset in ("ravdess", "music4q"):
@@ -70,8 +69,7 @@ def extract(configs: list[tuple[str, int]]) -> None:
         want_prosody = not cache_file(dataset, None).exists()
         if not todo and not want_prosody:
             continue
-        embedders = {c: AudioEmbedder(load_whisper(c[0], "cpu", cpu_threads=2), whisper_size=c[0],
-                                      encoder_layers=c[1]) for c in todo}
+        embedders = {c: AudioEmbedder(c[0], encoder_blocks=c[1], device="cpu") for c in todo}
         stats: dict[tuple[str, int], dict[str, list[np.ndarray]]] = {c: {"mean": [], "std": []} for c in todo}
         prosody: list[np.ndarray] = []
         seconds = {c: 0.0 for c in todo}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.audio import (PROSODY_NAMES, SILENCE_DBFS, AudioEmbedder, AudioScorer, active_level_db,
-                          prosody_features)
+from models.audio import (PROSODY_NAMES, SILENCE_DBFS, TONAL_NAMES, AudioEmbedder, AudioScorer, active_level_db,
+                          prosody_features, tonal_features)
 from stream.media import SAMPLE_RATE
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -33,9 +33,7 @@ def _ravdess_rows() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def embedder() -> AudioEmbedder:
-    from models.whisper import load_whisper
-
-    return AudioEmbedder(load_whisper("tiny.en", "cpu", cpu_threads=2))
+    return AudioEmbedder("tiny.en", device="cpu")
 
 
 class _LogRegHead:
@@ -53,12 +51,72 @@ def test_embedding_shape_determinism_and_model_id(embedder: AudioEmbedder) -> No
     clips = [_decode(RAVDESS / rows[i]["path"]) for i in (0, 700)]
     first = embedder.embed(clips)
     again = embedder.embed(clips[::-1])[::-1]
-    assert first.shape == (2, embedder.dim) == (2, 2 * 384 + len(PROSODY_NAMES))
+    assert first.shape == (2, embedder.dim) == (2, 2 * 384 + len(PROSODY_NAMES) + len(TONAL_NAMES))
     assert first.dtype == np.float32 and np.all(np.isfinite(first))
     np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-5)
     assert not np.allclose(first[0], first[1])
     assert "tiny.en" in embedder.model_id and "v" in embedder.model_id.rsplit("-", 1)[-1]
     assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+def test_embedding_reads_the_chosen_encoder_block_and_names_it(embedder: AudioEmbedder) -> None:
+    from models.whisper import encoder_block_count, truncated_whisper_dir
+
+    rows = _ravdess_rows()
+    clip = _decode(RAVDESS / rows[0]["path"])
+    assert encoder_block_count("tiny.en") == 4 and embedder.encoder_blocks == 3
+    assert embedder.model_id == f"whisper-tiny.en-enc3-meanstd+prosody{len(PROSODY_NAMES)}+tonal{len(TONAL_NAMES)}-v2"
+    full = AudioEmbedder("tiny.en", encoder_blocks=4, device="cpu")
+    # all four blocks keep the id embeddings had before the depth was selectable
+    assert full.model_id == f"whisper-tiny.en-enc-meanstd+prosody{len(PROSODY_NAMES)}+tonal{len(TONAL_NAMES)}-v2"
+    third, fourth = embedder.encoder_states([clip])[0], full.encoder_states([clip])[0]
+    assert third.shape == fourth.shape and not np.allclose(third, fourth, atol=1e-2)
+    # the truncated model is the full one without block 3: same size of everything else, made once
+    model_dir = truncated_whisper_dir("tiny.en", 3)
+    before = (model_dir / "model.bin").stat().st_mtime_ns
+    assert truncated_whisper_dir("tiny.en", 3) == model_dir and (model_dir / "model.bin").stat().st_mtime_ns == before
+    # a head's card names the embedding: the embedder is rebuilt from it, and a foreign id is refused
+    again = AudioEmbedder.from_model_id(embedder.model_id, "cpu")
+    np.testing.assert_allclose(again.embed([clip]), embedder.embed([clip]), rtol=1e-5, atol=1e-5)
+    assert AudioEmbedder.from_model_id(full.model_id, "cpu").encoder_blocks == 4
+    for foreign in ("clap-htsat-v2", f"whisper-tiny.en-enc3-meanstd+prosody{len(PROSODY_NAMES)}-v1"):
+        with pytest.raises(ValueError, match="cannot compute audio embeddings"):
+            AudioEmbedder.from_model_id(foreign, "cpu")
+    with pytest.raises(ValueError, match="4 encoder blocks"):
+        AudioEmbedder("tiny.en", encoder_blocks=5, device="cpu")
+
+
+def test_tonal_features_tell_major_from_minor() -> None:
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+
+    def chord(*hz: float) -> np.ndarray:
+        return (sum(np.sin(2 * np.pi * f * t) for f in hz) / len(hz)).astype(np.float32)
+
+    c, d, e, f, g, a, b = 261.63, 293.66, 329.63, 349.23, 392.0, 440.0, 493.88
+    e_flat, a_flat = 311.13, 415.30
+    # I - IV - V - I in C major, and the same cadence in C minor
+    major = np.concatenate([chord(c, e, g), chord(f, a, 2 * c), chord(g, b, 2 * d), chord(c, e, g, 2 * c)])
+    minor = np.concatenate([chord(c, e_flat, g), chord(f, a_flat, 2 * c), chord(g, b, 2 * d),
+                            chord(c, e_flat, g, 2 * c)])
+    at = {name: i for i, name in enumerate(TONAL_NAMES)}
+    in_major, in_minor = tonal_features(major), tonal_features(minor)
+    assert in_major[at["major_minus_minor"]] > 0.2 and in_major[at["best_key_is_major"]] == 1.0
+    assert in_minor[at["major_minus_minor"]] < -0.1 and in_minor[at["best_key_is_major"]] == 0.0
+    # key-normalised: the same chord a fifth higher has (nearly) the same profile from its key
+    from_key = slice(at["chroma_from_key_0"], None)
+    c_minor, g_minor = tonal_features(chord(c, e_flat, g)), tonal_features(chord(g, 466.16, 2 * d))
+    assert np.corrcoef(c_minor[from_key], g_minor[from_key])[0, 1] > 0.95
+    assert np.all(np.isfinite(tonal_features(np.zeros(SAMPLE_RATE, np.float32))))
+
+
+def test_clip_windows_cover_a_clip_in_live_window_lengths() -> None:
+    from models.audio import clip_windows
+
+    audio = np.arange(30 * SAMPLE_RATE, dtype=np.float32)
+    windows = clip_windows(audio)
+    assert len(windows) == 8 and all(len(w) == 4 * SAMPLE_RATE for w in windows)
+    assert windows[0][0] == 0 and windows[-1][-1] == audio[-1]
+    assert len(clip_windows(audio[: 5 * SAMPLE_RATE])) == 1
 
 
 def test_long_clip_is_chunked_and_short_clip_is_accepted(embedder: AudioEmbedder) -> None:

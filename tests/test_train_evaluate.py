@@ -46,6 +46,40 @@ def test_manifest_paths_are_relative_to_the_manifest_and_prototype_formats_work(
     assert text.classes == ["negative", "neutral", "positive"] and text.items[1].split == "val"
 
 
+@needs_data
+def test_audio_manifest_parts_and_weights(tmp_path: Path):
+    from models.embed_cache import audio_part, embed_manifest, load_audio
+
+    song = os.path.relpath(DATA / "speech" / "two_cities.flac", tmp_path)
+    manifest = read_manifest(write_csv(tmp_path / "a.csv", f"path,label,start,end,weight\n{song},positive,0,4,2\n"
+                                       f"{song},negative,4,8,\n{song},positive,,,\n"), "audio")
+    first, second, whole = manifest.items
+    assert (first.start, first.end, first.weight) == (0.0, 4.0, 2.0) and second.weight == 1.0
+    assert first.ref.endswith("@0-4") and whole.ref == song and whole.start is None
+    audio = load_audio(whole.path)
+    assert len(audio_part(audio, 0.0, 4.0)) == 4 * 16000 and len(audio_part(audio, 40.0, None)) == len(audio) - 640000
+
+    class Recording:
+        model_id = "recording"
+
+        def __init__(self):
+            self.lengths = []
+
+        def embed(self, clips):
+            self.lengths += [len(c) for c in clips]
+            return np.array([[len(c), float(np.sum(c))] for c in clips], dtype=np.float32)
+
+    recorder = Recording()
+    X = embed_manifest(manifest, recorder, EmbeddingCache(tmp_path / "cache"), progress=False)
+    assert recorder.lengths == [64000, 64000, len(audio)]  # the parts are different items of the cache
+    assert X[0, 1] != X[1, 1]
+    for body, message in ((f"path,label,start,end\n{song},positive,5,3\n", "end 3 s is not after start 5 s"),
+                          (f"path,label,start\n{song},positive,soon\n", "start 'soon' is not a number"),
+                          (f"path,label,weight\n{song},positive,0\n", "bad weight '0'")):
+        with pytest.raises(ManifestError, match=f"row 2: {message}"):
+            read_manifest(write_csv(tmp_path / "bad.csv", body), "audio")
+
+
 @pytest.mark.parametrize("body, message", [
     ("path,label\nmissing.flac,positive\n", r"row 2: file 'missing.flac' does not exist"),
     ("text,label\ngood,positive\nbad,happyish\n", r"row 3: bad label 'happyish'"),
@@ -63,6 +97,46 @@ def test_bad_manifests_give_errors_naming_the_row(tmp_path: Path, body: str, mes
     with pytest.raises(ManifestError, match=message) as info:
         read_manifest(path, modality)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["logreg", "mlp"])
+def test_item_weights_shift_what_a_head_learns(kind: str):
+    from models.train import TrainConfig, fit_head
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(scale=1.5, size=600) > 0).astype(np.int64)  # overlapping classes
+    config = TrainConfig(kind=kind, loss="plain", max_epochs=40, patience=40)
+    plain = fit_head(X[:400], y[:400], X[400:], y[400:], ["negative", "positive"], config)
+    weights = np.where(y == 1, 5.0, 1.0)
+    leaning = fit_head(X[:400], y[:400], X[400:], y[400:], ["negative", "positive"], config,
+                       w_train=weights[:400], w_val=weights[400:])
+    # the positive items count five times: the head calls more items positive, from the same data
+    assert leaning.positivity(X).mean() > plain.positivity(X).mean() + 0.1
+
+
+def test_an_mlp_ensemble_is_stored_as_one_mlp_with_the_mean_logits():
+    from models.heads import head_from_arrays
+    from models.train import TrainConfig, fit_head, merge_mlps
+
+    rng = np.random.default_rng(1)
+    sizes = [(6, 5), (4, 6), (3, 4)]
+    members = [[(rng.normal(size=s).astype(np.float32), rng.normal(size=s[0]).astype(np.float32)) for s in sizes]
+               for _ in range(3)]
+    mean, scale = np.zeros(5, np.float32), np.ones(5, np.float32)
+    X = rng.normal(size=(20, 5)).astype(np.float32)
+    classes = ["negative", "neutral", "positive"]
+    expected = np.mean([head_from_arrays("m", classes, m, mean, scale).logits(X) for m in members], axis=0)
+    merged = head_from_arrays("m", classes, merge_mlps(members), mean, scale)
+    np.testing.assert_allclose(merged.logits(X), expected, rtol=1e-5, atol=1e-5)
+
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    head = fit_head(X[:200], y[:200], X[200:], y[200:], ["negative", "positive"],
+                    TrainConfig(kind="mlp", ensemble=3, max_epochs=30))
+    assert len(head.card["training"]["ensemble_best_epochs"]) == 3
+    assert head.params["layer0.weight"].shape == (3 * 256, 4) and head.params["layer2.weight"].shape == (2, 3 * 128)
+    assert (head.predict_proba(X[200:]).argmax(axis=1) == y[200:]).mean() > 0.9
 
 
 # ------------------------------------------------------------------------------------------------- cache
