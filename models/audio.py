@@ -272,14 +272,23 @@ def _as_clip(clip: Any) -> np.ndarray:
     return audio
 
 
+def window_spans(seconds: float, window_s: float = CLIP_WINDOW_S) -> list[tuple[float | None, float | None]]:
+    """(start, end) seconds of windows of window_s evenly spaced from a clip's start to its end (they overlap a little
+    when the length is not a multiple); a clip no longer than 1.5 windows is one window, (None, None): all of it."""
+    if seconds <= 1.5 * window_s:
+        return [(None, None)]
+    n = max(2, round(seconds / window_s))
+    return [(float(s), float(s) + window_s) for s in np.linspace(0.0, seconds - window_s, n).round(3)]
+
+
 def clip_windows(audio: np.ndarray, window_s: float = CLIP_WINDOW_S) -> list[np.ndarray]:
-    """Windows of window_s, evenly spaced from the clip's start to its end (they overlap a little when the length is
-    not a multiple); a clip no longer than 1.5 windows is one window."""
-    size = int(window_s * SAMPLE_RATE)
-    if len(audio) <= 1.5 * size:
+    """The samples of window_spans(len(audio)): how a whole clip is scored in live-length windows."""
+    spans = window_spans(len(audio) / SAMPLE_RATE, window_s)
+    if spans == [(None, None)]:
         return [audio]
-    n = max(2, round(len(audio) / size))
-    starts = np.linspace(0, len(audio) - size, n).astype(int)
+    size = int(round(window_s * SAMPLE_RATE))
+    starts = [int(round(s * SAMPLE_RATE)) for s, _ in spans]
+    starts[-1] = len(audio) - size  # the last window ends exactly at the clip's end
     return [audio[s:s + size] for s in starts]
 
 

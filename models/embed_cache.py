@@ -180,6 +180,22 @@ def load_audio(path: Path) -> np.ndarray:
         raise ValueError(f"cannot decode audio from {path}: {exc}") from exc
 
 
+def audio_seconds(path: Path) -> float:
+    """A media file's audio duration from its container (no decoding); a ValueError when it has no audio."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"{path} has no audio stream")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return float(container.duration or 0) / av.time_base
+    except av.FFmpegError as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+
+
 def audio_part(audio: np.ndarray, start: float | None, end: float | None) -> np.ndarray:
     """The samples between start and end seconds (None: the clip's start / end); an empty part is an error."""
     if start is None and end is None:

@@ -24,10 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.base import MODALITIES, ModalityScore, label_for
-from models.embed_cache import EmbeddingCache, RecordCache, embed_manifest, file_key, load_audio, make_embedder
+from models.embed_cache import EmbeddingCache, RecordCache, embed_manifest, file_key, load_audio
 from models.fusion import FUSION_METHODS, FusedScore, FusionParams, cross_validated_fusion, fit_fusion, fuse
 from models.heads import Head, load_head
-from models.manifest import Manifest, ManifestError, read_manifest
+from models.manifest import Manifest, ManifestError, ManifestItem, read_manifest
 from models.metrics import classification_summary, rounded
 
 HEAD_FOR = {"text": "text", "audio": "audio", "visual": "scene"}
@@ -117,22 +117,43 @@ def evaluate_text(manifest: Manifest, head: Head | None, device: str, cache: Emb
     return rows
 
 
-def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache,
-                   asr: str) -> list[Scored]:
+def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache) -> list[Scored]:
+    """An item longer than one and a half live windows is scored as the live pipeline would: window by window (4 s),
+    its class probabilities averaged."""
     if head is None:
         raise ValueError("no audio head to evaluate: train one or pass --heads")
-    from models.audio import AudioEmbedder
+    from dataclasses import replace
 
-    X = embed_manifest(manifest, AudioEmbedder.for_head(head, device), cache)
-    return [_head_row("audio", head, X, manifest.classes)]
+    from models.audio import AudioEmbedder, window_spans
+    from models.embed_cache import audio_seconds
+
+    parts: list[ManifestItem] = []
+    owner: list[int] = []
+    for i, item in enumerate(manifest.items):
+        if item.start is None and item.end is None:
+            spans = window_spans(audio_seconds(item.path))
+        else:
+            spans = [(item.start, item.end)]
+        for start, end in spans:
+            parts.append(item if (start, end) == (item.start, item.end) else replace(item, start=start, end=end))
+            owner.append(i)
+    X = embed_manifest(Manifest(manifest.path, manifest.modality, manifest.classes, parts),
+                       AudioEmbedder.for_head(head, device), cache)
+    part_proba = head.predict_proba(X)
+    owner_of = np.asarray(owner)
+    proba = np.stack([part_proba[owner_of == i].mean(axis=0) for i in range(len(manifest.items))])
+    return [_proba_row("audio", head, proba, manifest.classes)]
 
 
 def _head_row(name: str, head: Head, X: np.ndarray, classes: Sequence[str]) -> Scored:
-    proba = head.predict_proba(X)
+    return _proba_row(name, head, head.predict_proba(X), classes)
+
+
+def _proba_row(name: str, head: Head, proba: np.ndarray, classes: Sequence[str]) -> Scored:
     if set(head.classes) <= {"negative", "neutral", "positive"} or "valence" in head.card:
         scores = [ModalityScore.of(float(p)) for p in proba @ head.valence]
     else:
-        scores = [ModalityScore.of(0.5) for _ in range(len(X))]  # no valence defined: argmax labels only
+        scores = [ModalityScore.of(0.5) for _ in range(len(proba))]  # no valence defined: argmax labels only
     return scored_from_modality(name, scores, classes, proba, head)
 
 
@@ -473,7 +494,7 @@ def evaluate_manifest(manifest: Manifest, *, heads_dir: Path | None, out: Path, 
     if manifest.modality == "text":
         rows = evaluate_text(manifest, head, device, cache)
     elif manifest.modality == "audio":
-        rows = evaluate_audio(manifest, head, device, cache, asr)
+        rows = evaluate_audio(manifest, head, device, cache)
     elif manifest.modality == "visual":
         rows = evaluate_images(manifest, head, device, cache, records)
     else:
@@ -541,7 +562,7 @@ def main_evaluate(args: argparse.Namespace) -> int:
             params = FusionParams.load(args.fusion_params)
             params.card.setdefault("source", str(args.fusion_params))
         folds = args.folds if args.folds else (None if len(manifest.items) <= 200 else 10)
-        table = evaluate_manifest(manifest, heads_dir=args.heads, out=args.out, device=args.device, asr=args.asr,
+        evaluate_manifest(manifest, heads_dir=args.heads, out=args.out, device=args.device, asr=args.asr,
                                   cache_root=args.cache, compare=args.compare, fusion_params=params, folds=folds,
                                   head_name=args.head, save_fusion=args.save_fusion)
     except (ManifestError, ValueError, FileNotFoundError) as exc:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from models.embed_cache import audio_seconds  # noqa: E402
 from models.manifest import read_manifest, write_manifest  # noqa: E402
 
 STEPS = ("text", "audio", "scene", "fusion")
@@ -79,16 +80,6 @@ MUSIC_CROP_S = 4.0
 MUSIC_CROP_STARTS = (1.0, 5.0, 9.0, 13.0, 17.0, 21.0, 25.0)
 
 
-def media_seconds(path: Path) -> float:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        return float(container.duration or 0) / av.time_base
-
-
 def music_crop_starts(seconds: float) -> list[float]:
     """The crop starts that fit in a clip (a few 4Q excerpts are shorter than 30 s)."""
     starts = [s for s in MUSIC_CROP_STARTS if s + MUSIC_CROP_S <= seconds]
@@ -121,7 +112,7 @@ def audio_manifests(data: Path, work: Path) -> dict[str, Path]:
         split = "test" if m["path"] in music_test else "train"
         path = rel(data / "music4q" / m["path"], work)
         group = f"song:{m['path']}"
-        for start in music_crop_starts(media_seconds(data / "music4q" / m["path"])):
+        for start in music_crop_starts(audio_seconds(data / "music4q" / m["path"])):
             crop = {"path": path, "split": split, "group": group, "source": "music4q", "start": start,
                     "end": start + MUSIC_CROP_S}
             valence.append({**crop, "label": m["valence"]})

@@ -80,6 +80,25 @@ def test_audio_manifest_parts_and_weights(tmp_path: Path):
             read_manifest(write_csv(tmp_path / "bad.csv", body), "audio")
 
 
+@needs_data
+def test_a_long_recording_is_evaluated_in_live_windows(tmp_path: Path):
+    from models.audio import AudioEmbedder, clip_windows
+    from models.embed_cache import load_audio
+    from models.evaluate import evaluate_audio
+    from models.heads import load_head
+
+    head = load_head("audio")
+    if head is None:
+        pytest.skip("no shipped audio head")
+    speech = os.path.relpath(DATA / "speech" / "two_cities.flac", tmp_path)
+    manifest = read_manifest(write_csv(tmp_path / "a.csv", f"path,label\n{speech},positive\n"), "audio")
+    row = evaluate_audio(manifest, head, "cpu", EmbeddingCache(tmp_path / "cache"))[0]
+    windows = clip_windows(load_audio(DATA / "speech" / "two_cities.flac"))
+    assert len(windows) == 11  # 44 s
+    expected = head.predict_proba(AudioEmbedder.for_head(head, "cpu").embed(windows)).mean(axis=0) @ head.valence
+    assert row.scores[0] == pytest.approx(float(expected), abs=2e-3)
+
+
 @pytest.mark.parametrize("body, message", [
     ("path,label\nmissing.flac,positive\n", r"row 2: file 'missing.flac' does not exist"),
     ("text,label\ngood,positive\nbad,happyish\n", r"row 3: bad label 'happyish'"),
