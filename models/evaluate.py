@@ -131,7 +131,10 @@ def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: Em
     owner: list[int] = []
     for i, item in enumerate(manifest.items):
         if item.start is None and item.end is None:
-            spans = window_spans(audio_seconds(item.path))
+            try:
+                spans = window_spans(audio_seconds(item.path))
+            except ValueError as exc:
+                raise ValueError(f"{manifest.path}: row {item.row}: {exc}") from exc
         else:
             spans = [(item.start, item.end)]
         for start, end in spans:
@@ -563,8 +566,8 @@ def main_evaluate(args: argparse.Namespace) -> int:
             params.card.setdefault("source", str(args.fusion_params))
         folds = args.folds if args.folds else (None if len(manifest.items) <= 200 else 10)
         evaluate_manifest(manifest, heads_dir=args.heads, out=args.out, device=args.device, asr=args.asr,
-                                  cache_root=args.cache, compare=args.compare, fusion_params=params, folds=folds,
-                                  head_name=args.head, save_fusion=args.save_fusion)
+                          cache_root=args.cache, compare=args.compare, fusion_params=params, folds=folds,
+                          head_name=args.head, save_fusion=args.save_fusion)
     except (ManifestError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
