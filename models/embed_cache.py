@@ -229,11 +229,16 @@ def embed_manifest(manifest, embedder, cache: EmbeddingCache | None = None, prog
         file_keys = {p: file_key(p) for p in dict.fromkeys(it.path for it in items)}
         keys = [file_keys[it.path] + _span_suffix(it) for it in items]
 
+        decoded: dict[Path, np.ndarray] = {}  # the last file decoded: its parts are usually consecutive items
+
         def compute(idx: list[int]) -> np.ndarray:
             clips = []
             for i in idx:
                 try:
-                    clips.append(audio_part(load_audio(items[i].path), items[i].start, items[i].end))
+                    if items[i].path not in decoded:
+                        decoded.clear()
+                        decoded[items[i].path] = load_audio(items[i].path)
+                    clips.append(audio_part(decoded[items[i].path], items[i].start, items[i].end))
                 except ValueError as exc:
                     raise ValueError(f"{manifest.path}: row {items[i].row}: {exc}") from exc
             return embedder.embed(clips)

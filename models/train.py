@@ -129,23 +129,22 @@ def merge_mlps(members: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[tuple
     """One MLP whose logits are the mean of the members' logits (members: same depth, same input): the first layers
     are stacked, the hidden ones block-diagonal, the output layer side by side and divided by the member count."""
     k = len(members)
+    last = len(members[0]) - 1
     merged = []
-    for i in range(len(members[0])):
+    for i in range(last + 1):
         weights = [m[i][0] for m in members]
         biases = [m[i][1] for m in members]
         if i == 0:
             w, b = np.vstack(weights), np.concatenate(biases)
+        elif i == last:
+            w, b = np.hstack(weights) / k, np.mean(biases, axis=0)
         else:
-            rows, cols = sum(x.shape[0] for x in weights), sum(x.shape[1] for x in weights)
-            w = np.zeros((rows, cols), dtype=np.float32)
+            w = np.zeros((sum(x.shape[0] for x in weights), sum(x.shape[1] for x in weights)), dtype=np.float32)
             r = c = 0
             for x in weights:
                 w[r:r + x.shape[0], c:c + x.shape[1]] = x
                 r, c = r + x.shape[0], c + x.shape[1]
             b = np.concatenate(biases)
-        if i == len(members[0]) - 1:
-            w = np.hstack(weights) / k if i > 0 else w
-            b = np.mean(biases, axis=0)
         merged.append((w.astype(np.float32), b.astype(np.float32)))
     return merged
 

@@ -83,9 +83,10 @@ def _write_string(f, s: str) -> None:
     f.write(struct.pack("<H", len(raw) + 1) + raw + b"\0")
 
 
-def _iter_model_bin(path: Path):
+def _iter_model_bin(path: Path, with_data: bool = True):
     """Yields ('header', (version, name, revision)), ('variable', (name, rank, dims, dtype, data)) and
-    ('alias', (alias, target)) records of a CTranslate2 model.bin."""
+    ('alias', (alias, target)) records of a CTranslate2 model.bin (data is None when with_data is False: the weights
+    are skipped, not read)."""
     with open(path, "rb") as f:
         (version,) = struct.unpack("<I", f.read(4))
         if version != 6:
@@ -100,14 +101,19 @@ def _iter_model_bin(path: Path):
             dims = struct.unpack(f"<{rank}I", f.read(4 * rank))
             dtype = f.read(1)[0]
             (nbytes,) = struct.unpack("<I", f.read(4))
-            yield "variable", (var, rank, dims, dtype, f.read(nbytes))
+            if with_data:
+                data = f.read(nbytes)
+            else:
+                data = None
+                f.seek(nbytes, os.SEEK_CUR)
+            yield "variable", (var, rank, dims, dtype, data)
         (aliases,) = struct.unpack("<I", f.read(4))
         for _ in range(aliases):
             yield "alias", (_read_string(f), _read_string(f))
 
 
 def _read_model_bin_names(path: Path) -> list[str]:
-    return [rec[0] for kind, rec in _iter_model_bin(path) if kind == "variable"]
+    return [rec[0] for kind, rec in _iter_model_bin(path, with_data=False) if kind == "variable"]
 
 
 def _encoder_layer_ids(names: list[str]) -> set[int]:

@@ -135,20 +135,24 @@ def audio_manifests(data: Path, work: Path) -> dict[str, Path]:
     return out
 
 
-def per_group_accuracy(manifest, head, cache) -> dict:
-    """Accuracy of the mean of each group's (song's) class probabilities: one verdict per song."""
+def audio_proba(manifest, head, cache) -> np.ndarray:
+    """The head's class probabilities of an audio manifest's items (embeddings through the cache)."""
     from models.audio import AudioEmbedder
     from models.embed_cache import embed_manifest
 
-    X = embed_manifest(manifest, AudioEmbedder.for_head(head), cache, progress=False)
-    proba = head.predict_proba(X)
+    return head.predict_proba(embed_manifest(manifest, AudioEmbedder.for_head(head), cache, progress=False))
+
+
+def per_group_accuracy(manifest, head, cache, proba: np.ndarray | None = None) -> dict:
+    """Accuracy of the mean of each group's (song's) class probabilities: one verdict per song."""
+    from models.metrics import classification_summary, rounded
+
+    proba = audio_proba(manifest, head, cache) if proba is None else proba
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(manifest.items):
         groups.setdefault(it.group, []).append(i)
     truth = [manifest.items[idx[0]].label for idx in groups.values()]
     pred = [head.classes[int(proba[idx].mean(axis=0).argmax())] for idx in groups.values()]
-    from models.metrics import classification_summary, rounded
-
     summary = rounded(classification_summary(truth, pred, head.classes))
     summary.pop("confusion", None)
     return summary
@@ -285,17 +289,14 @@ def cross_validated_audio(manifest, config, cache, args, folds: int = 4) -> dict
         head, _ = train_from_manifest(fold_manifest, name=f"audio_fold{fold}", config=config, out_dir=None,
                                       device=args.device, cache=cache, log=lambda m: None)
         held = fold_manifest.subset("test")
-        speech = [it for it in held.items if it.group.startswith("actor")]
+        proba = audio_proba(held, head, cache)
+        is_speech = np.array([it.group.startswith("actor") for it in held.items])
+        speech = [it.label for it, spoken in zip(held.items, is_speech) if spoken]
+        pred = [head.classes[i] for i in proba[is_speech].argmax(axis=1)]
+        speech_f1.append(classification_summary(speech, pred, head.classes)["macro_f1"])
         music = Manifest(held.path, held.modality, held.classes,
-                         [it for it in held.items if it.group.startswith("song:")])
-        from models.audio import AudioEmbedder
-        from models.embed_cache import embed_manifest
-
-        X = embed_manifest(Manifest(held.path, held.modality, held.classes, speech), AudioEmbedder.for_head(head),
-                           cache, progress=False)
-        pred = [head.classes[i] for i in head.predict_proba(X).argmax(axis=1)]
-        speech_f1.append(classification_summary([it.label for it in speech], pred, head.classes)["macro_f1"])
-        song_accuracy.append(per_group_accuracy(music, head, cache)["accuracy"])
+                         [it for it, spoken in zip(held.items, is_speech) if not spoken])
+        song_accuracy.append(per_group_accuracy(music, head, cache, proba[~is_speech])["accuracy"])
         log(f"audio fold {fold + 1}/{folds}: speech macro F1 {speech_f1[-1]:.3f}, song valence accuracy "
             f"{song_accuracy[-1]:.3f}")
 
