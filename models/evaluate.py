@@ -515,6 +515,9 @@ def evaluate_manifest(manifest: Manifest, *, heads_dir: Path | None, out: Path, 
             items = [{m: per_modality[m][i] for m in MODALITIES} for i in polar]
             params = fit_fusion(items, [truth[i] == "positive" for i in polar],
                                 card={"source": str(manifest.path)})
+            if not params.card["fitted_on"]["modalities"]:
+                raise ValueError(f"cannot learn fusion for --save-fusion: no positive or negative clip in "
+                                 f"{manifest.path} has a modality score")
             params.card["cross_validated"] = {r["name"]: {k: r[k] for k in ("accuracy", "macro_f1") if k in r}
                                               for r in [summarise(x, truth, classes) for x in fusion_rows_]
                                               if len(r["name"].split(" ")[0].split("+")) == 3}

@@ -173,7 +173,9 @@ def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.
       without intercept, missing modalities contributing nothing); stacking: one logistic regression per subset of
       modalities, on the items where that subset is present. A modality (or subset) seen on fewer than
       min_per_class items of either class is not learnt from: it keeps the prior product weight 1, and stacking falls
-      back to the weighted mean for it. Only the parts the given methods use are fitted.
+      back to the weighted mean for it; with no modality score at all (say a cross-validation fold whose clips are
+      all silent and dark) every method keeps its prior (equal weights). Only the parts the given methods use are
+      fitted.
     """
     from scipy.optimize import minimize
     from sklearn.linear_model import LogisticRegression
@@ -183,8 +185,10 @@ def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.
         raise ValueError("fit_fusion needs one label per row")
     present = [_present(r) for r in rows]
     used = [m for m in MODALITIES if any(m in p for p in present)]
+    info = {"n_items": int(len(y)), "n_positive": int(y.sum()), "modalities": used, "l2": l2,
+            "stacking_c": stacking_c}
     if not used:
-        raise ValueError("no modality scores to learn fusion from")
+        return FusionParams(card={**(card or {}), "fitted_on": info})
     has = np.array([[m in p for m in used] for p in present])
     scores = np.array([[p.get(m, 0.5) for m in used] for p in present])
     confidence = np.array([[float(r[m].confidence) if h else 0.0 for m, h in zip(used, row_has)]
@@ -231,8 +235,6 @@ def fit_fusion(rows: list[dict[str, ModalityScore]], positive, *, l2: float = 0.
                 stacking[subset_key([used[i] for i in subset])] = {
                     "coef": [round(float(c), 6) for c in model.coef_[0]],
                     "intercept": round(float(model.intercept_[0]), 6), "n": int(mask.sum())}
-    info = {"n_items": int(len(y)), "n_positive": int(y.sum()), "modalities": used, "l2": l2,
-            "stacking_c": stacking_c}
     return FusionParams(weights=weights, stacking=stacking, product=product,
                         card={**(card or {}), "fitted_on": info})
 

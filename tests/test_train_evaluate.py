@@ -350,6 +350,17 @@ def test_cross_validated_fusion_never_sees_the_item_it_scores():
     assert fuse(rows[0], "stacking", with_first).score != pytest.approx(cv[0].score)
 
 
+def test_cross_validation_with_a_fold_that_has_no_scores_falls_back_to_equal_weights():
+    # two clips, one of them silent and dark: leaving the other out leaves nothing to learn from
+    rows = [{"text": ModalityScore.missing("no speech"), "visual": ModalityScore.of(0.8)},
+            {"text": ModalityScore.missing("no speech"), "visual": ModalityScore.missing("no frames")}]
+    cv = cross_validated_fusion(rows, np.array([True, False]), ("weighted", "product", "stacking"), folds=None)
+    for method, fused in cv.items():
+        assert fused[0].score == pytest.approx(0.8) and fused[0].used == ["visual"], method
+        assert fused[1].score is None and fused[1].missing == ["text", "visual"], method
+    assert fit_fusion(rows[1:], [False]).card["fitted_on"]["modalities"] == []
+
+
 def test_fusion_params_file_round_trips_and_old_files_still_load(tmp_path: Path):
     rows, y = synthetic_rows(120, 3)
     params = fit_fusion(rows, y, card={"source": "synthetic"})
