@@ -345,6 +345,17 @@ def score_clips(records: list[dict[str, Any]], heads_dir: Path | None, device: s
     return {"text": text, "audio": audio, "visual": visual}
 
 
+def visual_part_rows(visual: list[ModalityScore], classes: Sequence[str]) -> list[Scored]:
+    """The two halves of the visual score on their own: the faces' valence (clips where a face was seen) and the
+    scene head's positivity, read from the visual scores' details."""
+    def part(key: str, reason: str) -> list[ModalityScore]:
+        return [ModalityScore.of(float(s.details[key])) if s.available and key in s.details
+                else ModalityScore.missing(reason) for s in visual]
+
+    return [scored_from_modality("faces", part("face_valence", "no face"), classes),
+            scored_from_modality("scene", part("scene_score", "no scene score"), classes)]
+
+
 # ------------------------------------------------------------------------------------------------- fusion table
 def combinations(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     """text, audio, visual, text+audio, text+visual, audio+visual, all three (those present)."""
@@ -505,6 +516,7 @@ def evaluate_manifest(manifest: Manifest, *, heads_dir: Path | None, out: Path, 
         clip_records = analyzer.features([it.path for it in manifest.items], [it.text for it in manifest.items])
         per_modality = score_clips(clip_records, heads_dir, device)
         rows = [scored_from_modality(m, per_modality[m], classes) for m in MODALITIES]
+        rows += visual_part_rows(per_modality["visual"], classes)
         fusion_rows_, fused_full = fusion_rows(per_modality, truth, classes, fusion_params, folds)
         rows += fusion_rows_
         fusion_desc = ("given (" + str(fusion_params.card.get("source", "file")) + ")") if fusion_params else \

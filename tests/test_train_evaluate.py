@@ -409,8 +409,9 @@ def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path):
     table = evaluate_manifest(manifest, heads_dir=None, out=tmp_path / "eval", device="cpu",
                               cache_root=tmp_path / "cache", folds=None)
     names = {r["name"] for r in table}
-    assert {"text", "audio", "visual"} <= names
+    assert {"text", "audio", "visual", "faces", "scene"} <= names
     assert {f"text+audio+visual [{m}]" for m in FUSION_METHODS} <= names
+    assert not any("faces" in n or "scene" in n for n in names if "+" in n), "the visual parts are not fused again"
     with open(tmp_path / "eval" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
@@ -418,6 +419,9 @@ def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path):
         assert all(0.0 <= float(r[column]) <= 1.0 for r in rows), column
     mosi = rows[0]
     assert mosi["text_score"] != "", "the CMU-MOSI clip has speech, so text is scored"
+    # a talking head: the faces were seen, and the visual score lies between its faces and its scene
+    faces, scene, visual = (float(mosi[f"{c}_score"]) for c in ("faces", "scene", "visual"))
+    assert min(faces, scene) - 1e-3 <= visual <= max(faces, scene) + 1e-3
     # the clip analysis is cached: a second evaluation does not decode the videos again
     records = list((tmp_path / "cache" / "records" / "clips").rglob("part-*.parquet"))
     assert len(records) == 1
