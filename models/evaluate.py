@@ -142,9 +142,10 @@ def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: Em
             owner.append(i)
     X = embed_manifest(Manifest(manifest.path, manifest.modality, manifest.classes, parts),
                        AudioEmbedder.for_head(head, device), cache)
-    part_proba = head.predict_proba(X)
     owner_of = np.asarray(owner)
-    proba = np.stack([part_proba[owner_of == i].mean(axis=0) for i in range(len(manifest.items))])
+    proba = np.zeros((len(manifest.items), len(head.classes)))
+    np.add.at(proba, owner_of, head.predict_proba(X))
+    proba /= np.bincount(owner_of, minlength=len(manifest.items))[:, None]
     return [_proba_row("audio", head, proba, manifest.classes)]
 
 

@@ -276,6 +276,16 @@ def speech_and_song_scores(held, head, cache) -> tuple[float, float]:
             per_group_accuracy(music, head, cache, proba[~is_speech])["accuracy"])
 
 
+def train_and_score(manifest, name: str, config, cache, args) -> tuple[float, float]:
+    """Train an audio head on a manifest's train rows (not saved) and score it on its test rows: RAVDESS macro F1,
+    4Q song valence accuracy."""
+    from models.train import train_from_manifest
+
+    head, _ = train_from_manifest(manifest, name=name, config=config, out_dir=None, device=args.device, cache=cache,
+                                  log=lambda m: None)
+    return speech_and_song_scores(manifest.subset("test"), head, cache)
+
+
 def spread(values: list[float], unit: str = "folds") -> dict:
     """Mean, standard deviation and the values, under `unit` (folds or seeds)."""
     return {"mean": round(float(np.mean(values)), 4), "sd": round(float(np.std(values)), 4),
@@ -289,7 +299,6 @@ def cross_validated_audio(manifest, config, cache, args, folds: int = 4) -> dict
     from dataclasses import replace
 
     from models.manifest import Manifest
-    from models.train import train_from_manifest
 
     songs = sorted({it.group for it in manifest.items if it.group.startswith("song:")})
     quadrant = {it.group: it.ref.split("/")[-2] for it in manifest.items if it.group.startswith("song:")}
@@ -309,9 +318,7 @@ def cross_validated_audio(manifest, config, cache, args, folds: int = 4) -> dict
     for fold in range(folds):
         items = [replace(it, split="test" if fold_of(it) == fold else "train") for it in manifest.items]
         fold_manifest = Manifest(manifest.path, manifest.modality, manifest.classes, items)
-        head, _ = train_from_manifest(fold_manifest, name=f"audio_fold{fold}", config=config, out_dir=None,
-                                      device=args.device, cache=cache, log=lambda m: None)
-        f1, accuracy = speech_and_song_scores(fold_manifest.subset("test"), head, cache)
+        f1, accuracy = train_and_score(fold_manifest, f"audio_fold{fold}", config, cache, args)
         speech_f1.append(f1)
         song_accuracy.append(accuracy)
         log(f"audio fold {fold + 1}/{folds}: speech macro F1 {f1:.3f}, song valence accuracy {accuracy:.3f}")
@@ -324,13 +331,9 @@ def audio_seed_spread(manifest, config, cache, args, seeds: int) -> dict:
     actors and songs stay the same). The shipped head is seed 0; another CPU can change a run as much as a seed."""
     from dataclasses import replace
 
-    from models.train import train_from_manifest
-
     speech_f1, song_accuracy = [], []
     for seed in range(seeds):
-        head, _ = train_from_manifest(manifest, name=f"audio_seed{seed}", config=replace(config, seed=seed),
-                                      out_dir=None, device=args.device, cache=cache, log=lambda m: None)
-        f1, accuracy = speech_and_song_scores(manifest.subset("test"), head, cache)
+        f1, accuracy = train_and_score(manifest, f"audio_seed{seed}", replace(config, seed=seed), cache, args)
         speech_f1.append(f1)
         song_accuracy.append(accuracy)
         log(f"audio seed {seed}: RAVDESS macro F1 {f1:.3f}, song valence accuracy {accuracy:.3f}")
