@@ -18,8 +18,6 @@ Embeddings go through the project's embedding cache in --work (resumable).
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -37,15 +35,15 @@ def tweets(args) -> None:
 
     from models.embed_cache import EmbeddingCache, embed_manifest
     from models.heads import load_head
-    from models.manifest import read_manifest
+    from models.manifest import Manifest, read_manifest
     from models.metrics import classification_summary
     from models.text import TextEmbedder, attach_encoder_delta
 
     meld = read_manifest(defaults.meld_manifest(args.data, args.work), "text")
-    with open(args.data / "tweets" / "crowdflower_tweets.csv", encoding="latin-1") as f:
-        tweet_rows = [r for r in csv.DictReader(f) if r["text"].strip()]
-    tweet_text = [r["text"] for r in tweet_rows]
-    tweet_label = np.array([r["sentiment"] for r in tweet_rows])
+    every_tweet = read_manifest(args.data / "tweets" / "crowdflower_tweets.csv", "text")
+    tweet_manifest = Manifest(every_tweet.path, "text", every_tweet.classes,
+                              [it for it in every_tweet.items if it.text.strip()])
+    tweet_label = np.array(tweet_manifest.labels)
     classes = meld.classes
     label = np.array([it.label for it in meld.items])
     split = np.array([it.split for it in meld.items])
@@ -55,8 +53,7 @@ def tweets(args) -> None:
         if encoder.startswith("fine"):
             attach_encoder_delta(embedder, load_head("text", args.heads))
         X = embed_manifest(meld, embedder, cache, progress=False)
-        T = cache.get_or_compute([f"tweet:{t}" for t in tweet_text], lambda idx: embedder.embed(
-            [tweet_text[i] for i in idx]), modality="text", model_id=embedder.model_id, batch_size=256)
+        T = embed_manifest(tweet_manifest, embedder, cache)
         train, dev, test = (split == s for s in ("train", "val", "test"))
 
         def fit(tweet_weight: float, C: float):
@@ -92,33 +89,35 @@ def speed_perturbed(audio: np.ndarray, speed: float) -> np.ndarray:
     return np.interp(np.arange(0, len(audio) - 1, speed), np.arange(len(audio)), audio).astype(np.float32)
 
 
+class SpeedPerturbedEmbedder:
+    """An audio embedder that hears every clip played `speed` times as fast; its model_id keeps its embeddings
+    apart from the plain ones in the cache."""
+
+    def __init__(self, embedder, speed: float):
+        self.embedder, self.speed = embedder, speed
+        self.model_id = f"{embedder.model_id};speed={speed}"
+
+    def embed(self, clips: list[np.ndarray]) -> np.ndarray:
+        return self.embedder.embed([speed_perturbed(clip, self.speed) for clip in clips])
+
+
 def speed(args) -> None:
     from models.audio import AudioEmbedder
-    from models.embed_cache import EmbeddingCache, audio_part, embed_manifest, file_key, load_audio
-    from models.manifest import read_manifest
+    from models.embed_cache import EmbeddingCache, embed_manifest
+    from models.manifest import Manifest, read_manifest
     from models.train import fit_head, manifest_splits
 
+    if not (args.work / "audio.csv").is_file():
+        sys.exit(f"error: {args.work / 'audio.csv'} is missing: make it first with "
+                 f"`python scripts/train_default_heads.py --only audio --work {args.work}`")
     manifest = read_manifest(args.work / "audio.csv", "audio")
     cache = EmbeddingCache(args.work / "cache" / "embeddings")
     embedder = AudioEmbedder("tiny.en", device=args.device)
     X = embed_manifest(manifest, embedder, cache)
-    items = manifest.items
-    pool = [i for i, it in enumerate(items) if it.split != "test"]
-    decoded: dict[Path, np.ndarray] = {}
-
-    def clip(i: int) -> np.ndarray:
-        if items[i].path not in decoded:
-            decoded.clear()
-            decoded[items[i].path] = load_audio(items[i].path)
-        return audio_part(decoded[items[i].path], items[i].start, items[i].end)
-
-    perturbed = {}
-    for s in SPEEDS:
-        keys = [f"{file_key(items[i].path)}@{items[i].start}-{items[i].end}~speed={s}" for i in pool]
-        vectors = cache.get_or_compute(keys, lambda idx, s=s: embedder.embed(
-            [speed_perturbed(clip(pool[k]), s) for k in idx]), modality="audio", model_id=embedder.model_id,
-            batch_size=8)
-        perturbed[s] = dict(zip(pool, vectors))
+    pool = [i for i, it in enumerate(manifest.items) if it.split != "test"]
+    training = Manifest(manifest.path, "audio", manifest.classes, [manifest.items[i] for i in pool])
+    perturbed = {s: dict(zip(pool, embed_manifest(training, SpeedPerturbedEmbedder(embedder, s), cache)))
+                 for s in SPEEDS}
     y = np.asarray(manifest.label_indices())
     weights = np.asarray(manifest.weights, dtype=np.float64)
     config = defaults.audio_train_config()
@@ -146,12 +145,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", choices=("tweets", "speed"))
     parser.add_argument("--data", type=Path, default=defaults.ROOT.parent / "shared" / "data")
-    parser.add_argument("--work", type=Path, default=Path(os.environ.get("VIDSENT_CACHE", Path.home() / ".cache" /
-                                                                         "vidsent")) / "default-heads")
+    parser.add_argument("--work", type=Path, default=defaults.WORK)
     parser.add_argument("--heads", type=Path, default=defaults.ROOT / "models" / "default_heads")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"error: no data folder at {args.data} (see ../shared/data/README.md; --data DIR)")
     import torch
 
     torch.set_num_threads(2)

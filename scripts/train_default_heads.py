@@ -35,10 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from models.assets import cache_dir  # noqa: E402
 from models.embed_cache import audio_seconds  # noqa: E402
 from models.manifest import read_manifest, write_manifest  # noqa: E402
 
 STEPS = ("text", "audio", "scene", "fusion")
+# manifests, embeddings and reports (never in the repository)
+WORK = cache_dir() / "default-heads"
 RAVDESS_POSITIVE = {"happy", "calm"}
 RAVDESS_NEGATIVE = {"angry", "sad", "fearful", "disgust"}
 MUSICVIDEO_VALENCE = {"Excited": "positive", "Relaxation": "positive", "Fear": "negative", "Sad": "negative",
@@ -403,8 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "default_heads")
-    parser.add_argument("--work", type=Path, default=Path(os.environ.get("VIDSENT_CACHE", Path.home() / ".cache" /
-                                                                          "vidsent")) / "default-heads")
+    parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps: " + ", ".join(STEPS))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2)
