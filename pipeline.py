@@ -312,6 +312,8 @@ class StreamPipeline:
                 if not self.realtime:
                     # backpressure: read no further ahead than the windows, ASR and ring can absorb
                     await self._wait_for(self._has_room)
+            if self.end_reason == "eof":
+                self.end_reason = self.source.end_reason
         finally:
             self.eof = True
             await self._notify()

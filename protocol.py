@@ -92,9 +92,13 @@ class EndMessage(Message):
 
 @dataclass
 class HelloMessage(Message):
+    """Sent on connect. ice_servers: the STUN/TURN servers a browser should use for `webrtc_offer`
+    ([{urls, username?, credential?}], empty when the server has none configured)."""
+
     type: ClassVar[str] = "hello"
     server: str
     streams: list[dict]
+    ice_servers: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -111,9 +115,31 @@ class SubscribedMessage(Message):
     stream: str
 
 
+@dataclass
+class WebRTCAnswerMessage(Message):
+    """Reply to `webrtc_offer`: the server's SDP answer (ICE candidates included: no trickle). The stream id is
+    the one the browser's tracks become; `subscribed` and the stream's messages follow."""
+
+    type: ClassVar[str] = "webrtc_answer"
+    stream: str
+    sdp: str
+    sdp_type: str = "answer"
+
+
+@dataclass
+class MediaMessage(Message):
+    """Reply to `list_media`: the files a client may `start`, as paths relative to the server's media folder
+    ([{path, size}], at most MAX_MEDIA_LISTED of them, sorted), and whether RTSP hosts are allow-listed."""
+
+    type: ClassVar[str] = "media"
+    files: list[dict]
+    truncated: bool = False
+    rtsp_hosts: list[str] = field(default_factory=list)
+
+
 SERVER_MESSAGES: dict[str, type[Message]] = {
     m.type: m for m in (WindowMessage, TranscriptMessage, StatusMessage, ErrorMessage, EndMessage, HelloMessage,
-                        StreamsMessage, SubscribedMessage)
+                        StreamsMessage, SubscribedMessage, WebRTCAnswerMessage, MediaMessage)
 }
 
 
@@ -141,6 +167,8 @@ REQUESTS = {
     "start": {"source"},  # optional: stream (id), realtime (bool, default true)
     "stop": {"stream"},
     "list": set(),
+    "list_media": set(),  # the files of the media folder a client may start
+    "webrtc_offer": {"sdp"},  # a browser's SDP offer (its camera/microphone); optional: stream (id)
 }
 
 

@@ -1,8 +1,9 @@
 """The vidsent asyncio server: a registry of live streams and the websocket protocol (see protocol.py and the README).
 
-Transport only: each stream's processing is a `pipeline.StreamPipeline`; this module starts them on request, fans
-their messages out to subscribed clients through bounded per-client queues, and drops a client that cannot keep
-up instead of ever letting it stall a pipeline.
+Transport only: each stream's processing is a `pipeline.StreamPipeline`; this module starts them on request (a file,
+an RTSP URL, or a browser's WebRTC offer), fans their messages out to subscribed clients through bounded per-client
+queues, and drops a client that cannot keep up instead of ever letting it stall a pipeline. The same port serves
+the dashboard (`/`, files of client/dashboard/) and `/health` over plain HTTP.
 
     python server.py [--host 127.0.0.1] [--port 8765] [--media-dir DIR] [--allow-rtsp HOST[:PORT]] ...
 """
@@ -14,18 +15,22 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
 
 from pipeline import Engine, PipelineConfig, StreamPipeline
-from protocol import (MAX_REQUEST_BYTES, PROTOCOL_VERSION, EndMessage, ErrorMessage, HelloMessage, Message,
-                      ProtocolError, StatusMessage, StreamsMessage, SubscribedMessage, parse_request)
+from protocol import (MAX_REQUEST_BYTES, PROTOCOL_VERSION, EndMessage, ErrorMessage, HelloMessage, MediaMessage,
+                      Message, ProtocolError, StatusMessage, StreamsMessage, SubscribedMessage, WebRTCAnswerMessage,
+                      parse_request)
 from stream.sources import MediaSource, SourceError, open_source, redact_url
 
 log = logging.getLogger("vidsent.server")
@@ -33,6 +38,11 @@ log = logging.getLogger("vidsent.server")
 CLIENT_QUEUE = 512  # messages a client may have unsent before it counts as too slow and is dropped
 SLOW_CLIENT_CLOSE = 1013  # "try again later"
 MAX_STREAMS = 16
+MAX_MEDIA_LISTED = 500  # files a `list_media` reply names at most
+DASHBOARD_DIR = Path(__file__).resolve().parent / "client" / "dashboard"
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
+                 ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8"}
 
 
 class SourcePolicy:
@@ -67,6 +77,23 @@ class SourcePolicy:
         if not path.is_relative_to(self.media_dir):
             raise SourceError("not_allowed", f"{spec!r} is outside the server's media folder")
         return str(path)
+
+    def list_media(self, limit: int = MAX_MEDIA_LISTED) -> tuple[list[dict], bool]:
+        """The files a client may start ([{path, size}] relative to the media folder, sorted) and whether the list
+        was cut at `limit`. Hidden files and links that lead out of the folder are left out."""
+        if self.media_dir is None:
+            return [], False
+        found: list[dict] = []
+        for folder, dirs, files in os.walk(self.media_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                path = Path(folder, name)
+                if name.startswith(".") or not path.resolve().is_relative_to(self.media_dir) or not path.is_file():
+                    continue
+                found.append({"path": path.relative_to(self.media_dir).as_posix(), "size": path.stat().st_size})
+                if len(found) > limit:
+                    return found[:limit], True
+        return found, False
 
 
 class Subscriber:
@@ -136,9 +163,11 @@ class LiveStream:
 
 class StreamHub:
     def __init__(self, engine: Engine, config: PipelineConfig, policy: SourcePolicy, max_streams: int = MAX_STREAMS,
-                 rtsp_options: dict | None = None):
+                 rtsp_options: dict | None = None, webrtc_options: dict | None = None):
         self.engine = engine
         self.rtsp_options = rtsp_options or {}
+        # WebRTCSource options: ice_servers (list of RTCIceServer), give_up_s, connect_timeout_s
+        self.webrtc_options = webrtc_options or {}
         self.config = config
         self.policy = policy
         self.max_streams = max_streams
@@ -146,13 +175,18 @@ class StreamHub:
         self.bound_port: int | None = None
         self._ids = itertools.count(1)
 
-    def start(self, spec: str, stream_id: str | None = None, realtime: bool = True,
-              source: MediaSource | None = None) -> LiveStream:
-        """Start a stream from a client's source spec (checked against the policy), or from a ready source."""
+    def check_room(self, stream_id: str | None) -> None:
+        """Raises if a stream with this id runs already or the server is at --max-streams."""
         if stream_id is not None and stream_id in self.streams:
             raise SourceError("stream_exists", f"stream {stream_id!r} is already running: subscribe to it")
         if len(self.streams) >= self.max_streams:
             raise SourceError("too_many_streams", f"the server runs at most {self.max_streams} streams")
+
+    def start(self, spec: str, stream_id: str | None = None, realtime: bool = True,
+              source: MediaSource | None = None) -> LiveStream:
+        """Start a stream from a client's source spec (checked against the policy), or from a ready source (then
+        `spec` is only its name)."""
+        self.check_room(stream_id)
         if source is None:
             source = open_source(self.policy.resolve(spec), realtime=realtime, sample_fps=self.config.sample_fps,
                                  **self.rtsp_options)
@@ -162,6 +196,21 @@ class StreamHub:
         self.streams[stream_id] = live
         live.task = asyncio.create_task(self._run(live), name=f"stream-{stream_id}")
         return live
+
+    async def start_webrtc(self, sdp: str, stream_id: str | None = None) -> tuple[LiveStream, str]:
+        """Answer a browser's SDP offer and start its tracks as a stream: (the stream, the SDP answer)."""
+        from stream.webrtc import WebRTCSource  # aiortc loads only when a browser connects
+
+        self.check_room(stream_id)  # before any peer connection exists
+        stream_id = stream_id or self._new_id()
+        source, answer = await WebRTCSource.from_offer(sdp, name=f"browser:{stream_id}",
+                                                       sample_fps=self.config.sample_fps, **self.webrtc_options)
+        try:
+            live = self.start(f"browser:{stream_id}", stream_id, source=source)
+        except SourceError:  # another stream took the id or the last place while the offer was answered
+            await source.close()
+            raise
+        return live, answer
 
     def _new_id(self) -> str:
         while (candidate := f"s{next(self._ids)}") in self.streams:
@@ -186,48 +235,85 @@ class StreamHub:
             await asyncio.wait(tasks, timeout=timeout)
 
 
+def _http_response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def dashboard_file(path: str) -> Path | None:
+    """The dashboard file an HTTP path names (`/` is the page itself), or None: only files inside
+    client/dashboard/ with a known content type are served."""
+    if path == "/":
+        path = "/dashboard/index.html"
+    if not path.startswith("/dashboard/"):
+        return None
+    target = (DASHBOARD_DIR / unquote(path[len("/dashboard/"):])).resolve()
+    if not target.is_relative_to(DASHBOARD_DIR) or not target.is_file():
+        return None
+    return target if (target.suffix in CONTENT_TYPES or target.name == "LICENSE") else None
+
+
 class Server:
     def __init__(self, hub: StreamHub):
         self.hub = hub
-        self.clients: set[Subscriber] = set()
 
-    def health(self, connection, request):
-        """Plain HTTP on the same port: GET /health answers JSON; anything but a websocket upgrade gets 426."""
-        if request.path == "/health":
+    def http(self, connection, request):
+        """Plain HTTP on the websocket's port: the dashboard at `/` and `/dashboard/…`, JSON at `/health`;
+        a websocket upgrade on any path goes on to the protocol; anything else is 404."""
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        path = urlsplit(request.path).path
+        if path == "/health":
             body = json.dumps({"ok": True, "protocol": PROTOCOL_VERSION,
-                               "streams": [s.describe() for s in self.hub.streams.values()]})
-            response = connection.respond(HTTPStatus.OK, body + "\n")
-            response.headers["Content-Type"] = "application/json"
-            return response
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "vidsent speaks websocket here; see /health\n")
-        return None
+                               "streams": [s.describe() for s in self.hub.streams.values()]}) + "\n"
+            return _http_response(HTTPStatus.OK, body.encode(), "application/json")
+        target = dashboard_file(path)
+        if target is None:
+            return _http_response(HTTPStatus.NOT_FOUND, b"not found: the dashboard is at /\n",
+                                  "text/plain; charset=utf-8")
+        return _http_response(HTTPStatus.OK, target.read_bytes(),
+                              CONTENT_TYPES.get(target.suffix, "text/plain; charset=utf-8"))
 
     async def handle(self, ws: ServerConnection) -> None:
         client = Subscriber(ws)
-        self.clients.add(client)
-        client.send(HelloMessage(server="vidsent", streams=[s.describe() for s in self.hub.streams.values()]))
+        client.send(HelloMessage(server="vidsent", streams=[s.describe() for s in self.hub.streams.values()],
+                                 ice_servers=self._ice_servers_for_browsers()))
         try:
             async for raw in ws:
                 try:
                     request = parse_request(raw)
-                    self._dispatch(client, request)
-                except ProtocolError as exc:
-                    client.send(ErrorMessage(exc.code, exc.message))
-                except SourceError as exc:
+                    if request["type"] == "webrtc_offer":
+                        await self._answer_offer(client, request)
+                    else:
+                        self._dispatch(client, request)
+                except (ProtocolError, SourceError) as exc:
                     client.send(ErrorMessage(exc.code, exc.message))
         except ConnectionClosed:
             pass
         finally:
             for live in self.hub.streams.values():
                 live.subscribers.discard(client)
-            self.clients.discard(client)
             await client.close()
+
+    def _ice_servers_for_browsers(self) -> list[dict]:
+        servers = self.hub.webrtc_options.get("ice_servers") or []
+        return [{k: v for k, v in (("urls", s.urls), ("username", s.username), ("credential", s.credential)) if v}
+                for s in servers]
+
+    async def _answer_offer(self, client: Subscriber, request: dict) -> None:
+        live, answer = await self.hub.start_webrtc(request["sdp"], request.get("stream"))
+        client.send(WebRTCAnswerMessage(live.id, answer))
+        self._subscribe(client, live)
 
     def _dispatch(self, client: Subscriber, request: dict) -> None:
         kind = request["type"]
         if kind == "list":
             client.send(StreamsMessage([s.describe() for s in self.hub.streams.values()]))
+        elif kind == "list_media":
+            files, truncated = self.hub.policy.list_media()
+            client.send(MediaMessage(files, truncated, sorted(f"{h}:{p}" if p else h
+                                                              for h, p in self.hub.policy.rtsp_hosts)))
         elif kind == "start":
             live = self.hub.start(request["source"], request.get("stream"), request.get("realtime", True))
             self._subscribe(client, live)
@@ -263,10 +349,11 @@ async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Eve
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not a Unix loop
             pass
-    async with serve(server.handle, host, port, process_request=server.health, max_size=MAX_REQUEST_BYTES,
+    async with serve(server.handle, host, port, process_request=server.http, max_size=MAX_REQUEST_BYTES,
                      ping_interval=20, ping_timeout=20) as ws_server:
         bound = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ws_server.sockets)
-        log.info("vidsent listening on ws://%s (protocol v%d)", bound, PROTOCOL_VERSION)
+        log.info("vidsent listening on ws://%s (protocol v%d); dashboard at http://%s/", bound, PROTOCOL_VERSION,
+                 bound.split(", ")[0])
         hub.bound_port = ws_server.sockets[0].getsockname()[1]
         if ready is not None:
             ready.set()
@@ -287,6 +374,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtsp-timeout", type=float, default=5.0, help="RTSP connect/read timeout in seconds")
     parser.add_argument("--rtsp-give-up", type=float, default=30.0,
                         help="end an RTSP stream after this many seconds without media (reconnecting meanwhile)")
+    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                        help="a STUN/TURN server for WebRTC: stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL "
+                             "(repeatable; default none: host candidates only, nothing is contacted)")
+    parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
+                        help="gather WebRTC host candidates only on this local address (repeatable; e.g. 127.0.0.1 "
+                             "for a browser on this machine; default: every interface but loopback)")
+    parser.add_argument("--webrtc-give-up", type=float, default=5.0,
+                        help="end a browser's stream after this many seconds without media from it")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -305,6 +400,18 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
                           sample_fps=args.fps)
 
 
+def webrtc_settings(args: argparse.Namespace) -> dict:
+    """WebRTCSource options from the command line; with --ice-host, ICE gathers only on those addresses."""
+    from stream.webrtc import gather_ice_on, parse_ice_server
+
+    if args.webrtc_give_up <= 0:
+        raise ValueError("--webrtc-give-up must be positive")
+    ice_servers = [parse_ice_server(spec) for spec in args.ice_server]
+    if args.ice_host:
+        gather_ice_on(args.ice_host)
+    return {"ice_servers": ice_servers, "give_up_s": args.webrtc_give_up}
+
+
 def build_engine(args: argparse.Namespace) -> Engine:
     return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion)
 
@@ -313,6 +420,7 @@ def main_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = pipeline_config(args)
+        webrtc_options = webrtc_settings(args)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -322,7 +430,8 @@ def main_serve(args: argparse.Namespace) -> int:
     engine = build_engine(args)
     hub = StreamHub(engine, config, SourcePolicy(args.media_dir, args.allow_rtsp), args.max_streams,
                     rtsp_options={"open_timeout_s": args.rtsp_timeout, "read_timeout_s": args.rtsp_timeout,
-                                  "give_up_s": args.rtsp_give_up})
+                                  "give_up_s": args.rtsp_give_up},
+                    webrtc_options=webrtc_options)
     try:
         asyncio.run(serve_forever(args.host, args.port, hub))
     except OSError as exc:

@@ -44,7 +44,7 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class SourceInfo:
-    kind: str  # "file" or "rtsp"
+    kind: str  # "file", "rtsp" or "webrtc"
     name: str
     has_audio: bool
     has_video: bool
@@ -71,6 +71,80 @@ def _frame_size(width: int, height: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
+class AudioConverter:
+    """Decoded audio frames of any rate and layout → 16 kHz mono float32 AudioChunks of about AUDIO_BATCH_S.
+
+    Media time counts resampled samples from the first frame's time. With `resync_s`, a frame whose own time is
+    that far from the count (a live source that lost packets) restarts the count at the frame's time, so a gap
+    stays a gap (the AudioRing fills it with silence) instead of shifting everything after it.
+    """
+
+    def __init__(self, resync_s: float | None = None):
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self.resync_s = resync_s
+        self._t: float | None = None  # media time of the next resampled sample
+        self._pending: list[np.ndarray] = []
+        self._pending_t: float | None = None
+
+    def _flush(self) -> list[AudioChunk]:
+        if not self._pending:
+            return []
+        chunk = AudioChunk(self._pending_t, np.concatenate(self._pending))
+        self._pending = []
+        self._pending_t = None
+        return [chunk]
+
+    def push(self, frame: av.AudioFrame, t: float) -> list[AudioChunk]:
+        """The chunks completed by one decoded frame shown at media time t."""
+        out: list[AudioChunk] = []
+        if self._t is None:
+            self._t = t
+        elif self.resync_s is not None and abs(t - self._t) > self.resync_s:
+            out += self._flush()
+            self._t = t
+        return out + self._resample(frame)
+
+    def flush(self) -> list[AudioChunk]:
+        """What the resampler still holds, at the end of the media."""
+        if self._t is None:
+            return []
+        return self._resample(None) + self._flush()
+
+    def _resample(self, frame: av.AudioFrame | None) -> list[AudioChunk]:
+        out: list[AudioChunk] = []
+        for resampled in self._resampler.resample(frame):
+            samples = resampled.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if self._pending_t is None:
+                self._pending_t = self._t
+            self._pending.append(samples)
+            self._t += len(samples) / SAMPLE_RATE
+            if self._t - self._pending_t >= AUDIO_BATCH_S:
+                out += self._flush()
+        return out
+
+
+class FrameSampler:
+    """Decoded video frames → RGB VideoFrames at `sample_fps` of media time, scaled to at most MAX_FRAME_SIDE.
+
+    The scaled size follows the source's size, which a live source may change mid-stream (browsers adapt their
+    resolution to bandwidth and CPU)."""
+
+    def __init__(self, sample_fps: float):
+        self.sample_period = 1.0 / sample_fps
+        self._next_t = 0.0
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def sample(self, frame: av.VideoFrame, t: float) -> VideoFrame | None:
+        if t + 1e-6 < self._next_t:
+            return None
+        self._next_t = max(self._next_t + self.sample_period, t + self.sample_period / 2)
+        source_size = (frame.width, frame.height)
+        if source_size not in self._sizes:
+            self._sizes[source_size] = _frame_size(*source_size)
+        width, height = self._sizes[source_size]
+        return VideoFrame(t, frame.to_ndarray(format="rgb24", width=width, height=height))
+
+
 class _Decoder:
     """Demuxes and decodes one opened container into AudioChunk / VideoFrame items (blocking)."""
 
@@ -82,15 +156,10 @@ class _Decoder:
             raise SourceError("no_media_streams", "the source has neither an audio nor a video track")
         if self.video_stream is not None:
             self.video_stream.thread_type = "AUTO"
-        self.sample_period = 1.0 / sample_fps
         self.time_offset = time_offset
         self._origin: float | None = None
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        self._audio_t: float | None = None  # media time of the next resampled sample
-        self._audio_pending: list[np.ndarray] = []
-        self._audio_pending_t: float | None = None
-        self._next_frame_t = 0.0
-        self._frame_size: tuple[int, int] | None = None
+        self._audio = AudioConverter()
+        self._frames = FrameSampler(sample_fps)
         self._items = self._iterate()
         self.last_t = time_offset
         self.decode_errors = 0
@@ -103,42 +172,13 @@ class _Decoder:
             self._origin = t
         return t - self._origin + self.time_offset
 
-    def _flush_audio(self) -> AudioChunk | None:
-        if not self._audio_pending:
-            return None
-        samples = np.concatenate(self._audio_pending)
-        chunk = AudioChunk(self._audio_pending_t, samples)
-        self._audio_pending = []
-        self._audio_pending_t = None
-        return chunk
-
-    def _audio_items(self, frame: av.AudioFrame | None) -> Iterator[AudioChunk]:
-        if frame is not None:
-            t = self._media_time(frame)
-            if self._audio_t is None:
-                self._audio_t = max(t if t is not None else self.time_offset, self.time_offset)
-        resampled = self._resampler.resample(frame)
-        for out in resampled:
-            samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            if self._audio_pending_t is None:
-                self._audio_pending_t = self._audio_t
-            self._audio_pending.append(samples)
-            self._audio_t += len(samples) / SAMPLE_RATE
-            if self._audio_t - self._audio_pending_t >= AUDIO_BATCH_S:
-                chunk = self._flush_audio()
-                if chunk is not None:
-                    yield chunk
+    def _audio_items(self, frame: av.AudioFrame) -> list[AudioChunk]:
+        t = self._media_time(frame)
+        return self._audio.push(frame, max(t if t is not None else self.time_offset, self.time_offset))
 
     def _video_item(self, frame: av.VideoFrame) -> VideoFrame | None:
         t = self._media_time(frame)
-        if t is None or t + 1e-6 < self._next_frame_t:
-            return None
-        self._next_frame_t = max(self._next_frame_t + self.sample_period, t + self.sample_period / 2)
-        if self._frame_size is None:
-            self._frame_size = _frame_size(frame.width, frame.height)
-        width, height = self._frame_size
-        image = frame.to_ndarray(format="rgb24", width=width, height=height)
-        return VideoFrame(t, image)
+        return None if t is None else self._frames.sample(frame, t)
 
     def _iterate(self) -> Iterator[AudioChunk | VideoFrame]:
         streams = [s for s in (self.audio_stream, self.video_stream) if s is not None]
@@ -161,11 +201,7 @@ class _Decoder:
                     item = self._video_item(frame)
                     if item is not None:
                         yield item
-        if self.audio_stream is not None and self._audio_t is not None:
-            yield from self._audio_items(None)  # flush the resampler
-            chunk = self._flush_audio()
-            if chunk is not None:
-                yield chunk
+        yield from self._audio.flush()
 
     def read_batch(self, max_media_s: float = 0.25, max_items: int = 64) -> list[AudioChunk | VideoFrame] | None:
         """Decode the next few items (about max_media_s of media); None at the end of the media."""
@@ -196,6 +232,7 @@ class MediaSource:
 
     kind = "source"
     realtime = True  # a live source, or a file replayed at real-time pace
+    end_reason = "eof"  # why the items ended when they end without an error ("stopped": the peer hung up)
 
     async def open(self) -> SourceInfo:
         raise NotImplementedError

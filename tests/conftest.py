@@ -42,6 +42,37 @@ def engine():
     eng.close()
 
 
+@pytest.fixture(scope="session")
+def looped_mosi(tmp_path_factory) -> Path:
+    """vna_mosi_2.6.mp4 ("I mean that was impressive.", 1.3 s) played 9 times over: about 12 s of a live talker."""
+    import subprocess
+
+    src = need_data("videos", "vna_mosi_2.6.mp4")
+    out = tmp_path_factory.mktemp("media") / "mosi_looped.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "8", "-i", str(src), "-c:v", "libx264",
+                    "-preset", "veryfast", "-c:a", "aac", str(out)], check=True, timeout=120)
+    return out
+
+
+def own_threads() -> list[str]:
+    """Threads other than the bounded worker pools (asyncio's default executor, the Engine's ASR and scoring
+    threads), which live as long as the process: what a stream leaves behind shows here."""
+    import threading
+
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(("asyncio_", "vidsent-")))
+
+
+async def settled(check, timeout: float = 5.0) -> bool:
+    """Polls check() until it is true or the timeout passes (resources are released a moment after an end)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check() and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    return check()
+
+
 def remux_without_audio(src: Path, dst: Path) -> Path:
     """A copy of a real clip's video track alone (no re-encoding)."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:

@@ -1,0 +1,254 @@
+"""A browser's camera and microphone over WebRTC (aiortc) as a media source.
+
+The browser sends an SDP offer through the websocket protocol (`webrtc_offer`); `WebRTCSource.from_offer` answers
+it and becomes a `MediaSource` like a file or an RTSP camera: 16 kHz mono `AudioChunk`s and `VideoFrame`s sampled
+at the pipeline's fps, on media time taken from the tracks' own RTP timestamps.
+
+The receive loop only converts and queues: 48 kHz Opus is decoded by aiortc's receiver thread and resampled here
+(a few microseconds per 20 ms frame), video frames are only converted to RGB when the sampler keeps them (2 per
+second), so it never waits on inference. The stream ends when the browser hangs up (reason `stopped`), or when no
+media has arrived for `give_up_s` or the connection fails (reason `source_lost`); the peer connection is always
+closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from stream.media import AudioChunk, VideoFrame
+from stream.sources import AudioConverter, FrameSampler, MediaSource, SourceError, SourceInfo
+
+log = logging.getLogger(__name__)
+
+RTP_WRAP = 1 << 32
+AUDIO_RESYNC_S = 0.25  # a jump in the audio's own timestamps larger than this is a gap (lost packets), not jitter
+ITEM_QUEUE = 512  # converted items waiting for the pipeline (about 5 s of audio at 10 chunks/s plus frames)
+
+
+def parse_ice_server(spec: str) -> RTCIceServer:
+    """`stun:HOST:PORT`, or `turn:HOST:PORT,USERNAME,CREDENTIAL` (the --ice-server option)."""
+    url, *auth = spec.split(",")
+    if not url.startswith(("stun:", "turn:", "turns:")) or len(auth) not in (0, 2):
+        raise ValueError(f"--ice-server {spec!r}: expected stun:HOST:PORT or turn:HOST:PORT,USERNAME,CREDENTIAL")
+    return RTCIceServer(urls=url, username=auth[0] if auth else None, credential=auth[1] if auth else None)
+
+
+def gather_ice_on(addresses: list[str]) -> None:
+    """Gather host ICE candidates on these local addresses only (process-wide).
+
+    aioice has no option for this: it always offers every interface but loopback. A browser on the same machine
+    (`--allow-loopback-in-peer-connection`) and the tests need 127.0.0.1, and nothing else should be offered then."""
+    chosen = list(addresses)
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [
+        a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+
+class _TrackClock:
+    """A track's media time from its own RTP timestamps (unwrapped), anchored where the track's first frame
+    arrived relative to the stream's first frame: audio and video keep their own clocks, lined up once.
+
+    A timestamp that jumps back more than MAX_STEP_BACK_S or ahead more than MAX_STEP_AHEAD_S (a sender that
+    restarted its clock) re-anchors the clock at the frame's arrival, so media time never runs backwards."""
+
+    MAX_STEP_BACK_S = 1.0
+    MAX_STEP_AHEAD_S = 10.0
+
+    def __init__(self, wall_origin: float):
+        self.wall_origin = wall_origin
+        self._offset_s = 0.0
+        self._first: int | None = None
+        self._last = 0  # unwrapped timestamp of the latest frame
+
+    def time_of(self, frame, now: float) -> float:
+        pts = int(frame.pts or 0) % RTP_WRAP
+        if self._first is None:
+            self._anchor(pts, now)
+        else:
+            step = (pts - self._last) % RTP_WRAP
+            if step >= RTP_WRAP // 2:
+                step -= RTP_WRAP  # a late frame steps back
+            step_s = float(step * frame.time_base)
+            if -self.MAX_STEP_BACK_S <= step_s <= self.MAX_STEP_AHEAD_S:
+                self._last += step
+            else:
+                self._anchor(pts, now)
+        return self._offset_s + float((self._last - self._first) * frame.time_base)
+
+    def _anchor(self, pts: int, now: float) -> None:
+        self._offset_s = max(0.0, now - self.wall_origin)
+        self._first = self._last = pts
+
+
+_END = object()
+
+
+class WebRTCSource(MediaSource):
+    """The remote audio and video tracks of one RTCPeerConnection."""
+
+    kind = "webrtc"
+    realtime = True
+
+    def __init__(self, pc: RTCPeerConnection, *, name: str = "browser", sample_fps: float = 2.0,
+                 connect_timeout_s: float = 15.0, give_up_s: float = 5.0, first_frame_timeout_s: float = 5.0):
+        self.pc = pc
+        self.name = name
+        self.sample_fps = sample_fps
+        self.connect_timeout_s = connect_timeout_s
+        self.give_up_s = give_up_s
+        self.first_frame_timeout_s = first_frame_timeout_s
+        self.tracks: dict[str, MediaStreamTrack] = {}
+        self.info: SourceInfo | None = None
+        self.end_reason = "eof"
+        self.dropped_frames = 0  # sampled frames dropped because the pipeline did not take them (never audio)
+        self._items: asyncio.Queue = asyncio.Queue(ITEM_QUEUE)
+        self._readers: list[asyncio.Task] = []
+        self._settled = asyncio.Event()  # the connection is up, failed or closed
+        self._first_frame = asyncio.Event()
+        self._frame_size: tuple[int, int] | None = None
+        self._lost: str | None = None
+        self._wall_origin: float | None = None
+        self._closed = False
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_connection_state)
+
+    # -- signalling --------------------------------------------------------------------------------------------
+    @classmethod
+    async def from_offer(cls, sdp: str, *, ice_servers: list[RTCIceServer] | None = None,
+                         **options) -> tuple["WebRTCSource", str]:
+        """Answer a browser's SDP offer: (the source, the SDP answer with its ICE candidates).
+
+        Raises SourceError('bad_offer') for an offer that cannot be read or sends neither audio nor video; the peer
+        connection is closed then."""
+        # An explicit (possibly empty) list: aiortc would otherwise reach out to a public STUN server.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers or [])))
+        source = cls(pc, **options)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if not source.tracks:
+                raise SourceError("bad_offer", "the offer sends neither audio nor video: share a camera or a microphone")
+            await pc.setLocalDescription(await pc.createAnswer())
+        except SourceError:
+            await pc.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - aiortc raises many kinds for a malformed SDP; all mean a bad offer
+            await pc.close()
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise SourceError("bad_offer", f"the SDP offer cannot be used: {reason}") from None
+        return source, pc.localDescription.sdp
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind in ("audio", "video") and track.kind not in self.tracks:
+            self.tracks[track.kind] = track
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("%s: WebRTC connection %s", self.name, state)
+        if state in ("connected", "failed", "closed"):
+            self._settled.set()
+        if state == "failed":
+            self._lose("the browser's WebRTC connection failed")
+        elif state == "closed" and not self._closed:
+            self._finish()
+
+    def _lose(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason
+            self._put_now(_END)
+
+    def _finish(self) -> None:
+        self._put_now(_END)
+
+    def _put_now(self, item) -> bool:
+        try:
+            self._items.put_nowait(item)
+            return True
+        except asyncio.QueueFull:
+            if item is _END:  # the end must get through: make room by dropping the oldest waiting item
+                self._items.get_nowait()
+                self._items.put_nowait(item)
+                return True
+            return False
+
+    # -- media -------------------------------------------------------------------------------------------------
+    async def open(self) -> SourceInfo:
+        for track in self.tracks.values():
+            self._readers.append(asyncio.create_task(self._read(track), name=f"{self.name}-{track.kind}-rx"))
+        try:
+            await asyncio.wait_for(self._settled.wait(), self.connect_timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        if self.pc.connectionState != "connected":
+            raise SourceError("unreachable", f"the browser's WebRTC connection did not come up within "
+                                             f"{self.connect_timeout_s:.0f} s (ICE or DTLS failed)")
+        if "video" in self.tracks:  # the first frame tells the camera's size; a camera that sends none stays None
+            try:
+                await asyncio.wait_for(self._first_frame.wait(), self.first_frame_timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        width, height = self._frame_size or (None, None)
+        self.info = SourceInfo(kind=self.kind, name=self.name, has_audio="audio" in self.tracks,
+                               has_video="video" in self.tracks, duration=None, width=width, height=height)
+        return self.info
+
+    def _clock(self, now: float) -> _TrackClock:
+        if self._wall_origin is None:
+            self._wall_origin = now
+        return _TrackClock(self._wall_origin)
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        clock: _TrackClock | None = None
+        audio = AudioConverter(resync_s=AUDIO_RESYNC_S) if track.kind == "audio" else None
+        frames = FrameSampler(self.sample_fps) if track.kind == "video" else None
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                clock = clock or self._clock(now)
+                t = clock.time_of(frame, now)
+                if audio is not None:
+                    for chunk in audio.push(frame, t):
+                        await self._items.put(chunk)  # audio is never dropped: wait for room
+                else:
+                    if not self._first_frame.is_set():
+                        self._frame_size = (frame.width, frame.height)
+                        self._first_frame.set()
+                    sampled = frames.sample(frame, t)
+                    if sampled is not None and not self._put_now(sampled):
+                        self.dropped_frames += 1
+        except MediaStreamError:  # the track ended: the browser hung up or the connection closed
+            pass
+        finally:
+            if audio is not None:
+                for chunk in audio.flush():
+                    self._put_now(chunk)
+            if all(reader.done() or reader is asyncio.current_task() for reader in self._readers):
+                self._finish()
+
+    async def __aiter__(self) -> AsyncIterator[AudioChunk | VideoFrame]:
+        if self.info is None:
+            await self.open()
+        while True:
+            try:
+                item = await asyncio.wait_for(self._items.get(), self.give_up_s)
+            except asyncio.TimeoutError:
+                raise SourceError("source_lost", f"no media from the browser for {self.give_up_s:.0f} s") from None
+            if item is _END:
+                if self._lost is not None:
+                    raise SourceError("source_lost", self._lost)
+                self.end_reason = "stopped"  # the browser hung up
+                return
+            yield item
+
+    async def close(self) -> None:
+        self._closed = True
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        await self.pc.close()
