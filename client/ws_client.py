@@ -17,8 +17,8 @@ from typing import AsyncIterator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import (EndMessage, ErrorMessage, HelloMessage, Message, SubscribedMessage, StreamsMessage,
-                      parse_message)
+from protocol import (EndMessage, ErrorMessage, HelloMessage, MediaMessage, Message, StreamsMessage,
+                      SubscribedMessage, WebRTCAnswerMessage, parse_message)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class VidsentClient:
         self.ws: ClientConnection | None = None
         self.hello: HelloMessage | None = None
         self.subscriptions: set[str] = set()
+        self.reconnects = 0  # connections made again after the server went away
         self._backlog: list[Message] = []
 
     async def __aenter__(self) -> "VidsentClient":
@@ -84,6 +85,23 @@ class VidsentClient:
         self.subscriptions.add(reply.stream)
         return reply.stream
 
+    async def offer(self, sdp: str, *, stream: str | None = None) -> WebRTCAnswerMessage:
+        """Send a WebRTC SDP offer (e.g. an aiortc RTCPeerConnection's localDescription.sdp); returns the server's
+        answer, whose `stream` the tracks become. Subscribes to that stream."""
+        request = {"type": "webrtc_offer", "sdp": sdp}
+        if stream:
+            request["stream"] = stream
+        await self._send(request)
+        answer = await self._await_reply(WebRTCAnswerMessage)
+        await self._await_reply(SubscribedMessage)
+        self.subscriptions.add(answer.stream)
+        return answer
+
+    async def list_media(self) -> MediaMessage:
+        """The files of the server's media folder that `start` accepts, and its allow-listed RTSP hosts."""
+        await self._send({"type": "list_media"})
+        return await self._await_reply(MediaMessage)
+
     async def subscribe(self, stream: str) -> str:
         await self._send({"type": "subscribe", "stream": stream})
         reply = await self._await_reply(SubscribedMessage)
@@ -114,6 +132,7 @@ class VidsentClient:
                     backoff = min(self.max_backoff_s, backoff * 2)
                     try:
                         await self._connect()
+                        self.reconnects += 1
                         break
                     except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
                         log.info("reconnect to %s failed: %s", self.url, exc)

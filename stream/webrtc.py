@@ -14,6 +14,7 @@ closed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from typing import AsyncIterator
@@ -40,14 +41,34 @@ def parse_ice_server(spec: str) -> RTCIceServer:
     return RTCIceServer(urls=url, username=auth[0] if auth else None, credential=auth[1] if auth else None)
 
 
+_loopback_only = False  # set by gather_ice_on: remote candidates that are not loopback are then unreachable
+
+
 def gather_ice_on(addresses: list[str]) -> None:
     """Gather host ICE candidates on these local addresses only (process-wide).
 
     aioice has no option for this: it always offers every interface but loopback. A browser on the same machine
-    (`--allow-loopback-in-peer-connection`) and the tests need 127.0.0.1, and nothing else should be offered then."""
+    (`--allow-loopback-in-peer-connection`) and the tests need 127.0.0.1, and nothing else should be offered then.
+    With loopback addresses only, the browser's other candidates are dropped from its offer too, so no check is
+    ever sent anywhere but loopback."""
+    global _loopback_only
     chosen = list(addresses)
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [
         a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+    _loopback_only = bool(chosen) and all(ipaddress.ip_address(a).is_loopback for a in chosen)
+
+
+def _loopback_candidates_only(sdp: str) -> str:
+    def keep(line: str) -> bool:
+        if not line.startswith("a=candidate:"):
+            return True
+        fields = line.split()
+        try:
+            return len(fields) > 4 and ipaddress.ip_address(fields[4]).is_loopback
+        except ValueError:  # an mDNS name (….local): not loopback
+            return False
+
+    return "\r\n".join(line for line in sdp.splitlines() if keep(line)) + "\r\n"
 
 
 class _TrackClock:
@@ -130,6 +151,8 @@ class WebRTCSource(MediaSource):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers or [])))
         source = cls(pc, **options)
         try:
+            if _loopback_only:
+                sdp = _loopback_candidates_only(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if not source.tracks:
                 raise SourceError("bad_offer", "the offer sends neither audio nor video: share a camera or a microphone")
