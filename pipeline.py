@@ -6,8 +6,9 @@
                                               ▼
                     WindowSchedule → Window → scorers (text | audio | visual) → fuse → rolling EMA → WindowMessage
 
-`Engine` holds the models (loaded once per process, shared by every stream) and the two worker threads that run
-all inference off the event loop: one for speech recognition, one for scoring. The event loop only moves data and
+`Engine` holds the models (loaded once per process, shared by every stream: the scorers behind the interface of
+models/scoring.py, and speech recognition) and the two worker threads that run all inference off the event loop:
+one for speech recognition, one for scoring. The event loop only moves data and
 messages. `StreamPipeline.run()` drives one stream and hands each message to `emit`; the server fans them out to
 websocket clients, `vidsent analyze` collects them.
 """
@@ -21,10 +22,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from models.base import MODALITIES, ModalityScore, label_for
-from models.fusion import FusedScore, FusionParams, RollingSentiment, fuse, grade_for_score
+from models.fusion import FusedScore, RollingSentiment, grade_for_score
+from models.scoring import ScorerSet, build_scorers
 from protocol import EndMessage, ErrorMessage, Message, StatusMessage, TranscriptMessage, WindowMessage
 from stream.buffers import AudioRing, FrameQueue, TimedResults
 from stream.media import AudioChunk, VideoFrame, Word
@@ -56,49 +58,31 @@ class PipelineConfig:
 
 
 class Engine:
-    """The models of one process, loaded once and shared by all streams, and the threads that run them."""
+    """The models of one process, loaded once and shared by all streams, and the two worker threads that run them.
+
+    A plain container: `scorers` (models.scoring.ScorerSet) and `transcriber` (step_s → an IncrementalASR-like
+    object with insert_audio/process/finish/pending_audio_s/step_s). Without them it builds the real ones from
+    the options; tests pass fakes and run pipelines without any model."""
 
     def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
-                 fusion: str = "weighted"):
-        from models.assets import resolve_device
-        from models.audio import AudioEmbedder, AudioScorer
-        from models.heads import load_head
-        from models.text import load_text_scorer
-        from models.visual import VisualAnalyzer, VisualScorer
-        from models.whisper import load_whisper
+                 fusion: str = "weighted", scorers: ScorerSet | None = None,
+                 transcriber: Callable[[float], Any] | None = None):
+        if scorers is None or transcriber is None:
+            from models.assets import configure_runtime
 
-        import torch
-
-        # ASR (CTranslate2, 2 threads) and scoring (torch) run side by side on their own worker threads; one torch
-        # thread keeps the two from oversubscribing a small CPU.
-        torch.set_num_threads(1)
-        self.device = resolve_device(device)
-        self.asr_size = asr
-        self.fusion = fusion
-        self.heads_dir = Path(heads_dir) if heads_dir else None
-        self.whisper = load_whisper(asr, self.device)
-        self.text = load_text_scorer(self.device, self.heads_dir)
-        audio_head = load_head("audio", self.heads_dir)
-        # the audio embedding is the one the head was trained on, whichever Whisper model transcribes
-        audio_embedder = AudioEmbedder.for_head(audio_head, self.device)
-        self.audio = AudioScorer(audio_embedder, _matching_head(audio_head, audio_embedder))
-        self.visual_analyzer = VisualAnalyzer(self.device)
-        self.visual = VisualScorer(self.visual_analyzer,
-                                   _matching_head(load_head("scene", self.heads_dir), self.visual_analyzer.scene))
-        self.fusion_params = self._load_fusion_params()
+            self.device = configure_runtime(device)
+            heads = Path(heads_dir) if heads_dir else None
+            scorers = scorers or build_scorers(self.device, heads, fusion)
+            transcriber = transcriber or _whisper_transcriber(asr, self.device)
+        else:
+            self.device = device
+        self.scorers = scorers
+        self.transcriber = transcriber
         self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-asr")
         self.score_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-score")
 
-    def _load_fusion_params(self) -> FusionParams | None:
-        from models.heads import DEFAULT_HEADS_DIR
-
-        path = (self.heads_dir or DEFAULT_HEADS_DIR) / "fusion.json"
-        return FusionParams.load(path) if path.exists() else None
-
     def new_asr(self, step_s: float):
-        from stream.asr import IncrementalASR
-
-        return IncrementalASR(self.whisper, step_s=step_s)
+        return self.transcriber(step_s)
 
     async def in_asr_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.asr_pool, fn, *args)
@@ -106,42 +90,17 @@ class Engine:
     async def in_score_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.score_pool, fn, *args)
 
-    def score_window(self, window: Window, info: SourceInfo) -> dict[str, ModalityScore]:
-        """Runs in the scoring thread. A failing scorer marks its modality missing; it never ends the stream."""
-        scores: dict[str, ModalityScore] = {}
-        for modality in MODALITIES:
-            try:
-                scores[modality] = self._score_modality(modality, window, info)
-            except Exception as exc:  # noqa: BLE001 - one modality's failure must not take the others down
-                log.exception("%s scorer failed on window %d", modality, window.index)
-                scores[modality] = ModalityScore.missing(f"{modality} scorer failed: {type(exc).__name__}")
-        return scores
-
-    def _score_modality(self, modality: str, window: Window, info: SourceInfo) -> ModalityScore:
-        if modality == "visual":
-            if not info.has_video:
-                return ModalityScore.missing("no video track")
-            return self.visual.score(window.frames)
-        if not info.has_audio:
-            return ModalityScore.missing("no audio track")
-        if modality == "audio":
-            return self.audio.score([window.audio])[0]
-        return self.text.score([window.transcript])[0]
-
     def close(self) -> None:
         self.asr_pool.shutdown(wait=False, cancel_futures=True)
         self.score_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _matching_head(head, embedder):
-    """A head is only valid on the embedding it was trained on: a mismatch is refused loudly, never scored."""
-    if head is None:
-        return None
-    trained_on = head.card.get("embedding", {}).get("model_id")
-    if trained_on and trained_on != embedder.model_id:
-        raise RuntimeError(f"head {head.name!r} was trained on embeddings {trained_on!r}, but this build computes "
-                           f"{embedder.model_id!r}: retrain it (scripts/train_default_heads.py) or pass --heads")
-    return head
+def _whisper_transcriber(size: str, device: str) -> Callable[[float], Any]:
+    from models.whisper import load_whisper
+    from stream.asr import IncrementalASR
+
+    whisper = load_whisper(size, device)
+    return lambda step_s: IncrementalASR(whisper, step_s=step_s)
 
 
 class _Overall:
@@ -234,9 +193,10 @@ class StreamPipeline:
         self.emit(StatusMessage(self.stream_id, "starting", detail="opening source"))
         try:
             self.info = await self.source.open()
-        except SourceError as exc:
-            return self._finish_with_error(exc.code, exc.message)
-        except (asyncio.TimeoutError, TimeoutError):
+        except (SourceError, asyncio.TimeoutError, TimeoutError) as exc:
+            await self.source.close()  # whatever the open left behind (a peer connection, sockets)
+            if isinstance(exc, SourceError):
+                return self._finish_with_error(exc.code, exc.message)
             return self._finish_with_error("timeout", "the source did not answer in time")
         self.state = "running"
         self.emit(StatusMessage(self.stream_id, "running", source=self.info.to_json(),
@@ -361,7 +321,7 @@ class StreamPipeline:
                 continue
             self.frames_inflight_t = batch[0].t
             analyses = await self.engine.in_score_thread(
-                self.engine.visual_analyzer.analyze, [frame.image for frame in batch])
+                self.engine.scorers.frames.analyze, [frame.image for frame in batch])
             for frame, analysis in zip(batch, analyses):
                 self.frame_results.add(frame.t, analysis)
             self.frames_inflight_t = None
@@ -408,8 +368,10 @@ class StreamPipeline:
             words=self.words.between(t0, t1),
             pending_words=words_between(self.pending_words, t0, t1),
         )
-        scores = await self.engine.in_score_thread(self.engine.score_window, window, self.info)
-        fused = fuse(scores, self.engine.fusion, self.engine.fusion_params)
+        scorers = self.engine.scorers
+        scores = (await self.engine.in_score_thread(scorers.score, [window], self.info.has_audio,
+                                                    self.info.has_video))[0]
+        fused = scorers.fuse(scores)
         rolling = self.rolling.update(fused.score, t1)
         self.overall.add(scores)
         latency = self._latency(t1)
@@ -448,7 +410,7 @@ class StreamPipeline:
 
     def _summary(self) -> dict:
         modalities = self.overall.modalities()
-        fused: FusedScore = fuse(modalities, self.engine.fusion, self.engine.fusion_params)
+        fused: FusedScore = self.engine.scorers.fuse(modalities)
         return {
             "reason": self.end_reason,
             "source": self.info.to_json() if self.info else None,

@@ -106,3 +106,13 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cuda":
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU")
     return "cpu"
+
+
+def configure_runtime(device: str = "auto") -> str:
+    """The one place for device and thread settings of a serving process: resolves `device` and gives torch one
+    intra-op thread. Speech recognition (CTranslate2, its own threads) and scoring (torch) run side by side on
+    their own worker threads; more torch threads would oversubscribe a small CPU and run many times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+    return resolve_device(device)

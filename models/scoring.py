@@ -1,0 +1,149 @@
+"""The scorer interface: what the live pipeline (and anything that batches or scores remotely) talks to.
+
+Each modality scorer takes a batch of windows and returns one `ModalityScore` per window; it reads only its own
+part of a window (`transcript`, `audio` or `frames`). A `FrameAnalyzer` turns sampled RGB frames into per-frame
+analyses (faces, expressions, scene embedding) ahead of the windows that pool them. A `ScorerSet` holds one of
+each plus the fusion settings; `build_scorers` makes the real ones from the shipped (or given) heads, and tests make
+fake ones, so the pipeline runs without any model.
+
+    window(s) ─▶ ScorerSet.score(windows, has_audio, has_video) ─▶ [{text, audio, visual: ModalityScore}]
+              ─▶ ScorerSet.fuse(scores) ─▶ FusedScore
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from models.base import MODALITIES, ModalityScore
+from models.fusion import FusedScore, FusionParams, fuse
+
+log = logging.getLogger(__name__)
+
+
+class WindowParts(Protocol):
+    """What a scorer may read of a window (stream.windows.Window has these)."""
+
+    index: int
+    audio: np.ndarray  # float32 16 kHz mono
+    frames: list[Any]  # the FrameAnalyzer's results for the frames sampled inside the window
+
+    @property
+    def transcript(self) -> str: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    modality: str
+
+    def score_batch(self, windows: Sequence[WindowParts]) -> list[ModalityScore]:
+        """One score per window, in order; a part it cannot score is `ModalityScore.missing(reason)`."""
+
+
+@runtime_checkable
+class FrameAnalyzer(Protocol):
+    def analyze(self, images: list[np.ndarray]) -> list[Any]:
+        """One analysis per RGB frame, in order."""
+
+
+class TextWindowScorer:
+    modality = "text"
+
+    def __init__(self, scorer):  # models.text.TextScorer
+        self.scorer = scorer
+
+    def score_batch(self, windows: Sequence[WindowParts]) -> list[ModalityScore]:
+        return self.scorer.score([w.transcript for w in windows])
+
+
+class AudioWindowScorer:
+    modality = "audio"
+
+    def __init__(self, scorer):  # models.audio.AudioScorer
+        self.scorer = scorer
+
+    def score_batch(self, windows: Sequence[WindowParts]) -> list[ModalityScore]:
+        return self.scorer.score([w.audio for w in windows])
+
+
+class VisualWindowScorer:
+    modality = "visual"
+
+    def __init__(self, scorer):  # models.visual.VisualScorer
+        self.scorer = scorer
+
+    def score_batch(self, windows: Sequence[WindowParts]) -> list[ModalityScore]:
+        return [self.scorer.score(w.frames) for w in windows]
+
+
+@dataclass
+class ScorerSet:
+    text: Scorer
+    audio: Scorer
+    visual: Scorer
+    frames: FrameAnalyzer
+    fusion: str = "weighted"
+    fusion_params: FusionParams | None = None
+
+    def by_modality(self) -> dict[str, Scorer]:
+        return {"text": self.text, "audio": self.audio, "visual": self.visual}
+
+    def score(self, windows: Sequence[WindowParts], has_audio: bool = True,
+              has_video: bool = True) -> list[dict[str, ModalityScore]]:
+        """Every modality of every window. A modality whose track is absent is missing with that reason; a
+        scorer that raises marks its modality missing for the batch and never takes the others down."""
+        out: list[dict[str, ModalityScore]] = [{} for _ in windows]
+        for modality, scorer in self.by_modality().items():
+            if not (has_video if modality == "visual" else has_audio):
+                scores = [ModalityScore.missing(f"no {'video' if modality == 'visual' else 'audio'} track")
+                          for _ in windows]
+            else:
+                try:
+                    scores = scorer.score_batch(windows)
+                    if len(scores) != len(windows):
+                        raise RuntimeError(f"returned {len(scores)} scores for {len(windows)} windows")
+                except Exception as exc:  # noqa: BLE001 - one modality's failure must not take the others down
+                    log.exception("%s scorer failed on window(s) %s", modality, [w.index for w in windows])
+                    scores = [ModalityScore.missing(f"{modality} scorer failed: {type(exc).__name__}")
+                              for _ in windows]
+            for row, score in zip(out, scores):
+                row[modality] = score
+        return [{m: row[m] for m in MODALITIES} for row in out]
+
+    def fuse(self, scores: dict[str, ModalityScore]) -> FusedScore:
+        return fuse(scores, self.fusion, self.fusion_params)
+
+
+def build_scorers(device: str, heads_dir: Path | None = None, fusion: str = "weighted") -> ScorerSet:
+    """The real scorers on `device` from the heads in heads_dir (default: the shipped ones), loaded once."""
+    from models.audio import AudioEmbedder, AudioScorer
+    from models.heads import DEFAULT_HEADS_DIR, load_head
+    from models.text import load_text_scorer
+    from models.visual import VisualAnalyzer, VisualScorer
+
+    text = load_text_scorer(device, heads_dir)
+    audio_head = load_head("audio", heads_dir)
+    # the audio embedding is the one the head was trained on, whichever Whisper model transcribes
+    audio_embedder = AudioEmbedder.for_head(audio_head, device)
+    audio = AudioScorer(audio_embedder, matching_head(audio_head, audio_embedder))
+    analyzer = VisualAnalyzer(device)
+    visual = VisualScorer(analyzer, matching_head(load_head("scene", heads_dir), analyzer.scene))
+    fusion_file = (heads_dir or DEFAULT_HEADS_DIR) / "fusion.json"
+    params = FusionParams.load(fusion_file) if fusion_file.exists() else None
+    return ScorerSet(TextWindowScorer(text), AudioWindowScorer(audio), VisualWindowScorer(visual), analyzer,
+                     fusion, params)
+
+
+def matching_head(head, embedder):
+    """A head is only valid on the embedding it was trained on: a mismatch is refused loudly, never scored."""
+    if head is None:
+        return None
+    trained_on = head.card.get("embedding", {}).get("model_id")
+    if trained_on and trained_on != embedder.model_id:
+        raise RuntimeError(f"head {head.name!r} was trained on embeddings {trained_on!r}, but this build computes "
+                           f"{embedder.model_id!r}: retrain it (scripts/train_default_heads.py) or pass --heads")
+    return head

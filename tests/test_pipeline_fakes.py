@@ -1,0 +1,231 @@
+"""StreamPipeline without any model: fake scorers, a fake transcriber and a scripted source (models/scoring.py's
+interface), for scheduling, end of media, drop policy, missing tracks and faults. Fast; no real data needed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from models.base import ModalityScore
+from models.scoring import ScorerSet
+from pipeline import Engine, PipelineConfig, StreamPipeline
+from protocol import EndMessage, ErrorMessage, StatusMessage, TranscriptMessage, WindowMessage
+from stream.asr import AsrUpdate
+from stream.media import SAMPLE_RATE, AudioChunk, VideoFrame, Word
+from stream.sources import MediaSource, SourceError, SourceInfo
+
+
+class ScriptedSource(MediaSource):
+    """`seconds` of a quiet tone in 0.1 s chunks and frames at `fps`, in media-time order; optionally at real-time
+    pace, optionally failing at `fail_at` seconds."""
+
+    kind = "file"
+
+    def __init__(self, seconds: float, *, has_audio=True, has_video=True, realtime=False, fps=2.0, fail_at=None):
+        self.seconds, self.has_audio, self.has_video = seconds, has_audio, has_video
+        self.realtime, self.fps, self.fail_at = realtime, fps, fail_at
+        self.closed = False
+
+    async def open(self) -> SourceInfo:
+        return SourceInfo("file", "scripted", self.has_audio, self.has_video, self.seconds, 64, 48, self.fps)
+
+    async def __aiter__(self):
+        items = []
+        if self.has_audio:
+            tone = (0.1 * np.sin(np.arange(int(0.1 * SAMPLE_RATE)) * 0.2)).astype(np.float32)
+            items += [(i / 10, AudioChunk(i / 10, tone)) for i in range(int(round(self.seconds * 10)))]
+        if self.has_video:
+            items += [(i / self.fps, VideoFrame(i / self.fps, np.full((48, 64, 3), i % 255, np.uint8)))
+                      for i in range(int(self.seconds * self.fps))]
+        start = time.monotonic()
+        for t, item in sorted(items, key=lambda pair: (pair[0], isinstance(pair[1], VideoFrame))):
+            if self.fail_at is not None and t >= self.fail_at:
+                raise SourceError("corrupt_media", "the scripted source broke")
+            ready = t + (0.1 if isinstance(item, AudioChunk) else 0.0)
+            if self.realtime and (delay := start + ready - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            yield item
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeASR:
+    """Commits one word per second of audio it was given ("one", "two", ...), as a transcriber would."""
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
+
+    def __init__(self, step_s: float):
+        self.step_s = step_s
+        self.queued = 0.0
+        self.until = 0.0
+        self.said = 0
+
+    def insert_audio(self, samples, t):
+        self.queued += len(samples) / SAMPLE_RATE
+        self.until = t + len(samples) / SAMPLE_RATE
+
+    @property
+    def pending_audio_s(self):
+        return self.queued
+
+    def _words(self, upto: float) -> list[Word]:
+        words = []
+        while self.said + 1 <= upto:
+            words.append(Word(self.said + 0.2, self.said + 0.8, " " + self.names[self.said % len(self.names)]))
+            self.said += 1
+        return words
+
+    def process(self) -> AsrUpdate:
+        self.queued = 0.0
+        return AsrUpdate(self._words(self.until), [], self.until)
+
+    def finish(self) -> AsrUpdate:
+        self.queued = 0.0
+        return AsrUpdate(self._words(self.until), [], self.until)
+
+
+class ConstantScorer:
+    def __init__(self, modality: str, value: float, *, fail: bool = False, part=None):
+        self.modality, self.value, self.fail, self.part = modality, value, fail, part
+        self.calls = 0
+
+    def score_batch(self, windows):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("injected fault")
+        out = []
+        for w in windows:
+            present = self.part(w) if self.part else True
+            out.append(ModalityScore.of(self.value) if present else ModalityScore.missing("nothing to score"))
+        return out
+
+
+@dataclass
+class Brightness:
+    value: float
+
+
+class SlowFrames:
+    def __init__(self, seconds_per_batch: float = 0.0):
+        self.delay = seconds_per_batch
+        self.seen = 0
+
+    def analyze(self, images):
+        time.sleep(self.delay)
+        self.seen += len(images)
+        return [Brightness(float(im.mean())) for im in images]
+
+
+def fake_engine(*, text=0.8, audio=0.7, visual=0.6, fail=(), frames_delay=0.0) -> Engine:
+    scorers = ScorerSet(
+        text=ConstantScorer("text", text, fail="text" in fail, part=lambda w: bool(w.transcript)),
+        audio=ConstantScorer("audio", audio, fail="audio" in fail, part=lambda w: len(w.audio) > 0),
+        visual=ConstantScorer("visual", visual, fail="visual" in fail, part=lambda w: bool(w.frames)),
+        frames=SlowFrames(frames_delay))
+    return Engine(scorers=scorers, transcriber=FakeASR, device="cpu")
+
+
+def run(source: MediaSource, engine: Engine, **config) -> tuple[list, EndMessage]:
+    messages: list = []
+    pipeline = StreamPipeline("fake", source, engine, PipelineConfig(**config), emit=messages.append)
+    try:
+        end = asyncio.run(pipeline.run())
+    finally:
+        engine.close()
+    return messages, end
+
+
+def windows(messages) -> list[WindowMessage]:
+    return [m for m in messages if isinstance(m, WindowMessage)]
+
+
+def test_windows_cover_the_media_to_its_end_and_carry_every_part():
+    source = ScriptedSource(9.0)
+    messages, end = run(source, fake_engine())
+    spans = [(w.index, w.t_start, w.t_end) for w in windows(messages)]
+    assert spans == [(0, 0.0, 4.0), (1, 2.0, 6.0), (2, 4.0, 8.0), (3, 5.0, 9.0)]
+    for w in windows(messages):
+        assert {m: s["score"] for m, s in w.modalities.items()} == {"text": 0.8, "audio": 0.7, "visual": 0.6}
+        assert w.fused["used"] == ["text", "audio", "visual"] and w.fused["missing"] == []
+    assert windows(messages)[0].transcript == "zero one two three"
+    finals = [m for m in messages if isinstance(m, TranscriptMessage) and m.final]
+    assert " ".join(m.text for m in finals).split() == FakeASR.names[:9]
+    assert end.summary["reason"] == "eof" and end.summary["windows"] == 4 and end.summary["duration"] == 9.0
+    assert end.summary["label"] == "positive" and source.closed
+    assert isinstance(messages[0], StatusMessage) and messages[0].state == "starting"
+
+
+def test_a_scorer_that_raises_marks_its_modality_missing_and_the_stream_carries_on():
+    messages, end = run(ScriptedSource(6.0), fake_engine(fail=("audio",)))
+    assert len(windows(messages)) == 2
+    for w in windows(messages):
+        assert w.modalities["audio"] == {"score": None, "label": None, "available": False,
+                                         "reason": "audio scorer failed: RuntimeError", "confidence": 0.0}
+        assert w.modalities["text"]["available"] and w.modalities["visual"]["available"]
+        assert w.fused["missing"] == ["audio"]
+    assert end.summary["reason"] == "eof"
+    assert end.summary["modalities"]["audio"]["reason"] == "audio scorer failed: RuntimeError"
+
+
+@pytest.mark.parametrize("has_audio,has_video,missing", [
+    (True, False, {"visual": "no video track"}),
+    (False, True, {"text": "no audio track", "audio": "no audio track"}),
+])
+def test_a_missing_track_is_named_not_guessed(has_audio, has_video, missing):
+    engine = fake_engine()
+    messages, end = run(ScriptedSource(5.0, has_audio=has_audio, has_video=has_video), engine)
+    assert windows(messages)
+    for w in windows(messages):
+        for modality, reason in missing.items():
+            assert w.modalities[modality]["reason"] == reason and not w.modalities[modality]["available"]
+    assert engine.scorers.text.calls == (len(windows(messages)) if has_audio else 0)
+    assert end.summary["windows"] == len(windows(messages))
+
+
+def test_at_real_time_pace_a_slow_frame_analyzer_drops_frames_but_never_audio():
+    engine = fake_engine(frames_delay=0.5)
+    messages, end = run(ScriptedSource(5.0, realtime=True, fps=20.0), engine, frame_backlog=4)
+    assert end.summary["dropped_frames"] > 0
+    assert engine.scorers.frames.seen + end.summary["dropped_frames"] <= 100
+    assert [(w.t_start, w.t_end) for w in windows(messages)] == [(0.0, 4.0), (1.0, 5.0)]
+    assert all(w.latency_s is not None for w in windows(messages))
+    assert end.summary["duration"] == 5.0  # every audio chunk arrived and was kept
+
+
+def test_replayed_as_fast_as_possible_nothing_is_dropped():
+    engine = fake_engine(frames_delay=0.05)
+    messages, end = run(ScriptedSource(5.0, realtime=False, fps=20.0), engine, frame_backlog=4)
+    assert end.summary["dropped_frames"] == 0 and engine.scorers.frames.seen == 100
+
+
+def test_a_source_that_breaks_mid_stream_ends_with_its_error_after_the_windows_before_it():
+    source = ScriptedSource(10.0, fail_at=7.0)
+    messages, end = run(source, fake_engine())
+    errors = [m for m in messages if isinstance(m, ErrorMessage)]
+    assert [(e.code, e.stream) for e in errors] == [("corrupt_media", "fake")]
+    assert len(windows(messages)) >= 2 and end.summary["reason"] == "error" and source.closed
+
+
+def test_stop_ends_a_live_stream_with_reason_stopped():
+    async def main():
+        messages: list = []
+        engine = fake_engine()
+        pipeline = StreamPipeline("fake", ScriptedSource(30.0, realtime=True), engine, PipelineConfig(),
+                                  emit=messages.append)
+        task = asyncio.create_task(pipeline.run())
+        while not windows(messages):
+            await asyncio.sleep(0.05)
+        pipeline.stop()
+        end = await asyncio.wait_for(task, 5)
+        engine.close()
+        return messages, end
+
+    messages, end = asyncio.run(main())
+    assert end.summary["reason"] == "stopped" and end.summary["duration"] < 10
