@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_commands(sub) -> None:
-    from models import embed_cache, evaluate, train
+    from models.training import embed_cache, evaluate, train
 
     for name, module, adder, runner in (
         ("embed", embed_cache, "add_embed_arguments", "main_embed"),

@@ -37,25 +37,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature T that minimises the negative log-likelihood of softmax(logits / T) on held-out data."""
-    from scipy.optimize import minimize_scalar
-
-    logits = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    if len(y) == 0:
-        return 1.0
-
-    def nll(log_t: float) -> float:
-        z = logits / math.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return float(-logp[np.arange(len(y)), y].mean())
-
-    best = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
-    return float(math.exp(best.x))
-
-
 def _split_path(path: str | Path) -> tuple[Path, str]:
     """'<dir>/<name>', '<dir>/<name>.json' or '<dir>/<name>.safetensors' → (dir, name)."""
     path = Path(path)

@@ -33,10 +33,10 @@ SPEEDS = (0.9, 1.1)
 def tweets(args) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from models.embed_cache import EmbeddingCache, embed_manifest
+    from models.training.embed_cache import EmbeddingCache, embed_manifest
     from models.heads import load_head
-    from models.manifest import Manifest, read_manifest
-    from models.metrics import classification_summary
+    from models.training.manifest import Manifest, read_manifest
+    from models.training.metrics import classification_summary
     from models.text import TextEmbedder, attach_encoder_delta
 
     meld = read_manifest(defaults.meld_manifest(args.data, args.work), "text")
@@ -103,9 +103,9 @@ class SpeedPerturbedEmbedder:
 
 def speed(args) -> None:
     from models.audio import AudioEmbedder
-    from models.embed_cache import EmbeddingCache, embed_manifest
-    from models.manifest import Manifest, read_manifest
-    from models.train import fit_head, manifest_splits
+    from models.training.embed_cache import EmbeddingCache, embed_manifest
+    from models.training.manifest import Manifest, read_manifest
+    from models.training.train import fit_head, manifest_splits
 
     if not (args.work / "audio.csv").is_file():
         sys.exit(f"error: {args.work / 'audio.csv'} is missing: make it first with "

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.heads import DEFAULT_HEADS_DIR, Head, HeadFormatError, fit_temperature, head_from_arrays, load_head, \
+from models.training.train import fit_temperature
+from models.heads import DEFAULT_HEADS_DIR, Head, HeadFormatError, head_from_arrays, load_head, \
     softmax
 
 THREE = ["negative", "neutral", "positive"]

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from models.base import ModalityScore
-from models.embed_cache import EmbeddingCache, text_key
-from models.fusion import FusionParams, cross_validated_fusion, fit_fusion, fuse
+from models.training.embed_cache import EmbeddingCache, text_key
+from models.fusion import FusionParams, fuse
+from models.training.fusion_fit import cross_validated_fusion, fit_fusion
 from models.heads import Head
-from models.manifest import ManifestError, read_manifest, write_manifest
-from models.metrics import binary_ece, classification_summary
+from models.training.manifest import ManifestError, read_manifest, write_manifest
+from models.training.metrics import binary_ece, classification_summary
 
 from conftest import DATA  # noqa: E402
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent")
@@ -48,7 +49,7 @@ def test_manifest_paths_are_relative_to_the_manifest_and_prototype_formats_work(
 
 @needs_data
 def test_audio_manifest_parts_and_weights(tmp_path: Path):
-    from models.embed_cache import audio_part, embed_manifest, load_audio
+    from models.training.embed_cache import audio_part, embed_manifest, load_audio
 
     song = os.path.relpath(DATA / "speech" / "two_cities.flac", tmp_path)
     manifest = read_manifest(write_csv(tmp_path / "a.csv", f"path,label,start,end,weight\n{song},positive,0,4,2\n"
@@ -83,8 +84,8 @@ def test_audio_manifest_parts_and_weights(tmp_path: Path):
 @needs_data
 def test_a_long_recording_is_evaluated_in_live_windows(tmp_path: Path):
     from models.audio import AudioEmbedder, clip_windows
-    from models.embed_cache import load_audio
-    from models.evaluate import evaluate_audio
+    from models.training.embed_cache import load_audio
+    from models.training.evaluate import evaluate_audio
     from models.heads import load_head
 
     head = load_head("audio")
@@ -120,7 +121,7 @@ def test_bad_manifests_give_errors_naming_the_row(tmp_path: Path, body: str, mes
 
 @pytest.mark.parametrize("kind", ["logreg", "mlp"])
 def test_item_weights_shift_what_a_head_learns(kind: str):
-    from models.train import TrainConfig, fit_head
+    from models.training.train import TrainConfig, fit_head
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 4)).astype(np.float32)
@@ -136,7 +137,7 @@ def test_item_weights_shift_what_a_head_learns(kind: str):
 
 def test_an_mlp_ensemble_is_stored_as_one_mlp_with_the_mean_logits():
     from models.heads import head_from_arrays
-    from models.train import TrainConfig, fit_head, merge_mlps
+    from models.training.train import TrainConfig, fit_head, merge_mlps
 
     rng = np.random.default_rng(1)
     sizes = [(6, 5), (4, 6), (3, 4)]
@@ -228,8 +229,8 @@ def balanced_meld(rows: list[dict], per_class: int, offset: int = 0) -> list[dic
 @needs_data
 @pytest.mark.parametrize("kind", ["logreg", "mlp"])
 def test_train_then_evaluate_a_text_head_well_above_chance(tmp_path: Path, meld_rows, kind: str, monkeypatch):
-    from models.evaluate import add_evaluate_arguments, main_evaluate
-    from models.train import add_train_arguments, main_train
+    from models.training.evaluate import add_evaluate_arguments, main_evaluate
+    from models.training.train import add_train_arguments, main_train
 
     monkeypatch.setenv("VIDSENT_CACHE", str(tmp_path / "cache"))
     train_rows = balanced_meld(meld_rows, 200)
@@ -273,9 +274,9 @@ def test_train_then_evaluate_a_text_head_well_above_chance(tmp_path: Path, meld_
 
 @needs_data
 def test_train_a_scene_head_on_real_oasis_images(tmp_path: Path):
-    from models.embed_cache import EmbeddingCache
-    from models.evaluate import evaluate_manifest
-    from models.train import TrainConfig, train_from_manifest
+    from models.training.embed_cache import EmbeddingCache
+    from models.training.evaluate import evaluate_manifest
+    from models.training.train import TrainConfig, train_from_manifest
 
     with open(DATA / "oasis" / "labels.csv") as f:
         rows = list(csv.DictReader(f))
@@ -388,7 +389,7 @@ def test_metrics_on_known_predictions():
 
 @needs_data
 def test_compare_reads_the_seed_video_llm_outputs():
-    from models.evaluate import read_compare, summarise
+    from models.training.evaluate import read_compare, summarise
 
     row = read_compare(DATA / "seed" / "longva.csv")
     summary = summarise(row, row.info.pop("truth"), ["negative", "positive"])
@@ -397,7 +398,7 @@ def test_compare_reads_the_seed_video_llm_outputs():
 
 @needs_data
 def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path):
-    from models.evaluate import evaluate_manifest
+    from models.training.evaluate import evaluate_manifest
     from models.fusion import FUSION_METHODS
 
     items = [{"path": os.path.relpath(DATA / "videos" / "vna_mosi_2.6.mp4", tmp_path), "label": "positive"},

@@ -24,11 +24,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.base import MODALITIES, ModalityScore, label_for
-from models.embed_cache import EmbeddingCache, RecordCache, embed_manifest, file_key, load_audio
-from models.fusion import FUSION_METHODS, FusedScore, FusionParams, cross_validated_fusion, fit_fusion, fuse
+from models.training.embed_cache import EmbeddingCache, RecordCache, embed_manifest, file_key, load_audio
+from models.fusion import FUSION_METHODS, FusedScore, FusionParams, fuse
+from models.training.fusion_fit import cross_validated_fusion, fit_fusion
 from models.heads import Head, load_head
-from models.manifest import Manifest, ManifestError, ManifestItem, read_manifest
-from models.metrics import classification_summary, rounded
+from models.training.manifest import Manifest, ManifestError, ManifestItem, read_manifest
+from models.training.metrics import classification_summary, rounded
 
 HEAD_FOR = {"text": "text", "audio": "audio", "visual": "scene"}
 VADER_POSITIVE_AT, VADER_NEGATIVE_AT = 0.05, -0.05  # VADER's own thresholds for its 3-way label
@@ -125,7 +126,7 @@ def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: Em
     from dataclasses import replace
 
     from models.audio import AudioEmbedder, window_spans
-    from models.embed_cache import audio_seconds
+    from models.training.embed_cache import audio_seconds
 
     parts: list[ManifestItem] = []
     owner: list[int] = []

@@ -277,7 +277,7 @@ def add_embed_arguments(parser) -> None:
 
 
 def main_embed(args) -> int:
-    from models.manifest import ManifestError, read_manifest
+    from models.training.manifest import ManifestError, read_manifest
 
     _set_threads(args.threads)
     classes = args.classes.split(",") if args.classes else None
@@ -289,7 +289,7 @@ def main_embed(args) -> int:
     cache = EmbeddingCache(args.cache / "embeddings" if args.cache else None)
     started = time.time()
     if args.modality == "video":
-        from models.evaluate import ClipAnalyzer
+        from models.training.evaluate import ClipAnalyzer
 
         analyzer = ClipAnalyzer(device=args.device, asr=args.asr, heads_dir=args.heads, cache=cache)
         analyzer.features([it.path for it in manifest.items], [it.text for it in manifest.items])

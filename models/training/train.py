@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from models.heads import Head, fit_temperature, head_from_arrays
+from models.heads import Head, head_from_arrays
 
 HEAD_KINDS = ("mlp", "logreg")
 LOSSES = ("weighted", "focal", "plain")
@@ -49,6 +49,25 @@ class TrainConfig:
             raise ValueError(f"unknown head kind {self.kind!r}: choose {' or '.join(HEAD_KINDS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T that minimises the negative log-likelihood of softmax(logits / T) on held-out data."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    best = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return float(math.exp(best.x))
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -280,9 +299,9 @@ def train_from_manifest(manifest, *, name: str, config: TrainConfig, out_dir: Pa
     """Embed a manifest (through the cache), train and calibrate a head, measure it on validation and on the
     manifest's test rows, and save it to out_dir (with the fine-tuned encoder delta for a fine-tuned text head).
 
-    finetune: a models.text_finetune.FinetuneConfig to tune MiniLM's top layers first (text only)."""
-    from models.embed_cache import EmbeddingCache, embed_manifest, make_embedder, text_key
-    from models.metrics import classification_summary, rounded
+    finetune: a models.training.text_finetune.FinetuneConfig to tune MiniLM's top layers first (text only)."""
+    from models.training.embed_cache import EmbeddingCache, embed_manifest, make_embedder, text_key
+    from models.training.metrics import classification_summary, rounded
 
     cache = cache or EmbeddingCache()
     classes = manifest.classes
@@ -334,7 +353,7 @@ def train_from_manifest(manifest, *, name: str, config: TrainConfig, out_dir: Pa
 
 def _finetuned_text_embeddings(manifest, y, splits: Splits, finetune, out_dir: Path, name: str, device: str, log):
     from models.text import TextEmbedder
-    from models.text_finetune import FrozenBottom, embed_from_bottom, finetune_top_layers, save_delta
+    from models.training.text_finetune import FrozenBottom, embed_from_bottom, finetune_top_layers, save_delta
 
     embedder = TextEmbedder(device)
     texts = [it.text for it in manifest.items]
@@ -350,7 +369,7 @@ def _finetuned_text_embeddings(manifest, y, splits: Splits, finetune, out_dir: P
 
 
 def _sub_bottom(bottom, idx):
-    from models.text_finetune import FrozenBottom
+    from models.training.text_finetune import FrozenBottom
 
     sub = FrozenBottom.__new__(FrozenBottom)
     sub.n_frozen, sub.states = bottom.n_frozen, [bottom.states[i] for i in idx]
@@ -389,8 +408,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def main_train(args: argparse.Namespace) -> int:
     import torch
 
-    from models.embed_cache import EmbeddingCache
-    from models.manifest import ManifestError, read_manifest
+    from models.training.embed_cache import EmbeddingCache
+    from models.training.manifest import ManifestError, read_manifest
 
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -403,7 +422,7 @@ def main_train(args: argparse.Namespace) -> int:
         manifest = read_manifest(args.manifest, args.modality, classes, args.label_column)
         finetune = None
         if args.finetune_layers:
-            from models.text_finetune import FinetuneConfig
+            from models.training.text_finetune import FinetuneConfig
 
             finetune = FinetuneConfig(tune_layers=args.finetune_layers, epochs=args.finetune_epochs, seed=args.seed,
                                       polar_weight=args.finetune_polar_weight)
