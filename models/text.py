@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.assets import minilm_dir, resolve_device
+from models.assets import file_sha256, minilm_dir, resolve_device
 from models.base import ModalityScore
 from models.heads import Head
 
@@ -32,11 +32,7 @@ def _wheel_version(dist: str) -> str:
 
 
 def file_digest(path: Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+    return file_sha256(path)[:length]
 
 
 class TextEmbedder:

@@ -147,10 +147,12 @@ async def test_bad_offers_get_clear_errors_and_leave_no_peer_connection(engine):
             peer = Peer(VIDEOS / "vna_mosi_2.6.mp4")
             answer = await send_offer(ws, await peer.offer(), "never-connects")
             assert answer.type == "webrtc_answer"
+            source = server.hub.streams["never-connects"].pipeline.source
             await peer.close()
             messages = await collect(ws, "never-connects", timeout=40)
             assert [m.code for m in messages if m.type == "error"] == ["unreachable"]
             assert messages[-1].type == "end" and messages[-1].summary["reason"] == "error"
+            assert source.pc.connectionState == "closed"
 
 
 async def test_a_taken_stream_id_and_a_full_server_refuse_the_offer(engine, looped_mosi):

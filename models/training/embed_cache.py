@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from models.assets import cache_dir
+from models.assets import cache_dir, file_sha256
 
 PART_PREFIX = "part-"
 
@@ -27,11 +27,7 @@ def text_key(text: str) -> str:
 
 
 def file_key(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return "f:" + digest.hexdigest()
+    return "f:" + file_sha256(path)
 
 
 class Progress:
@@ -60,58 +56,86 @@ class Progress:
             sys.stderr.flush()
 
 
+class ParquetParts:
+    """An append-only store of Parquet parts in one folder (<folder>/part-<ns>-<pid>.parquet), each written
+    atomically, so several runs may add to it and an interruption loses at most the part being written."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def parts(self) -> list[Path]:
+        return sorted(self.folder.glob(f"{PART_PREFIX}*.parquet"))
+
+    def tables(self, what: str):
+        """Each readable part as a pyarrow Table; an unreadable part is reported and skipped (its items are
+        computed again)."""
+        import pyarrow.parquet as pq
+
+        for part in self.parts():
+            try:
+                yield pq.read_table(part)
+            except Exception as exc:  # a part damaged outside this code
+                print(f"{what} cache: ignoring unreadable {part} ({exc})", file=sys.stderr)
+
+    def write(self, table) -> Path:
+        import pyarrow.parquet as pq
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{PART_PREFIX}{time.time_ns():020d}-{os.getpid()}.parquet"
+        tmp = self.folder / (name + ".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(self.folder / name)
+        return self.folder / name
+
+    def compact(self, table) -> None:
+        """Replace every part with `table` (everything they held, merged by the caller)."""
+        parts = self.parts()
+        self.write(table)
+        for part in parts:
+            part.unlink(missing_ok=True)
+
+
+def _settings_folder(root: Path, kind: str, settings_id: str) -> Path:
+    return root / kind / hashlib.sha256(settings_id.encode()).hexdigest()[:16]
+
+
 class EmbeddingCache:
+    """Embedding vectors keyed by item (file hash + span, or text hash), per modality and embedding model id."""
+
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "embeddings"
 
     def folder(self, modality: str, model_id: str) -> Path:
-        return self.root / modality / hashlib.sha256(model_id.encode()).hexdigest()[:16]
-
-    def _parts(self, folder: Path) -> list[Path]:
-        return sorted(folder.glob(f"{PART_PREFIX}*.parquet"))
+        return _settings_folder(self.root, modality, model_id)
 
     def load(self, modality: str, model_id: str) -> dict[str, np.ndarray]:
-        """Every cached embedding for this model id: key → vector. Unreadable parts are skipped (and reported)."""
-        import pyarrow.parquet as pq
-
+        """Every cached embedding for this model id: key → vector."""
         found: dict[str, np.ndarray] = {}
-        for part in self._parts(self.folder(modality, model_id)):
-            try:
-                table = pq.read_table(part)
-            except Exception as exc:  # a part damaged outside this code: recompute its items
-                print(f"embedding cache: ignoring unreadable {part} ({exc})", file=sys.stderr)
-                continue
+        for table in ParquetParts(self.folder(modality, model_id)).tables("embedding"):
             keys = table.column("key").to_pylist()
             values = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             values = values.reshape(len(keys), -1).astype(np.float32, copy=False)
             found.update(zip(keys, values))
         return found
 
-    def _write_part(self, folder: Path, model_id: str, keys: list[str], vectors: np.ndarray) -> Path:
+    @staticmethod
+    def _table(model_id: str, keys: list[str], vectors: np.ndarray):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        folder.mkdir(parents=True, exist_ok=True)
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
         column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-        table = pa.table({"key": pa.array(keys, pa.string()), "embedding": column},
-                         metadata={"model_id": model_id})
-        name = f"{PART_PREFIX}{time.time_ns():020d}-{os.getpid()}.parquet"
-        tmp = folder / (name + ".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(folder / name)
-        return folder / name
+        return pa.table({"key": pa.array(keys, pa.string()), "embedding": column}, metadata={"model_id": model_id})
+
+    def _write_part(self, folder: Path, model_id: str, keys: list[str], vectors: np.ndarray) -> Path:
+        return ParquetParts(folder).write(self._table(model_id, keys, vectors))
 
     def compact(self, modality: str, model_id: str) -> None:
-        folder = self.folder(modality, model_id)
-        parts = self._parts(folder)
-        if len(parts) <= 1:
+        store = ParquetParts(self.folder(modality, model_id))
+        if len(store.parts()) <= 1:
             return
         found = self.load(modality, model_id)
         keys = list(found)
-        self._write_part(folder, model_id, keys, np.stack([found[k] for k in keys]))
-        for part in parts:
-            part.unlink(missing_ok=True)
+        store.compact(self._table(model_id, keys, np.stack([found[k] for k in keys])))
 
     def get_or_compute(self, keys: Sequence[str], compute: Callable[[list[int]], np.ndarray], *, modality: str,
                        model_id: str, batch_size: int = 64, save_every: int = 256,
@@ -332,46 +356,32 @@ class RecordCache:
         self.root = Path(root) if root is not None else cache_dir() / "records"
 
     def folder(self, kind: str, settings_id: str) -> Path:
-        return self.root / kind / hashlib.sha256(settings_id.encode()).hexdigest()[:16]
+        return _settings_folder(self.root, kind, settings_id)
 
     def load(self, kind: str, settings_id: str) -> dict[str, dict]:
         import json
 
-        import pyarrow.parquet as pq
-
         found: dict[str, dict] = {}
-        for part in sorted(self.folder(kind, settings_id).glob(f"{PART_PREFIX}*.parquet")):
-            try:
-                table = pq.read_table(part)
-            except Exception as exc:  # a part damaged outside this code: recompute its items
-                print(f"record cache: ignoring unreadable {part} ({exc})", file=sys.stderr)
-                continue
+        for table in ParquetParts(self.folder(kind, settings_id)).tables("record"):
             for key, record in zip(table.column("key").to_pylist(), table.column("record").to_pylist()):
                 found[key] = json.loads(record)
         return found
 
-    def add(self, kind: str, settings_id: str, records: dict[str, dict]) -> None:
+    @staticmethod
+    def _table(settings_id: str, records: dict[str, dict]):
         import json
 
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        if not records:
-            return
-        folder = self.folder(kind, settings_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        table = pa.table({"key": pa.array(list(records), pa.string()),
-                          "record": pa.array([json.dumps(r) for r in records.values()], pa.string())},
-                         metadata={"settings_id": settings_id})
-        name = f"{PART_PREFIX}{time.time_ns():020d}-{os.getpid()}.parquet"
-        pq.write_table(table, folder / (name + ".tmp"))
-        (folder / (name + ".tmp")).replace(folder / name)
+        return pa.table({"key": pa.array(list(records), pa.string()),
+                         "record": pa.array([json.dumps(r) for r in records.values()], pa.string())},
+                        metadata={"settings_id": settings_id})
+
+    def add(self, kind: str, settings_id: str, records: dict[str, dict]) -> None:
+        if records:
+            ParquetParts(self.folder(kind, settings_id)).write(self._table(settings_id, records))
 
     def compact(self, kind: str, settings_id: str) -> None:
-        folder = self.folder(kind, settings_id)
-        parts = sorted(folder.glob(f"{PART_PREFIX}*.parquet"))
-        if len(parts) <= 1:
-            return
-        self.add(kind, settings_id, self.load(kind, settings_id))
-        for part in parts:
-            part.unlink(missing_ok=True)
+        store = ParquetParts(self.folder(kind, settings_id))
+        if len(store.parts()) > 1:
+            store.compact(self._table(settings_id, self.load(kind, settings_id)))
