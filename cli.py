@@ -33,40 +33,6 @@ def _load_engine(args):
 
 # -- analyze ---------------------------------------------------------------------------------------------------
 
-async def analyze_file(path: str, engine, config) -> dict:
-    """One file replayed as fast as possible through the live pipeline: its window timeline and overall verdict."""
-    from pipeline import StreamPipeline
-    from protocol import EndMessage, ErrorMessage, WindowMessage
-    from stream.sources import FileSource
-
-    windows: list[dict] = []
-    errors: list[dict] = []
-
-    def collect(message):
-        if isinstance(message, WindowMessage):
-            windows.append({k: v for k, v in message.to_json().items() if k not in ("type", "v", "stream", "latency_s")})
-        elif isinstance(message, ErrorMessage):
-            errors.append({"code": message.code, "message": message.message})
-
-    source = FileSource(path, realtime=False, sample_fps=config.sample_fps)
-    end: EndMessage = await StreamPipeline(Path(path).name, source, engine, config, emit=collect).run()
-    summary = end.summary
-    result = {
-        "file": path,
-        "duration": summary["duration"],
-        "label": summary["label"],
-        "score": summary["score"],
-        "graded": summary["graded"],
-        "rolling": summary["rolling"],
-        "modalities": summary["modalities"],
-        "transcript": summary["transcript"],
-        "windows": windows,
-    }
-    if errors:
-        result["error"] = errors[0]
-    return result
-
-
 CSV_FIELDS = ["file", "index", "t_start", "t_end", "text_score", "audio_score", "visual_score", "fused_score",
               "fused_label", "graded", "rolling_score", "rolling_label", "transcript"]
 
@@ -87,6 +53,8 @@ def _fmt(score) -> str:
 
 
 def main_analyze(args) -> int:
+    from pipeline import analyze_file
+
     try:
         config = server_module.pipeline_config(args)
     except ValueError as exc:
@@ -256,10 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_commands(sub) -> None:
-    from models.training import embed_cache, evaluate, train
+    from models.training import embed, evaluate, train
 
     for name, module, adder, runner in (
-        ("embed", embed_cache, "add_embed_arguments", "main_embed"),
+        ("embed", embed, "add_embed_arguments", "main_embed"),
         ("train", train, "add_train_arguments", "main_train"),
         ("evaluate", evaluate, "add_evaluate_arguments", "main_evaluate"),
     ):

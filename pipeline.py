@@ -30,7 +30,7 @@ from models.scoring import ScorerSet, build_scorers
 from protocol import EndMessage, ErrorMessage, Message, StatusMessage, TranscriptMessage, WindowMessage
 from stream.buffers import AudioRing, FrameQueue, TimedResults
 from stream.media import AudioChunk, VideoFrame, Word
-from stream.sources import MediaSource, SourceError, SourceEvent, SourceInfo
+from stream.sources import FileSource, MediaSource, SourceError, SourceEvent, SourceInfo
 from stream.windows import Window, WindowSchedule, WordStore, join_words, words_between
 
 log = logging.getLogger(__name__)
@@ -425,3 +425,35 @@ class StreamPipeline:
             "dropped_frames": self.frames_waiting.dropped,
             "transcript": " ".join(self.transcript_log),
         }
+
+
+async def analyze_file(path: str | Path, engine: Engine, config: PipelineConfig) -> dict:
+    """One file replayed as fast as possible through the live pipeline: its window timeline and overall verdict
+    (what `vidsent analyze` writes, and what `vidsent evaluate` scores clips by):
+    {file, duration, label, score, graded, rolling, modalities, transcript, windows, error?}."""
+    windows: list[dict] = []
+    errors: list[dict] = []
+
+    def collect(message):
+        if isinstance(message, WindowMessage):
+            windows.append({k: v for k, v in message.to_json().items() if k not in ("type", "v", "stream", "latency_s")})
+        elif isinstance(message, ErrorMessage):
+            errors.append({"code": message.code, "message": message.message})
+
+    source = FileSource(path, realtime=False, sample_fps=config.sample_fps)
+    end: EndMessage = await StreamPipeline(Path(path).name, source, engine, config, emit=collect).run()
+    summary = end.summary
+    result = {
+        "file": str(path),
+        "duration": summary["duration"],
+        "label": summary["label"],
+        "score": summary["score"],
+        "graded": summary["graded"],
+        "rolling": summary["rolling"],
+        "modalities": summary["modalities"],
+        "transcript": summary["transcript"],
+        "windows": windows,
+    }
+    if errors:
+        result["error"] = errors[0]
+    return result

@@ -37,8 +37,6 @@ SILENCE_DBFS = -60.0
 # The heads learn from clips of 2.9-30 s; pooled statistics of a much shorter clip are outside what they saw
 # (on 1.3 s talking-head clips the audio head answered ~0.01 whatever was said), so such clips are not scored.
 MIN_SCORED_S = 2.0
-# Whole clips (evaluation, training crops) are scored in windows of the live pipeline's length.
-CLIP_WINDOW_S = 4.0
 
 _FRAME = 400  # 25 ms
 _HOP = 160  # 10 ms
@@ -272,24 +270,22 @@ def _as_clip(clip: Any) -> np.ndarray:
     return audio
 
 
-def window_spans(seconds: float, window_s: float = CLIP_WINDOW_S) -> list[tuple[float | None, float | None]]:
-    """(start, end) seconds of windows of window_s evenly spaced from a clip's start to its end (they overlap a little
-    when the length is not a multiple); a clip no longer than 1.5 windows is one window, (None, None): all of it."""
-    if seconds <= 1.5 * window_s:
-        return [(None, None)]
-    n = max(2, round(seconds / window_s))
-    return [(float(s), float(s) + window_s) for s in np.linspace(0.0, seconds - window_s, n).round(3)]
+def live_windows(audio: np.ndarray, window_s: float = 4.0, hop_s: float = 2.0) -> list[np.ndarray]:
+    """A whole recording cut into the live pipeline's windows (stream.windows.window_spans)."""
+    from stream.windows import window_spans
+
+    return [audio[int(round(t0 * SAMPLE_RATE)):int(round(t1 * SAMPLE_RATE))]
+            for t0, t1 in window_spans(len(audio) / SAMPLE_RATE, window_s, hop_s)]
 
 
-def clip_windows(audio: np.ndarray, window_s: float = CLIP_WINDOW_S) -> list[np.ndarray]:
-    """The samples of window_spans(len(audio)): how a whole clip is scored in live-length windows."""
-    spans = window_spans(len(audio) / SAMPLE_RATE, window_s)
-    if spans == [(None, None)]:
-        return [audio]
-    size = int(round(window_s * SAMPLE_RATE))
-    starts = [int(round(s * SAMPLE_RATE)) for s, _ in spans]
-    starts[-1] = len(audio) - size  # the last window ends exactly at the clip's end
-    return [audio[s:s + size] for s in starts]
+def unscorable(audio: np.ndarray) -> str | None:
+    """Why the live audio scorer leaves a window unscored (too short, silence), or None: one rule for the pipeline
+    and for evaluation."""
+    if len(audio) < MIN_SCORED_S * SAMPLE_RATE:
+        return f"too short for the audio model ({len(audio) / SAMPLE_RATE:.1f} s < {MIN_SCORED_S:.0f} s)"
+    if active_level_db(audio) < SILENCE_DBFS:
+        return "silence"
+    return None
 
 
 def _chunks(audio: np.ndarray) -> list[np.ndarray]:
@@ -425,14 +421,11 @@ class AudioScorer:
             except ValueError as exc:
                 results[i] = ModalityScore.missing(f"unusable audio: {exc}")
                 continue
-            if len(audio) < MIN_SCORED_S * SAMPLE_RATE:
-                results[i] = ModalityScore.missing(
-                    f"too short for the audio model ({len(audio) / SAMPLE_RATE:.1f} s < {MIN_SCORED_S:.0f} s)")
+            problem = unscorable(audio)
+            if problem is not None:
+                results[i] = ModalityScore.missing(problem)
                 continue
             level = active_level_db(audio)
-            if level < SILENCE_DBFS:
-                results[i] = ModalityScore.missing("silence")
-                continue
             if self.head is None:
                 results[i] = ModalityScore.missing("no audio head")
                 continue

@@ -7,7 +7,6 @@ names. TextScorer turns transcripts into ModalityScores.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from importlib import metadata
 from pathlib import Path

@@ -62,6 +62,20 @@ class WindowSchedule:
         return self.index, t0, media_end
 
 
+def window_spans(duration: float, window_s: float = 4.0, hop_s: float = 2.0) -> list[tuple[float, float]]:
+    """The (t_start, t_end) of every window the live pipeline emits for `duration` seconds of media: the full
+    windows that fit, then the closing window over what they left uncovered."""
+    schedule = WindowSchedule(window_s, hop_s)
+    spans = []
+    while (span := schedule.next_span())[2] <= duration + 1e-9:
+        spans.append(span[1:])
+        schedule.advance()
+    final = schedule.final_span(duration)
+    if final is not None:
+        spans.append(final[1:])
+    return spans
+
+
 class WordStore:
     """Committed words of the recent past (bounded by media time)."""
 

@@ -109,14 +109,18 @@ def test_tonal_features_tell_major_from_minor() -> None:
     assert np.all(np.isfinite(tonal_features(np.zeros(SAMPLE_RATE, np.float32))))
 
 
-def test_clip_windows_cover_a_clip_in_live_window_lengths() -> None:
-    from models.audio import clip_windows
+def test_live_windows_cut_a_recording_as_the_pipeline_does() -> None:
+    from models.audio import live_windows
+    from stream.windows import window_spans
 
+    assert window_spans(30.0) == [(float(t), float(t) + 4) for t in range(0, 27, 2)]
+    assert window_spans(5.0) == [(0.0, 4.0), (1.0, 5.0)]
+    assert window_spans(3.0) == [(0.0, 3.0)]
     audio = np.arange(30 * SAMPLE_RATE, dtype=np.float32)
-    windows = clip_windows(audio)
-    assert len(windows) == 8 and all(len(w) == 4 * SAMPLE_RATE for w in windows)
+    windows = live_windows(audio)
+    assert len(windows) == 14 and all(len(w) == 4 * SAMPLE_RATE for w in windows)
     assert windows[0][0] == 0 and windows[-1][-1] == audio[-1]
-    assert len(clip_windows(audio[: 5 * SAMPLE_RATE])) == 1
+    assert [len(w) for w in live_windows(audio[: 5 * SAMPLE_RATE])] == [4 * SAMPLE_RATE] * 2
 
 
 def test_long_clip_is_chunked_and_short_clip_is_accepted(embedder: AudioEmbedder) -> None:

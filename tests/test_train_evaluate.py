@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 
 from models.base import ModalityScore
-from models.training.embed_cache import EmbeddingCache, text_key
 from models.fusion import FusionParams, fuse
-from models.training.fusion_fit import cross_validated_fusion, fit_fusion
 from models.heads import Head
+from models.training.clips import LiveClipAnalyzer
+from models.training.embed_cache import EmbeddingCache, text_key
+from models.training.fusion_fit import cross_validated_fusion, fit_fusion
 from models.training.manifest import ManifestError, read_manifest, write_manifest
 from models.training.metrics import binary_ece, classification_summary
 
@@ -83,21 +85,52 @@ def test_audio_manifest_parts_and_weights(tmp_path: Path):
 
 @needs_data
 def test_a_long_recording_is_evaluated_in_live_windows(tmp_path: Path):
-    from models.audio import AudioEmbedder, clip_windows
+    from models.audio import AudioEmbedder, live_windows
     from models.training.embed_cache import load_audio
     from models.training.evaluate import evaluate_audio
     from models.heads import load_head
 
     head = load_head("audio")
-    if head is None:
-        pytest.skip("no shipped audio head")
+    assert head is not None, "the shipped audio head is missing from models/default_heads"
     speech = os.path.relpath(DATA / "speech" / "two_cities.flac", tmp_path)
     manifest = read_manifest(write_csv(tmp_path / "a.csv", f"path,label\n{speech},positive\n"), "audio")
     row = evaluate_audio(manifest, head, "cpu", EmbeddingCache(tmp_path / "cache"))[0]
-    windows = clip_windows(load_audio(DATA / "speech" / "two_cities.flac"))
-    assert len(windows) == 11  # 44 s
+    windows = live_windows(load_audio(DATA / "speech" / "two_cities.flac"))
+    assert len(windows) == 22  # 44.3 s: 21 windows of 4 s every 2 s, then one ending at the end
     expected = head.predict_proba(AudioEmbedder.for_head(head, "cpu").embed(windows)).mean(axis=0) @ head.valence
     assert row.scores[0] == pytest.approx(float(expected), abs=2e-3)
+
+
+@needs_data
+def test_audio_evaluation_gives_the_scores_of_the_live_pipeline(tmp_path: Path):
+    """The faster audio path (cached embeddings, no ASR) scores each recording as `vidsent analyze` does."""
+    from models.heads import load_head
+    from models.training.evaluate import evaluate_audio
+    from pipeline import Engine, PipelineConfig, analyze_file
+
+    ravdess = sorted((DATA / "ravdess").rglob("*.flac"))
+    short = next(p for p in ravdess if audio_length(p) < 3.8)
+    longer = next(p for p in ravdess if audio_length(p) > 4.5)
+    song = sorted((DATA / "music4q").rglob("*.opus"))[0]
+    clips = [short, longer, DATA / "speech" / "beckett.flac", song]
+    manifest = read_manifest(write_manifest(tmp_path / "a.csv", [{"path": str(p), "label": "positive"} for p in clips],
+                                            ["path", "label"]), "audio")
+    row = evaluate_audio(manifest, load_head("audio"), "cpu", EmbeddingCache(tmp_path / "cache"))[0]
+    engine = Engine(asr="tiny.en", device="cpu")
+    try:
+        live = [asyncio.run(analyze_file(p, engine, PipelineConfig())) for p in clips]
+    finally:
+        engine.close()
+    assert [len(r["windows"]) for r in live][:2] == [1, 2]
+    for path, score, result in zip(clips, row.scores, live):
+        assert result["modalities"]["audio"]["available"], path
+        assert score == pytest.approx(result["modalities"]["audio"]["score"], abs=0.01), path.name
+
+
+def audio_length(path: Path) -> float:
+    from models.training.embed_cache import audio_seconds
+
+    return audio_seconds(path)
 
 
 @pytest.mark.parametrize("body, message", [
@@ -397,7 +430,7 @@ def test_compare_reads_the_seed_video_llm_outputs():
 
 
 @needs_data
-def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path):
+def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path, monkeypatch):
     from models.training.evaluate import evaluate_manifest
     from models.fusion import FUSION_METHODS
 
@@ -416,16 +449,49 @@ def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path):
     with open(tmp_path / "eval" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
-    for column in ("audio_score", "visual_score", *(f"fused_{m}_score" for m in FUSION_METHODS)):
+    for column in ("visual_score", *(f"fused_{m}_score" for m in FUSION_METHODS)):
         assert all(0.0 <= float(r[column]) <= 1.0 for r in rows), column
+    assert all(0.0 <= float(r["audio_score"]) <= 1.0 for r in rows[1:]), "the music videos' soundtracks are scored"
     mosi = rows[0]
     assert mosi["text_score"] != "", "the CMU-MOSI clip has speech, so text is scored"
+    # 1.3 s of audio: the live pipeline does not score audio windows under 2 s, and evaluation runs the live pipeline
+    assert mosi["audio_score"] == ""
     # a talking head: the faces were seen, and the visual score lies between its faces and its scene
     faces, scene, visual = (float(mosi[f"{c}_score"]) for c in ("faces", "scene", "visual"))
     assert min(faces, scene) - 1e-3 <= visual <= max(faces, scene) + 1e-3
-    # the clip analysis is cached: a second evaluation does not decode the videos again
-    records = list((tmp_path / "cache" / "records" / "clips").rglob("part-*.parquet"))
+    # the clips' live analyses are cached: a second evaluation runs no pipeline and gives the same table
+    records = list((tmp_path / "cache" / "records" / "live-clips").rglob("part-*.parquet"))
     assert len(records) == 1
+
+    def no_second_run(self, path):
+        raise AssertionError(f"{path} went through the pipeline again")
+
+    monkeypatch.setattr(LiveClipAnalyzer, "_analyze", no_second_run)
+    again = evaluate_manifest(manifest, heads_dir=None, out=tmp_path / "eval2", device="cpu",
+                              cache_root=tmp_path / "cache", folds=None)
+    assert again == table
+
+
+@needs_data
+def test_evaluate_scores_a_clip_exactly_as_analyze_reports_it(tmp_path: Path):
+    """Evaluation of a video is the live pipeline's verdict: the clip-level scores are analyze's summary."""
+    from models.training.evaluate import evaluate_manifest
+    from pipeline import Engine, PipelineConfig, analyze_file
+
+    clip = DATA / "videos" / "vna_original_2.mp4"
+    manifest = read_manifest(write_manifest(tmp_path / "one.csv", [{"path": str(clip), "label": "negative"}],
+                                            ["path", "label"]), "video")
+    evaluate_manifest(manifest, heads_dir=None, out=tmp_path / "eval", device="cpu", cache_root=tmp_path / "cache")
+    with open(tmp_path / "eval" / "predictions.csv") as f:
+        row = next(csv.DictReader(f))
+    engine = Engine(asr="tiny.en", device="cpu")
+    try:
+        analysed = asyncio.run(analyze_file(clip, engine, PipelineConfig()))
+    finally:
+        engine.close()
+    assert len(analysed["windows"]) == 6
+    for modality in ("text", "audio", "visual"):
+        assert float(row[f"{modality}_score"]) == pytest.approx(analysed["modalities"][modality]["score"], abs=1e-3)
 
 
 def _first(folder: Path) -> str:

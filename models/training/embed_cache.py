@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from models.assets import cache_dir, file_sha256
+from stream.media import SAMPLE_RATE
 
 PART_PREFIX = "part-"
 
@@ -199,7 +200,7 @@ def load_audio(path: Path) -> np.ndarray:
     from faster_whisper.audio import decode_audio
 
     try:
-        return np.asarray(decode_audio(str(path), sampling_rate=16000), dtype=np.float32)
+        return np.asarray(decode_audio(str(path), sampling_rate=SAMPLE_RATE), dtype=np.float32)
     except Exception as exc:  # PyAV raises many error types for unreadable media
         raise ValueError(f"cannot decode audio from {path}: {exc}") from exc
 
@@ -224,11 +225,11 @@ def audio_part(audio: np.ndarray, start: float | None, end: float | None) -> np.
     """The samples between start and end seconds (None: the clip's start / end); an empty part is an error."""
     if start is None and end is None:
         return audio
-    a = int(round((start or 0.0) * 16000))
-    b = len(audio) if end is None else int(round(end * 16000))
+    a = int(round((start or 0.0) * SAMPLE_RATE))
+    b = len(audio) if end is None else int(round(end * SAMPLE_RATE))
     part = audio[a:b]
     if len(part) == 0:
-        raise ValueError(f"the part {start}-{end} s is beyond the audio's {len(audio) / 16000:.2f} s")
+        raise ValueError(f"the part {start}-{end} s is beyond the audio's {len(audio) / SAMPLE_RATE:.2f} s")
     return part
 
 
@@ -287,51 +288,6 @@ def embed_manifest(manifest, embedder, cache: EmbeddingCache | None = None, prog
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-def add_embed_arguments(parser) -> None:
-    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/manifest.py for the columns)")
-    parser.add_argument("--modality", required=True, choices=("text", "audio", "visual", "video"))
-    parser.add_argument("--classes", help="comma-separated class names, when the labels are not sentiment classes")
-    parser.add_argument("--label-column", help="the manifest column holding the label")
-    parser.add_argument("--cache", type=Path, help="cache folder (default: $VIDSENT_CACHE/embeddings)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--asr", default="tiny.en", choices=("tiny.en", "base"),
-                        help="Whisper model whose encoder embeds audio (and transcribes video)")
-    parser.add_argument("--heads", type=Path, help="heads folder: a text head's fine-tuned encoder layers are used")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-
-
-def main_embed(args) -> int:
-    from models.training.manifest import ManifestError, read_manifest
-
-    _set_threads(args.threads)
-    classes = args.classes.split(",") if args.classes else None
-    try:
-        manifest = read_manifest(args.manifest, args.modality, classes, args.label_column)
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    cache = EmbeddingCache(args.cache / "embeddings" if args.cache else None)
-    started = time.time()
-    if args.modality == "video":
-        from models.training.evaluate import ClipAnalyzer
-
-        analyzer = ClipAnalyzer(device=args.device, asr=args.asr, heads_dir=args.heads, cache=cache)
-        analyzer.features([it.path for it in manifest.items], [it.text for it in manifest.items])
-        print(f"analysed {len(manifest.items)} clips in {time.time() - started:.1f}s", file=sys.stderr)
-        return 0
-    delta = text_delta_of(args.heads) if args.modality == "text" else None
-    embedder = make_embedder(args.modality, args.device, args.asr, delta)
-    try:
-        X = embed_manifest(manifest, embedder, cache)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{len(X)} {args.modality} embeddings ({X.shape[1]}-d, {embedder.model_id}) in "
-          f"{time.time() - started:.1f}s, cached under {cache.folder(args.modality, embedder.model_id)}",
-          file=sys.stderr)
-    return 0
-
-
 def text_delta_of(heads_dir: Path | None, name: str = "text") -> Path | None:
     """The fine-tuned encoder file the text head in heads_dir was trained with, if any."""
     from models.heads import load_head
@@ -340,12 +296,6 @@ def text_delta_of(heads_dir: Path | None, name: str = "text") -> Path | None:
     if head is None or not head.card.get("encoder_delta"):
         return None
     return head.sibling(head.card["encoder_delta"])
-
-
-def _set_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, n))
 
 
 class RecordCache:

@@ -16,7 +16,6 @@ import csv
 import itertools
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,12 +23,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.base import MODALITIES, ModalityScore, label_for
+from models.training.clips import LiveClipAnalyzer, clip_scores
 from models.training.embed_cache import EmbeddingCache, RecordCache, embed_manifest, file_key, load_audio
 from models.fusion import FUSION_METHODS, FusedScore, FusionParams, fuse
 from models.training.fusion_fit import cross_validated_fusion, fit_fusion
 from models.heads import Head, load_head
 from models.training.manifest import Manifest, ManifestError, ManifestItem, read_manifest
 from models.training.metrics import classification_summary, rounded
+from stream.media import SAMPLE_RATE
 
 HEAD_FOR = {"text": "text", "audio": "audio", "visual": "scene"}
 VADER_POSITIVE_AT, VADER_NEGATIVE_AT = 0.05, -0.05  # VADER's own thresholds for its 3-way label
@@ -119,35 +120,50 @@ def evaluate_text(manifest: Manifest, head: Head | None, device: str, cache: Emb
 
 
 def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache) -> list[Scored]:
-    """An item longer than one and a half live windows is scored as the live pipeline would: window by window (4 s),
-    its class probabilities averaged."""
+    """Each item scored as the live pipeline scores its audio: a whole recording in the pipeline's windows
+    (stream.windows.window_spans), an item with start/end as one window of that span; windows the live scorer
+    leaves unscored (too short, silence: models.audio.unscorable) are left out, and the item's class probabilities
+    are the mean over the rest (an item with none is missing). The same scores as `vidsent analyze`'s audio
+    (tests/test_train_evaluate.py compares them), from cached embeddings and without speech recognition."""
     if head is None:
         raise ValueError("no audio head to evaluate: train one or pass --heads")
     from dataclasses import replace
 
-    from models.audio import AudioEmbedder, window_spans
-    from models.training.embed_cache import audio_seconds
+    from models.audio import AudioEmbedder, unscorable
+    from models.training.embed_cache import audio_part
+    from stream.windows import window_spans
 
     parts: list[ManifestItem] = []
     owner: list[int] = []
+    decoded: tuple[Path | None, np.ndarray | None] = (None, None)  # items of one recording are read once
     for i, item in enumerate(manifest.items):
-        if item.start is None and item.end is None:
+        if decoded[0] != item.path:
             try:
-                spans = window_spans(audio_seconds(item.path))
+                decoded = (item.path, load_audio(item.path))
             except ValueError as exc:
                 raise ValueError(f"{manifest.path}: row {item.row}: {exc}") from exc
+        audio = decoded[1]
+        if item.start is None and item.end is None:
+            seconds = len(audio) / SAMPLE_RATE
+            spans = [(None, None) if (t0, t1) == (0.0, seconds) else (t0, t1) for t0, t1 in window_spans(seconds)]
         else:
             spans = [(item.start, item.end)]
         for start, end in spans:
-            parts.append(item if (start, end) == (item.start, item.end) else replace(item, start=start, end=end))
-            owner.append(i)
+            if unscorable(audio_part(audio, start, end)) is None:
+                parts.append(item if (start, end) == (item.start, item.end) else replace(item, start=start, end=end))
+                owner.append(i)
     X = embed_manifest(Manifest(manifest.path, manifest.modality, manifest.classes, parts),
                        AudioEmbedder.for_head(head, device), cache)
-    owner_of = np.asarray(owner)
+    owner_of = np.asarray(owner, dtype=np.int64)
+    counts = np.bincount(owner_of, minlength=len(manifest.items))
     proba = np.zeros((len(manifest.items), len(head.classes)))
-    np.add.at(proba, owner_of, head.predict_proba(X))
-    proba /= np.bincount(owner_of, minlength=len(manifest.items))[:, None]
-    return [_proba_row("audio", head, proba, manifest.classes)]
+    if len(parts):
+        np.add.at(proba, owner_of, head.predict_proba(X))
+    proba /= np.maximum(counts, 1)[:, None]
+    row = _proba_row("audio", head, proba, manifest.classes)
+    for i in np.flatnonzero(counts == 0):  # nothing the live scorer would score: missing, as live
+        row.scores[i], row.labels[i] = None, None
+    return [row]
 
 
 def _head_row(name: str, head: Head, X: np.ndarray, classes: Sequence[str]) -> Scored:
@@ -205,157 +221,6 @@ def _frame_from_json(record: dict[str, Any], scene: np.ndarray):
     size = tuple(record["size"])
     return FrameAnalysis(faces=faces, face_valence=_weighted_valence(faces, size), scene_embedding=scene,
                          image_size=size)
-
-
-# ------------------------------------------------------------------------------------------------- videos
-class ClipAnalyzer:
-    """Clip-level features of whole videos, cached: the transcript (Whisper), the soundtrack's audio embedding and
-    level, and sampled frames' faces and mean scene embedding. Scoring them with heads is then cheap."""
-
-    def __init__(self, device: str = "auto", asr: str = "tiny.en", heads_dir: Path | None = None,
-                 cache: EmbeddingCache | None = None, records: RecordCache | None = None, fps: float = 1.0):
-        self.device, self.asr, self.fps = device, asr, fps
-        self.heads_dir = heads_dir
-        self.cache = cache or EmbeddingCache()
-        self.records = records or RecordCache(self.cache.root.parent / "records")
-        self._models: dict[str, Any] = {}
-
-    def _model(self, name: str):
-        if name not in self._models:
-            if name == "whisper":
-                from models.whisper import load_whisper
-
-                self._models[name] = load_whisper(self.asr, self.device)
-            elif name == "audio":
-                from models.audio import AudioEmbedder
-
-                self._models[name] = AudioEmbedder.for_head(load_head("audio", self.heads_dir), self.device)
-            elif name == "visual":
-                from models.visual import VisualAnalyzer
-
-                self._models[name] = VisualAnalyzer(self.device)
-        return self._models[name]
-
-    @property
-    def settings_id(self) -> str:
-        from models.audio import CLIP_WINDOW_S
-        from models.visual import SceneEmbedder
-
-        audio_id = self._model("audio").model_id
-        return (f"clip|asr={self.asr}|audio={audio_id}|audio-windows={CLIP_WINDOW_S}s|scene={SceneEmbedder.model_id}"
-                f"|faces=full|fps={self.fps}")
-
-    def features(self, paths: list[Path], transcripts: list[str | None] | None = None) -> list[dict[str, Any]]:
-        transcripts = transcripts or [None] * len(paths)
-        keys = [file_key(p) for p in paths]
-        found = self.records.load("clips", self.settings_id)
-        todo = [(k, p) for k, p in dict(zip(keys, paths)).items() if k not in found]
-        started = time.time()
-        for n, (key, path) in enumerate(todo):
-            found[key] = self._analyse(path)
-            self.records.add("clips", self.settings_id, {key: found[key]})
-            print(f"clips: {n + 1}/{len(todo)} analysed ({time.time() - started:.0f}s)", file=sys.stderr, flush=True)
-        if todo:
-            self.records.compact("clips", self.settings_id)
-        out = []
-        for key, given in zip(keys, transcripts):
-            record = dict(found[key])
-            if given:
-                record["transcript"] = given
-            out.append(record)
-        return out
-
-    def _analyse(self, path: Path) -> dict[str, Any]:
-        from models.audio import MIN_SECONDS, active_level_db, clip_windows
-
-        record: dict[str, Any] = {"transcript": "", "audio_windows": [], "audio_levels": [], "frames": [],
-                                  "scene": None}
-        try:
-            audio = load_audio(path)
-        except ValueError:
-            audio = np.zeros(0, dtype=np.float32)
-        if len(audio) >= MIN_SECONDS * 16000:
-            # the soundtrack is embedded window by window, as the live pipeline scores it
-            windows = clip_windows(audio)
-            record["audio_levels"] = [active_level_db(w) for w in windows]
-            record["audio_windows"] = self._model("audio").embed(windows).tolist()
-            segments, _ = self._model("whisper").transcribe(audio, beam_size=1, vad_filter=True,
-                                                            condition_on_previous_text=False)
-            record["transcript"] = " ".join(s.text.strip() for s in segments).strip()
-        images = sample_frames(path, self.fps)
-        if images:
-            analyses = self._model("visual").analyze(images)
-            record["frames"] = [{"faces": [_face_json(f) for f in a.faces], "size": list(a.image_size)}
-                                for a in analyses]
-            record["scene"] = np.mean([a.scene_embedding for a in analyses], axis=0).tolist()
-        return record
-
-
-def sample_frames(path: Path, fps: float, max_frames: int = 120) -> list[np.ndarray]:
-    """RGB frames of a video, one every 1/fps seconds of media time (none when it has no video stream)."""
-    import av
-
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return []
-            stream = container.streams.video[0]
-            next_t = 0.0
-            for frame in container.decode(stream):
-                t = frame.time if frame.time is not None else next_t
-                if t + 1e-6 >= next_t:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                    next_t = t + 1.0 / fps
-                    if len(frames) >= max_frames:
-                        break
-    except av.FFmpegError:
-        return frames
-    return frames
-
-
-def score_clips(records: list[dict[str, Any]], heads_dir: Path | None, device: str) -> dict[str, list[ModalityScore]]:
-    """Per-modality ModalityScores of analysed clips with the heads from heads_dir (as the live scorers would)."""
-    from models.audio import SILENCE_DBFS
-    from models.text import TextEmbedder, TextScorer
-    from models.visual import VisualScorer
-
-    text_head, audio_head, scene_head = (load_head(HEAD_FOR[m], heads_dir) for m in MODALITIES)
-    text_scorer = TextScorer(TextEmbedder(device) if text_head is not None else None, text_head)
-    text = text_scorer.score([r["transcript"] for r in records])
-    audio: list[ModalityScore] = []
-    for r in records:
-        sounding = [np.asarray(x, np.float32) for x, level in zip(r["audio_windows"], r["audio_levels"])
-                    if level >= SILENCE_DBFS]
-        if not r["audio_windows"]:
-            audio.append(ModalityScore.missing("no audio"))
-        elif not sounding:
-            audio.append(ModalityScore.missing("silence"))
-        elif audio_head is None:
-            audio.append(ModalityScore.missing("no audio head"))
-        else:
-            # a clip's audio score is the mean over its sounding windows, as a stream's rolling score would be
-            audio.append(ModalityScore.of(float(np.mean(audio_head.positivity(np.stack(sounding))))))
-    visual_scorer = VisualScorer(None, scene_head)
-    visual = []
-    for r in records:
-        if not r["frames"]:
-            visual.append(ModalityScore.missing("no frames"))
-            continue
-        scene = np.asarray(r["scene"], dtype=np.float32)
-        visual.append(visual_scorer.score([_frame_from_json(f, scene) for f in r["frames"]]))
-    return {"text": text, "audio": audio, "visual": visual}
-
-
-def visual_part_rows(visual: list[ModalityScore], classes: Sequence[str]) -> list[Scored]:
-    """The two halves of the visual score on their own: the faces' valence (clips where a face was seen) and the
-    scene head's positivity, read from the visual scores' details."""
-    def part(key: str, reason: str) -> list[ModalityScore]:
-        return [ModalityScore.of(float(s.details[key])) if s.available and key in s.details
-                else ModalityScore.missing(reason) for s in visual]
-
-    return [scored_from_modality("faces", part("face_valence", "no face"), classes),
-            scored_from_modality("scene", part("scene_score", "no scene score"), classes)]
 
 
 # ------------------------------------------------------------------------------------------------- fusion table
@@ -514,11 +379,11 @@ def evaluate_manifest(manifest: Manifest, *, heads_dir: Path | None, out: Path, 
     elif manifest.modality == "visual":
         rows = evaluate_images(manifest, head, device, cache, records)
     else:
-        analyzer = ClipAnalyzer(device, asr, heads_dir, cache, records)
-        clip_records = analyzer.features([it.path for it in manifest.items], [it.text for it in manifest.items])
-        per_modality = score_clips(clip_records, heads_dir, device)
-        rows = [scored_from_modality(m, per_modality[m], classes) for m in MODALITIES]
-        rows += visual_part_rows(per_modality["visual"], classes)
+        analyzer = LiveClipAnalyzer(device=device, asr=asr, heads_dir=heads_dir, records=records)
+        clip_records = analyzer.records_of([it.path for it in manifest.items])
+        per_modality = clip_scores(clip_records, [it.text for it in manifest.items], heads_dir, device)
+        rows = [scored_from_modality(m, per_modality[m], classes) for m in (*MODALITIES, "faces", "scene")]
+        per_modality = {m: per_modality[m] for m in MODALITIES}
         fusion_rows_, fused_full = fusion_rows(per_modality, truth, classes, fusion_params, folds)
         rows += fusion_rows_
         fusion_desc = ("given (" + str(fusion_params.card.get("source", "file")) + ")") if fusion_params else \
