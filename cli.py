@@ -181,6 +181,8 @@ async def _watch_remote(args, printer: LivePrinter) -> int:
 
 
 def main_watch(args) -> int:
+    from client.ws_client import VidsentError
+
     printer = LivePrinter()
     runner = _watch_remote if args.server else _watch_in_process
     try:
@@ -189,6 +191,9 @@ def main_watch(args) -> int:
         return 130
     except (OSError, ConnectionError) as exc:
         print(f"vidsent watch: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+    except VidsentError as exc:  # the server refused the request
+        print(f"vidsent watch: {exc}", file=sys.stderr)
         return 1
 
 

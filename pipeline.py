@@ -43,7 +43,6 @@ class PipelineConfig:
     window_s: float = 4.0
     hop_s: float = 2.0
     sample_fps: float = 2.0  # frames sampled per second of media for the visual scorer
-    fusion: str = "weighted"
     half_life_s: float = 6.0  # of the rolling EMA, in media seconds
     asr_step_s: float = 1.0  # new audio per ASR pass at real-time pace
     asr_fast_step_s: float = 5.0  # new audio per ASR pass when a file is replayed as fast as possible
@@ -60,13 +59,13 @@ class PipelineConfig:
 class Engine:
     """The models of one process, loaded once and shared by all streams, and the two worker threads that run them.
 
-    A plain container: `scorers` (models.scoring.ScorerSet) and `transcriber` (step_s → an IncrementalASR-like
-    object with insert_audio/process/finish/pending_audio_s/step_s). Without them it builds the real ones from
+    A plain container: `scorers` (models.scoring.ScorerSet) and `transcriber` ((step_s, realtime) → an
+    IncrementalASR-like object with insert_audio/process/finish/pending_audio_s/step_s). Without them it builds the real ones from
     the options; tests pass fakes and run pipelines without any model."""
 
     def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
                  fusion: str = "weighted", scorers: ScorerSet | None = None,
-                 transcriber: Callable[[float], Any] | None = None):
+                 transcriber: Callable[[float, bool], Any] | None = None):
         if scorers is None or transcriber is None:
             from models.assets import configure_runtime
 
@@ -81,8 +80,8 @@ class Engine:
         self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-asr")
         self.score_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-score")
 
-    def new_asr(self, step_s: float):
-        return self.transcriber(step_s)
+    def new_asr(self, step_s: float, realtime: bool = True):
+        return self.transcriber(step_s, realtime)
 
     async def in_asr_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.asr_pool, fn, *args)
@@ -95,12 +94,12 @@ class Engine:
         self.score_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _whisper_transcriber(size: str, device: str) -> Callable[[float], Any]:
+def _whisper_transcriber(size: str, device: str) -> Callable[[float, bool], Any]:
     from models.whisper import load_whisper
     from stream.asr import IncrementalASR
 
     whisper = load_whisper(size, device)
-    return lambda step_s: IncrementalASR(whisper, step_s=step_s)
+    return lambda step_s, realtime: IncrementalASR(whisper, step_s=step_s, catch_up=realtime)
 
 
 class _Overall:
@@ -145,7 +144,8 @@ class StreamPipeline:
         cfg = self.config
         self.ring = AudioRing(capacity_s=max(60.0, 4 * cfg.window_s))
         self.frames_waiting = FrameQueue(cfg.frame_backlog)
-        self.frame_results: TimedResults = TimedResults(keep_s=3 * cfg.window_s)
+        # as long as the ring: a replay as fast as possible analyses frames up to half a ring ahead of the windows
+        self.frame_results: TimedResults = TimedResults(keep_s=self.ring.capacity / self.ring.sample_rate)
         self.words = WordStore(keep_s=max(60.0, 4 * cfg.window_s))
         self.pending_words: list[Word] = []
         self.transcript_log: deque[str] = deque(maxlen=2000)
@@ -155,7 +155,8 @@ class StreamPipeline:
         self.asr = None
         self.audio_end = 0.0
         self.video_end = -1.0
-        self.asr_until = 0.0
+        self.asr_until = 0.0  # media time the ASR has transcribed up to
+        self.asr_final_until = 0.0  # media time before which the transcript will not change any more
         self.frames_inflight_t: float | None = None
         self.eof = False
         self.end_reason = "eof"
@@ -202,7 +203,8 @@ class StreamPipeline:
         self.emit(StatusMessage(self.stream_id, "running", source=self.info.to_json(),
                                 detail=self._missing_tracks_detail()))
         if self.info.has_audio:
-            self.asr = self.engine.new_asr(self.config.asr_step_s if self.realtime else self.config.asr_fast_step_s)
+            self.asr = self.engine.new_asr(self.config.asr_step_s if self.realtime else self.config.asr_fast_step_s,
+                                           self.realtime)
         workers = [asyncio.create_task(self._ingest(), name=f"{self.stream_id}-ingest"),
                    asyncio.create_task(self._windows(), name=f"{self.stream_id}-windows"),
                    asyncio.create_task(self._status_loop(), name=f"{self.stream_id}-status")]
@@ -265,7 +267,7 @@ class StreamPipeline:
                     self.video_end = max(self.video_end, item.t)
                 elif isinstance(item, SourceEvent):
                     self.state = "reconnecting" if item.state == "reconnecting" else "running"
-                    self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.frames_waiting.dropped,
+                    self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.dropped_frames,
                                             self.watermark, item.detail))
                 self._arrivals.append((self.watermark, time.monotonic()))
                 await self._notify()
@@ -287,7 +289,7 @@ class StreamPipeline:
         step = self.asr.step_s
         while True:
             await self._wait_for(lambda: self.eof or self.asr.pending_audio_s >= step)
-            if self.eof:
+            if self.eof and self.asr.pending_audio_s < step:  # full steps first: the same passes every replay
                 update = await self.engine.in_asr_thread(self.asr.finish)
                 self._take_asr_update(update, final=True)
                 await self._notify()
@@ -310,6 +312,8 @@ class StreamPipeline:
                                         round(update.pending[-1].end, 3), join_words(update.pending), False))
         self.pending_words = list(update.pending)
         self.asr_until = self.audio_end if final else max(self.asr_until, update.processed_until)
+        settled = update.processed_until if update.final_until is None else update.final_until
+        self.asr_final_until = self.audio_end if final else max(self.asr_final_until, settled)
 
     async def _analyze_frames(self) -> None:
         while True:
@@ -338,7 +342,11 @@ class StreamPipeline:
         return self.eof or self.video_end >= t1 - 1.0 / self.config.sample_fps
 
     def _asr_ready(self, t1: float) -> bool:
-        return self.asr is None or self.asr_until >= t1 - 0.05
+        """Live, a window needs the audio up to its end transcribed (its tail may still be unconfirmed words); a
+        file replayed as fast as possible waits until its words can no longer change, so a replay is repeatable."""
+        if self.asr is None:
+            return True
+        return (self.asr_until if self.realtime else self.asr_final_until) >= t1 - 0.05
 
     async def _windows(self) -> None:
         while True:
@@ -399,13 +407,18 @@ class StreamPipeline:
                 return round(time.monotonic() - wall, 3)
         return None
 
+    @property
+    def dropped_frames(self) -> int:
+        """Sampled frames dropped by policy: waiting for the visual scorer, or at the source itself."""
+        return self.frames_waiting.dropped + self.source.dropped_frames
+
     def _lag(self) -> float:
         return round(max(0.0, self.watermark - self.schedule.next_span()[2]), 3)
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.status_every_s)
-            self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.frames_waiting.dropped,
+            self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.dropped_frames,
                                     round(self.watermark, 3)))
 
     def _summary(self) -> dict:
@@ -422,7 +435,7 @@ class StreamPipeline:
             "fused": fused.to_json(),
             "rolling": self._rolling_json(self.rolling.score),
             "modalities": {m: s.to_json() for m, s in modalities.items()},
-            "dropped_frames": self.frames_waiting.dropped,
+            "dropped_frames": self.dropped_frames,
             "transcript": " ".join(self.transcript_log),
         }
 

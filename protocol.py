@@ -143,11 +143,19 @@ SERVER_MESSAGES: dict[str, type[Message]] = {
 }
 
 
-class ProtocolError(ValueError):
+class CodedError(Exception):
+    """An error with a stable `code` (the protocol's error codes, see the README) and a message for people: the
+    one shape of every error that reaches a client (ProtocolError, stream.sources.SourceError, the client's
+    VidsentError)."""
+
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ProtocolError(CodedError, ValueError):
+    """A request that does not follow the protocol (code bad_request), or a message a client cannot parse."""
 
 
 def parse_message(data: str | bytes | dict) -> Message:

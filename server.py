@@ -105,7 +105,6 @@ class Subscriber:
         self.id = next(self._ids)
         self.ws = ws
         self.outbox: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE)
-        self.streams: set[str] = set()
         self.too_slow = False
         self.writer = asyncio.create_task(self._write())
 
@@ -385,9 +384,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--asr", default="tiny.en", choices=["tiny.en", "base"], help="Whisper model for speech")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--heads", default=None, metavar="DIR", help="folder of trained heads (default: shipped)")
+    from models.assets import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--fusion", default="weighted", choices=["weighted", "vote", "product", "stacking"])
     parser.add_argument("--window", type=float, default=4.0, help="window length in seconds (default 4)")
     parser.add_argument("--hop", type=float, default=2.0, help="window hop in seconds (default 2)")
@@ -396,8 +395,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
-    return PipelineConfig(window_s=args.window, hop_s=args.hop, half_life_s=args.half_life, fusion=args.fusion,
-                          sample_fps=args.fps)
+    return PipelineConfig(window_s=args.window, hop_s=args.hop, half_life_s=args.half_life, sample_fps=args.fps)
 
 
 def webrtc_settings(args: argparse.Namespace) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.assets import add_model_arguments  # noqa: E402
 from pipeline import Engine, PipelineConfig, StreamPipeline  # noqa: E402
 from protocol import StatusMessage, TranscriptMessage, WindowMessage  # noqa: E402
 from stream.sources import FileSource  # noqa: E402
@@ -79,8 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file")
     parser.add_argument("--streams", type=int, default=1)
-    parser.add_argument("--asr", default="tiny.en", choices=["tiny.en", "base"])
-    parser.add_argument("--device", default="auto")
+    add_model_arguments(parser, heads=False)
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 
+from models.assets import add_model_arguments  # noqa: E402
 from pipeline import Engine, PipelineConfig  # noqa: E402
 from protocol import StatusMessage, TranscriptMessage, WindowMessage  # noqa: E402
 from server import SourcePolicy, StreamHub, serve_forever  # noqa: E402
@@ -92,7 +93,7 @@ async def main_async(args) -> None:
             await asyncio.sleep(args.seconds)
             cpu = time.process_time() - cpu_start
             media = live.pipeline.watermark
-            dropped = live.pipeline.frames_waiting.dropped
+            dropped = live.pipeline.dropped_frames
             arrivals = list(live.pipeline._arrivals)
             await browser.close()
     for _ in range(100):
@@ -125,8 +126,7 @@ def main() -> None:
     parser.add_argument("--audio", default=str(DATA / "speech" / "two_cities.flac"))
     parser.add_argument("--video", default=str(DATA / "videos" / "vna_original_2.mp4"))
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--asr", default="tiny.en", choices=["tiny.en", "base"])
-    parser.add_argument("--device", default="auto")
+    add_model_arguments(parser, heads=False)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     asyncio.run(main_async(parser.parse_args()))

@@ -17,17 +17,17 @@ from typing import AsyncIterator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import (EndMessage, ErrorMessage, HelloMessage, MediaMessage, Message, StreamsMessage,
+from protocol import (CodedError, EndMessage, ErrorMessage, HelloMessage, MediaMessage, Message, StreamsMessage,
                       SubscribedMessage, WebRTCAnswerMessage, parse_message)
 
 log = logging.getLogger(__name__)
 
 
-class VidsentError(RuntimeError):
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{message} [{code}]")
-        self.code = code
-        self.message = message
+class VidsentError(CodedError):
+    """The server answered a request with an `error`."""
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.code}]"
 
 
 class VidsentClient:

@@ -122,3 +122,21 @@ def configure_runtime(device: str = "auto") -> str:
 
     torch.set_num_threads(1)
     return resolve_device(device)
+
+
+ASR_MODELS = ("tiny.en", "base")
+
+
+def add_model_arguments(parser, *, asr: bool = True, heads: bool = True, threads: bool = False,
+                        asr_help: str = "Whisper model for speech (default tiny.en)") -> None:
+    """The options every command that loads models shares, defined once: --device, --asr, --heads, --threads."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where models run: auto (a GPU when torch sees one), cpu or cuda")
+    if asr:
+        parser.add_argument("--asr", default="tiny.en", choices=ASR_MODELS, help=asr_help)
+    if heads:
+        parser.add_argument("--heads", type=Path, default=None, metavar="DIR",
+                            help="folder of trained heads (default: the shipped models/default_heads)")
+    if threads:
+        parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -50,34 +50,16 @@ class FrameAnalyzer(Protocol):
         """One analysis per RGB frame, in order."""
 
 
-class TextWindowScorer:
-    modality = "text"
+class WindowPartScorer:
+    """A modality scorer as a `Scorer`: hands it the part of each window it reads. `batched` scorers take the parts
+    of all windows in one call (text: transcripts, audio: clips); the visual scorer pools one window's frames."""
 
-    def __init__(self, scorer):  # models.text.TextScorer
-        self.scorer = scorer
-
-    def score_batch(self, windows: Sequence[WindowParts]) -> list[ModalityScore]:
-        return self.scorer.score([w.transcript for w in windows])
-
-
-class AudioWindowScorer:
-    modality = "audio"
-
-    def __init__(self, scorer):  # models.audio.AudioScorer
-        self.scorer = scorer
+    def __init__(self, modality: str, scorer, part: Callable[[WindowParts], Any], batched: bool = True):
+        self.modality, self.scorer, self.part, self.batched = modality, scorer, part, batched
 
     def score_batch(self, windows: Sequence[WindowParts]) -> list[ModalityScore]:
-        return self.scorer.score([w.audio for w in windows])
-
-
-class VisualWindowScorer:
-    modality = "visual"
-
-    def __init__(self, scorer):  # models.visual.VisualScorer
-        self.scorer = scorer
-
-    def score_batch(self, windows: Sequence[WindowParts]) -> list[ModalityScore]:
-        return [self.scorer.score(w.frames) for w in windows]
+        parts = [self.part(w) for w in windows]
+        return self.scorer.score(parts) if self.batched else [self.scorer.score(p) for p in parts]
 
 
 @dataclass
@@ -134,8 +116,10 @@ def build_scorers(device: str, heads_dir: Path | None = None, fusion: str = "wei
     visual = VisualScorer(analyzer, matching_head(load_head("scene", heads_dir), analyzer.scene))
     fusion_file = (heads_dir or DEFAULT_HEADS_DIR) / "fusion.json"
     params = FusionParams.load(fusion_file) if fusion_file.exists() else None
-    return ScorerSet(TextWindowScorer(text), AudioWindowScorer(audio), VisualWindowScorer(visual), analyzer,
-                     fusion, params)
+    return ScorerSet(WindowPartScorer("text", text, lambda w: w.transcript),
+                     WindowPartScorer("audio", audio, lambda w: w.audio),
+                     WindowPartScorer("visual", visual, lambda w: w.frames, batched=False),
+                     analyzer, fusion, params)
 
 
 def matching_head(head, embedder):

@@ -18,24 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.visual import (ExpressionModel, FaceDetector, SceneEmbedder, EMOTIONS, face_valence,  # noqa: E402
                            load_image, resize)
+from stream.sources import sample_video  # noqa: E402
 
 
 def sample_frames(path: Path, fps: float, max_frames: int) -> list[tuple[float, np.ndarray]]:
+    """A still image, or the frames the live pipeline would sample from a video at `fps` (<= 640 px)."""
     if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
         return [(0.0, load_image(path))]
-    frames: list[tuple[float, np.ndarray]] = []
-    next_t = 0.0
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            t = float(frame.time or 0.0)
-            if t + 1e-6 >= next_t:
-                frames.append((t, frame.to_ndarray(format="rgb24")))
-                next_t += 1.0 / fps
-                if len(frames) >= max_frames:
-                    break
-    return frames
+    return [(f.t, f.image) for f in sample_video(path, fps, max_frames)]
 
 
 def draw_boxes(image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from models.assets import cache_dir  # noqa: E402
+from models.assets import add_model_arguments, cache_dir  # noqa: E402
 from models.training.embed_cache import audio_seconds  # noqa: E402
 from models.training.manifest import read_manifest, write_manifest  # noqa: E402
 
@@ -436,8 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "default_heads")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--only", default=",".join(STEPS[:4]), help="comma-separated steps: " + ", ".join(STEPS))
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=2)
+    add_model_arguments(parser, asr=False, heads=False, threads=True)
     parser.add_argument("--text-layers", type=int, default=6, help="top MiniLM layers fine-tuned for the text head")
     parser.add_argument("--text-epochs", type=int, default=3)
     parser.add_argument("--text-lr", type=float, default=5e-5)

@@ -42,6 +42,7 @@ class AsrUpdate:
     pending: list[Word]  # the current unconfirmed hypothesis after everything committed
     processed_until: float  # media time up to which audio has been transcribed
     compute_s: float = 0.0  # wall-clock seconds the pass took
+    final_until: float | None = None  # media time before which the transcript will not change any more
 
 
 @dataclass
@@ -262,12 +263,16 @@ class IncrementalASR:
         prompt_chars: int = 200,
         use_prompt: bool = False,
         encoder_window_s: float = 20.0,
+        catch_up: bool = True,
     ) -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
         if max_buffer_s < 4 * pause_s or max_buffer_s > 25:
             raise ValueError(f"max_buffer_s must lie between {4 * pause_s:.1f} and 25 s, got {max_buffer_s}")
         self.step_s = step_s
+        # Live, a pass that fell behind takes up to twice the step to catch up. A file replayed as fast as possible
+        # (catch_up=False) takes exactly one step per pass: the same passes, so the same transcript, every run.
+        self.catch_up = catch_up
         self.pause_s = pause_s
         self.max_buffer_s = max_buffer_s
         self.soft_buffer_s = 0.6 * max_buffer_s
@@ -350,6 +355,8 @@ class IncrementalASR:
             pending=list(self._pending),
             processed_until=self._buffer_end() if self._buffer_t0 is not None else (self._next_t or 0.0),
             compute_s=time.perf_counter() - started,
+            # audio before the buffer is never heard again: its words are committed or gone
+            final_until=self._buffer_t0 if self._buffer_t0 is not None else (self._next_t or 0.0),
         )
 
     def _queued_s(self) -> float:
@@ -357,9 +364,9 @@ class IncrementalASR:
             return self._queue.samples / SAMPLE_RATE
 
     def _take_limit_s(self) -> float:
-        # Catch up at up to twice the step when behind, but never grow the buffer past its cap.
+        # Catch up at up to twice the step when behind (live), but never grow the buffer past its cap.
         room = self.max_buffer_s - len(self._buffer) / SAMPLE_RATE
-        return max(min(2 * max(self.step_s, 1.0), room), 0.5)
+        return max(min(2 * max(self.step_s, 1.0) if self.catch_up else self.step_s, room), 0.5)
 
     def _buffer_end(self) -> float:
         assert self._buffer_t0 is not None

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import av
 import numpy as np
 
+from protocol import CodedError
 from stream.media import SAMPLE_RATE, AudioChunk, VideoFrame
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,8 @@ MAX_CONSECUTIVE_DECODE_ERRORS = 50
 TEXT_FORMATS = {"tty", "srt", "ass", "webvtt", "subviewer", "microdvd", "jacosub", "sami", "lrc"}
 
 
-class SourceError(Exception):
+class SourceError(CodedError):
     """A source could not be opened or read. `code` is stable and goes into the protocol's `error` message."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,6 @@ class SourceEvent:
 
     state: str
     detail: str
-    attempt: int = 0
 
 
 def _frame_size(width: int, height: int) -> tuple[int, int]:
@@ -143,6 +138,29 @@ class FrameSampler:
             self._sizes[source_size] = _frame_size(*source_size)
         width, height = self._sizes[source_size]
         return VideoFrame(t, frame.to_ndarray(format="rgb24", width=width, height=height))
+
+
+def sample_video(path: str | Path, sample_fps: float, max_frames: int | None = None) -> list[VideoFrame]:
+    """The frames the live pipeline samples from a file's video (FrameSampler on media time), decoded at once; none
+    when it has no video. For measurements and scripts: a stream decodes through FileSource."""
+    frames: list[VideoFrame] = []
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            return frames
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        sampler, origin = FrameSampler(sample_fps), None
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            origin = t if origin is None else origin
+            item = sampler.sample(frame, t - origin)
+            if item is not None:
+                frames.append(item)
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    return frames
 
 
 class _Decoder:
@@ -233,6 +251,7 @@ class MediaSource:
     kind = "source"
     realtime = True  # a live source, or a file replayed at real-time pace
     end_reason = "eof"  # why the items ended when they end without an error ("stopped": the peer hung up)
+    dropped_frames = 0  # sampled frames the source itself dropped because the pipeline did not take them
 
     async def open(self) -> SourceInfo:
         raise NotImplementedError
@@ -403,12 +422,12 @@ class RtspSource(MediaSource):
                         raise SourceError("source_lost", f"{redact_url(self.url)} gave no media for {self.give_up_s:.0f} s")
                     attempt += 1
                     delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** (attempt - 1))
-                    yield SourceEvent("reconnecting", f"reconnecting in {delay:.1f} s", attempt)
+                    yield SourceEvent("reconnecting", f"reconnecting in {delay:.1f} s")
                     await asyncio.sleep(delay)
                     try:
                         decoder = await self._connect(self._last_t)
                         self._decoder = decoder
-                        yield SourceEvent("reconnected", f"reconnected after {attempt} attempt(s)", attempt)
+                        yield SourceEvent("reconnected", f"reconnected after {attempt} attempt(s)")
                         attempt = 0
                     except (SourceError, asyncio.TimeoutError) as exc:
                         log.info("RTSP reconnect %d failed: %s", attempt, exc)

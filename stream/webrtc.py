@@ -126,8 +126,6 @@ class WebRTCSource(MediaSource):
         self.first_frame_timeout_s = first_frame_timeout_s
         self.tracks: dict[str, MediaStreamTrack] = {}
         self.info: SourceInfo | None = None
-        self.end_reason = "eof"
-        self.dropped_frames = 0  # sampled frames dropped because the pipeline did not take them (never audio)
         self._items: asyncio.Queue = asyncio.Queue(ITEM_QUEUE)
         self._readers: list[asyncio.Task] = []
         self._settled = asyncio.Event()  # the connection is up, failed or closed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,10 +16,23 @@ VIDEOS = DATA / "videos"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/rtsp_server.py
 
 
+REQUIRE_DATA = os.environ.get("VIDSENT_REQUIRE_DATA") == "1"  # CI: real data must be there, no test may skip for it
+
+
+def pytest_configure(config):
+    if REQUIRE_DATA and not DATA.is_dir():
+        raise pytest.UsageError(f"VIDSENT_REQUIRE_DATA=1 but the real data is not at {DATA}")
+
+
 def need_data(*parts: str) -> Path:
+    """The path of real test data under ../shared/data; the test skips (fails under VIDSENT_REQUIRE_DATA=1) when it
+    is absent."""
     path = DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real test media not found at {path} (the repo never ships it; CI has ../shared/data)")
+        message = f"real test media not found at {path} (the repo never ships it; CI has ../shared/data)"
+        if REQUIRE_DATA:
+            pytest.fail(message + " and VIDSENT_REQUIRE_DATA=1")
+        pytest.skip(message)
     return path
 
 

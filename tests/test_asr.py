@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DATA, need_data
 from stream.asr import AsrUpdate, IncrementalASR, agreed_prefix_length, normalise_text, word_error_rate
 from stream.media import SAMPLE_RATE, Word
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPEECH = DATA / "speech"
 TWO_CITIES = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, "
@@ -31,9 +31,7 @@ MUSIC_CLIP = DATA / "music4q" / "Q1" / "MT0001586807.opus"
 
 
 def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real test media not found at {path} (the repo never ships it; CI has ../shared/data)")
-    return path
+    return need_data(*path.relative_to(DATA).parts)
 
 
 def decode(path: Path, seconds: float | None = None) -> np.ndarray:

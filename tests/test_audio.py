@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DATA, need_data
 from models.audio import (PROSODY_NAMES, SILENCE_DBFS, TONAL_NAMES, AudioEmbedder, AudioScorer, active_level_db,
                           prosody_features, tonal_features)
 from stream.media import SAMPLE_RATE
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RAVDESS = DATA / "ravdess"
 POSITIVE = {"happy", "calm"}
 NEGATIVE = {"angry", "sad", "fearful", "disgust"}
@@ -25,8 +25,7 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def _ravdess_rows() -> list[dict[str, str]]:
-    if not (RAVDESS / "labels.csv").is_file():
-        pytest.skip(f"RAVDESS not found at {RAVDESS}")
+    need_data("ravdess", "labels.csv")
     with open(RAVDESS / "labels.csv", newline="") as f:
         return list(csv.DictReader(f))
 
@@ -124,9 +123,7 @@ def test_live_windows_cut_a_recording_as_the_pipeline_does() -> None:
 
 
 def test_long_clip_is_chunked_and_short_clip_is_accepted(embedder: AudioEmbedder) -> None:
-    path = DATA / "speech" / "two_cities.flac"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
+    path = need_data("speech", "two_cities.flac")
     audio = _decode(path)
     assert len(audio) > 30 * SAMPLE_RATE
     states = embedder.encoder_states([audio])[0]

@@ -110,8 +110,7 @@ def test_missing_head_is_none_and_broken_heads_raise(tmp_path: Path):
 @pytest.mark.parametrize("name", ["text", "audio", "scene"])
 def test_shipped_heads_load_with_their_cards(name):
     head = load_head(name)
-    if head is None:
-        pytest.skip(f"no shipped {name} head in {DEFAULT_HEADS_DIR}")
+    assert head is not None, f"the shipped {name} head is missing from {DEFAULT_HEADS_DIR}"
     assert "negative" in head.classes and "positive" in head.classes
     card = head.card
     assert card["embedding"]["model_id"] and card["embedding"]["dim"] == head.input_dim

@@ -145,16 +145,25 @@ def test_bad_files_end_with_a_clear_error(engine, tmp_path, name, content, code)
 
 
 def test_truncated_video_still_gives_windows(engine, tmp_path):
+    """A download cut off at two thirds: with its index at the end (as this clip is written) nothing can be read, a
+    clear not_media error; with its index first (faststart) the part that arrived is analysed."""
+    import subprocess
+
     src = need_data("videos", "vna_original_2.mp4")
-    data = src.read_bytes()
-    path = tmp_path / "truncated.mp4"
-    path.write_bytes(data[: len(data) * 2 // 3])
-    messages, end = run_pipeline(engine, path)
-    # a cut-off MP4 either still decodes what it has, or is rejected with a clear error: never a crash
-    if end.summary["reason"] == "error":
-        assert [m.code for m in messages if isinstance(m, ErrorMessage)]
-    else:
-        assert windows_of(messages)
+    faststart = tmp_path / "faststart.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy", "-movflags", "+faststart",
+                    str(faststart)], check=True, timeout=60)
+    for original, expect_windows in ((src, False), (faststart, True)):
+        data = original.read_bytes()
+        path = tmp_path / f"truncated-{original.name}"
+        path.write_bytes(data[: len(data) * 2 // 3])
+        messages, end = run_pipeline(engine, path)
+        errors = [m.code for m in messages if isinstance(m, ErrorMessage)]
+        if expect_windows:
+            assert errors == [] and end.summary["reason"] == "eof", errors
+            assert len(windows_of(messages)) >= 3 and 5.0 <= end.summary["duration"] <= 10.0, end.summary
+        else:
+            assert errors == ["not_media"] and end.summary["reason"] == "error" and not windows_of(messages)
 
 
 def test_directory_and_missing_file(engine, tmp_path):

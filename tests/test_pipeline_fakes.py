@@ -60,8 +60,9 @@ class FakeASR:
     """Commits one word per second of audio it was given ("one", "two", ...), as a transcriber would."""
 
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
+    settle_s = 0.0  # how far behind what it heard its words are final (Whisper's buffer: up to ~10 s)
 
-    def __init__(self, step_s: float):
+    def __init__(self, step_s: float, realtime: bool = True):
         self.step_s = step_s
         self.queued = 0.0
         self.until = 0.0
@@ -84,7 +85,7 @@ class FakeASR:
 
     def process(self) -> AsrUpdate:
         self.queued = 0.0
-        return AsrUpdate(self._words(self.until), [], self.until)
+        return AsrUpdate(self._words(self.until), [], self.until, final_until=max(0.0, self.until - self.settle_s))
 
     def finish(self) -> AsrUpdate:
         self.queued = 0.0
@@ -92,12 +93,15 @@ class FakeASR:
 
 
 class ConstantScorer:
-    def __init__(self, modality: str, value: float, *, fail: bool = False, part=None):
-        self.modality, self.value, self.fail, self.part = modality, value, fail, part
+    def __init__(self, modality: str, value: float, *, fail: bool = False, part=None, delay: float = 0.0):
+        self.modality, self.value, self.fail, self.part, self.delay = modality, value, fail, part, delay
         self.calls = 0
+        self.frames_seen: list[int] = []
 
     def score_batch(self, windows):
         self.calls += 1
+        time.sleep(self.delay)
+        self.frames_seen += [len(w.frames) for w in windows]
         if self.fail:
             raise RuntimeError("injected fault")
         out = []
@@ -197,6 +201,19 @@ def test_at_real_time_pace_a_slow_frame_analyzer_drops_frames_but_never_audio():
     assert [(w.t_start, w.t_end) for w in windows(messages)] == [(0.0, 4.0), (1.0, 5.0)]
     assert all(w.latency_s is not None for w in windows(messages))
     assert end.summary["duration"] == 5.0  # every audio chunk arrived and was kept
+
+
+def test_windows_far_behind_the_frame_analysis_still_get_all_their_frames():
+    """Replayed as fast as possible, frames are analysed up to half the audio ring ahead of slow windows; each window
+    must still pool every frame sampled inside it."""
+    class SettlingASR(FakeASR):
+        settle_s = 15.0
+
+    engine = fake_engine()
+    engine.transcriber = SettlingASR
+    messages, end = run(ScriptedSource(40.0, fps=2.0), engine)
+    full = [n for w, n in zip(windows(messages), engine.scorers.visual.frames_seen) if w.t_end - w.t_start == 4.0]
+    assert len(full) == 19 and full == [8] * 19
 
 
 def test_replayed_as_fast_as_possible_nothing_is_dropped():

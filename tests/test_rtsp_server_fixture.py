@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
+from conftest import DATA, need_data
 from rtsp_server import rtsp_server_available, start_rtsp_server, stop
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "videos" / "vna_0008.mp4"  # 2.7 s, 1920x804 25 fps H.264 + 48 kHz stereo AAC: served as 1280x536
 OPTIONS = {"rtsp_transport": "tcp"}
 TIMEOUT = (5.0, 5.0)
@@ -20,8 +20,7 @@ TIMEOUT = (5.0, 5.0)
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_server_and_data() -> None:
-    if not CLIP.is_file():
-        pytest.skip(f"real clip not found: {CLIP} (needs ../shared/data beside the repo)")
+    need_data(*CLIP.relative_to(DATA).parts)
     ok, reason = rtsp_server_available()
     if not ok:
         if os.environ.get("VIDSENT_REQUIRE_RTSP_SERVER") == "1":

@@ -10,7 +10,7 @@ import pytest
 from models.heads import load_head
 from models.text import EMBED_DIM, TextEmbedder, TextScorer
 
-from conftest import DATA  # noqa: E402
+from conftest import DATA, REQUIRE_DATA  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -24,8 +24,7 @@ def embedder(one_torch_thread) -> TextEmbedder:
 @pytest.fixture(scope="module")
 def scorer(one_torch_thread) -> TextScorer:
     head = load_head("text")
-    if head is None:
-        pytest.skip("no shipped text head")
+    assert head is not None, "the shipped text head is missing from models/default_heads"
     return TextScorer(TextEmbedder("cpu"), head)
 
 
@@ -88,7 +87,7 @@ def test_a_fine_tuned_head_brings_its_encoder_layers():
     assert head.card["embedding"]["model_id"] == embedder.model_id
 
 
-@pytest.mark.skipif(not (DATA / "meld").is_dir(), reason="../shared/data/meld is absent")
+@pytest.mark.skipif(not (DATA / "meld").is_dir() and not REQUIRE_DATA, reason="../shared/data/meld is absent")
 def test_shipped_head_beats_vader_on_real_meld_test_utterances(scorer: TextScorer):
     with open(DATA / "meld" / "test_sent_emo.csv", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["Sentiment"] in ("positive", "negative")][:300]

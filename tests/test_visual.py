@@ -8,11 +8,10 @@ import av
 import numpy as np
 import pytest
 
+from conftest import VIDEOS, need_data
 from models.visual import (EMOTIONS, SCENE_DIM, Face, FaceDetector, FrameAnalysis, VisualAnalyzer, VisualScorer,
                            check_image, face_valence, load_image, ssd_anchors, weighted_nms)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-VIDEOS = DATA / "videos"
 
 needs_data = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real test media not found at {VIDEOS}")
 
@@ -53,16 +52,12 @@ def analyzer() -> VisualAnalyzer:
 
 @pytest.fixture(scope="module")
 def single_face() -> np.ndarray:
-    if not VIDEOS.is_dir():
-        pytest.skip(f"real test media not found at {VIDEOS}")
-    return load_image(VIDEOS / "pyfeat_single_face.jpg")
+    return load_image(need_data("videos", "pyfeat_single_face.jpg"))
 
 
 @pytest.fixture(scope="module")
 def multi_face() -> np.ndarray:
-    if not VIDEOS.is_dir():
-        pytest.skip(f"real test media not found at {VIDEOS}")
-    return load_image(VIDEOS / "pyfeat_multi_face.jpg")
+    return load_image(need_data("videos", "pyfeat_multi_face.jpg"))
 
 
 # --- pieces that need no data --------------------------------------------------------------------------------------

@@ -27,9 +27,12 @@ RECORD_KIND = "live-clips"
 
 
 def heads_digest(heads_dir: Path | None) -> str:
-    """A digest of every file in a heads folder: a clip's cached scores are only valid for the heads that made them."""
+    """A digest of the heads in a folder: a clip's cached scores are only valid for the heads that made them."""
     folder = Path(heads_dir) if heads_dir else DEFAULT_HEADS_DIR
-    parts = [f"{p.name}:{file_sha256(p)}" for p in sorted(folder.iterdir()) if p.is_file()]
+    # the heads' weights and cards; fusion.json and the metrics do not change a clip's per-modality scores
+    heads = {p.stem for p in folder.glob("*.safetensors")}
+    parts = [f"{p.name}:{file_sha256(p)}" for p in sorted(folder.iterdir())
+             if p.is_file() and p.stem.split(".")[0] in heads]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -68,7 +71,7 @@ class LiveClipAnalyzer:
     @property
     def settings_id(self) -> str:
         c = self.config
-        return (f"live|asr={self.asr}|heads={heads_digest(self.heads_dir)}|window={c.window_s}|hop={c.hop_s}"
+        return (f"live-v3|asr={self.asr}|heads={heads_digest(self.heads_dir)}|window={c.window_s}|hop={c.hop_s}"
                 f"|fps={c.sample_fps}|fast-step={c.asr_fast_step_s}")
 
     def _analyze(self, path: Path) -> dict:

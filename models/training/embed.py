@@ -7,22 +7,20 @@ import sys
 import time
 from pathlib import Path
 
+from models.assets import add_model_arguments
 from models.training.clips import LiveClipAnalyzer
 from models.training.embed_cache import EmbeddingCache, RecordCache, embed_manifest, make_embedder, text_delta_of
 from models.training.manifest import ManifestError, read_manifest
 
 
 def add_embed_arguments(parser) -> None:
-    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/manifest.py for the columns)")
+    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/training/manifest.py for the columns)")
     parser.add_argument("--modality", required=True, choices=("text", "audio", "visual", "video"))
     parser.add_argument("--classes", help="comma-separated class names, when the labels are not sentiment classes")
     parser.add_argument("--label-column", help="the manifest column holding the label")
     parser.add_argument("--cache", type=Path, help="cache folder (default: $VIDSENT_CACHE/embeddings)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--asr", default="tiny.en", choices=("tiny.en", "base"),
-                        help="Whisper model whose encoder embeds audio (and transcribes video)")
-    parser.add_argument("--heads", type=Path, help="heads folder: a text head's fine-tuned encoder layers are used")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    add_model_arguments(parser, threads=True, asr_help="Whisper model whose encoder embeds audio (and transcribes "
+                                                       "video); a text head's fine-tuned layers come from --heads")
 
 
 def main_embed(args) -> int:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from models.assets import add_model_arguments
 from models.base import MODALITIES, ModalityScore, label_for
 from models.training.clips import LiveClipAnalyzer, clip_scores
 from models.training.embed_cache import EmbeddingCache, RecordCache, embed_manifest, file_key, load_audio
@@ -416,9 +417,8 @@ def evaluate_manifest(manifest: Manifest, *, heads_dir: Path | None, out: Path, 
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/manifest.py for the columns)")
+    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/training/manifest.py for the columns)")
     parser.add_argument("--modality", required=True, choices=("text", "audio", "visual", "video"))
-    parser.add_argument("--heads", type=Path, help="heads folder (default: the shipped models/default_heads)")
     parser.add_argument("--head", help="evaluate this head name instead of the modality's default head")
     parser.add_argument("--out", type=Path, required=True, help="folder for predictions.csv and summary.json/.md")
     parser.add_argument("--classes", help="comma-separated class names, when the labels are not sentiment classes")
@@ -430,9 +430,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                                                   "up to 200 items, else 10)")
     parser.add_argument("--save-fusion", type=Path, help="fit fusion on all items and save it here (video only)")
     parser.add_argument("--cache", type=Path, help="cache folder (default: $VIDSENT_CACHE)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--asr", default="tiny.en", choices=("tiny.en", "base"))
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    add_model_arguments(parser, threads=True)
 
 
 def main_evaluate(args: argparse.Namespace) -> int:

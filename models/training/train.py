@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from models.assets import add_model_arguments
 from models.heads import Head, head_from_arrays
 
 HEAD_KINDS = ("mlp", "logreg")
@@ -378,7 +379,7 @@ def _sub_bottom(bottom, idx):
 
 # ------------------------------------------------------------------------------------------------- CLI
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/manifest.py for the columns)")
+    parser.add_argument("manifest", type=Path, help="CSV manifest (see models/training/manifest.py for the columns)")
     parser.add_argument("--modality", required=True, choices=("text", "audio", "visual"))
     parser.add_argument("--out", type=Path, default=Path("heads"), help="folder for the head files (default: heads)")
     parser.add_argument("--name", help="head name (default: text, audio or scene)")
@@ -399,10 +400,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-polar-weight", type=float, default=0.0,
                         help="3-class text heads: weight of an extra positive-vs-negative loss while fine-tuning")
     parser.add_argument("--cache", type=Path, help="cache folder (default: $VIDSENT_CACHE)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--asr", default="tiny.en", choices=("tiny.en", "base"),
-                        help="Whisper model whose encoder embeds audio")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    add_model_arguments(parser, heads=False, threads=True, asr_help="Whisper model whose encoder embeds audio")
 
 
 def main_train(args: argparse.Namespace) -> int:

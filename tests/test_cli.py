@@ -1,0 +1,70 @@
+"""The `vidsent` command as a user runs it (a subprocess): analyze with JSON and CSV output and a bad file among the
+good, watch in-process, and watch through a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+
+from conftest import ROOT, VIDEOS, need_data
+from pipeline import PipelineConfig
+from server import SourcePolicy, StreamHub
+from test_server import RunningServer
+
+VIDSENT = [sys.executable, str(ROOT / "cli.py")]
+
+
+async def run(*args: str, timeout: float = 240) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(*VIDSENT, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_analyze_writes_json_and_csv_and_reports_a_bad_file_without_stopping(tmp_path):
+    clip = need_data("videos", "vna_original_2.mp4")
+    text_file = tmp_path / "notes.mp4"
+    text_file.write_text("not a video at all\n")
+    out_json, out_csv = tmp_path / "out.json", tmp_path / "out.csv"
+    code, out, err = await run("analyze", str(text_file), str(clip), "--json", str(out_json), "--csv", str(out_csv))
+    assert code == 1, (out, err)  # one file failed
+    assert "Traceback" not in out + err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"✗ {text_file}") and "[not_media]" in lines[0]
+    assert lines[1].startswith(f"✓ {clip}") and "6 windows" in lines[1] and "negative" in lines[1]
+    assert "1 of 2 file(s) could not be analysed" in err
+    results = json.loads(out_json.read_text())
+    assert [r["file"] for r in results] == [str(text_file), str(clip)]
+    assert results[0]["error"]["code"] == "not_media" and results[0]["windows"] == []
+    good = results[1]
+    assert good["label"] == "negative" and len(good["windows"]) == 6
+    assert "sugar coat" in good["transcript"].lower()
+    assert {"index", "t_start", "t_end", "modalities", "fused", "rolling", "transcript"} <= set(good["windows"][0])
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and all(r["file"] == str(clip) for r in rows)
+    assert [float(r["t_end"]) for r in rows] == [w["t_end"] for w in good["windows"]]
+    assert all(0.0 <= float(r["fused_score"]) <= 1.0 for r in rows)
+
+
+async def test_watch_prints_each_window_and_the_end_in_process():
+    clip = need_data("videos", "vna_mosi_2.6.mp4")
+    code, out, err = await run("watch", str(clip), "--fast")
+    assert code == 0, err
+    window_lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(window_lines) == 1 and "rolling" in window_lines[0] and "impressive" in window_lines[0].lower()
+    assert "» I mean that was impressive." in out
+    assert out.strip().splitlines()[-1].startswith("end (eof): 1 windows, overall positive")
+
+
+async def test_watch_through_a_running_server(engine):
+    need_data("videos", "vna_0001.mp4")
+    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS))
+    async with RunningServer(hub) as server:
+        code, out, err = await run("watch", "vna_0001.mp4", "--server", server.url, "--fast", timeout=60)
+        assert code == 0, err
+        assert out.strip().splitlines()[-1].startswith("end (eof):")
+        code, out, err = await run("watch", "nope", "--server", server.url, "--subscribe", timeout=60)
+    assert code == 1 and "no_such_stream" in out + err and "Traceback" not in out + err
