@@ -165,7 +165,7 @@ async def _watch_remote(args, printer: LivePrinter) -> int:
     from client.ws_client import VidsentClient
     from protocol import EndMessage, ErrorMessage
 
-    async with VidsentClient(args.server) as client:
+    async with VidsentClient(args.server, token=args.token) as client:
         if args.subscribe:
             stream = await client.subscribe(args.source)
         else:
@@ -181,6 +181,8 @@ async def _watch_remote(args, printer: LivePrinter) -> int:
 
 
 def main_watch(args) -> int:
+    from websockets.exceptions import InvalidHandshake
+
     from client.ws_client import VidsentError
 
     printer = LivePrinter()
@@ -194,6 +196,9 @@ def main_watch(args) -> int:
         return 1
     except VidsentError as exc:  # the server refused the request
         print(f"vidsent watch: {exc}", file=sys.stderr)
+        return 1
+    except InvalidHandshake as exc:  # e.g. HTTP 401: no or a wrong --token; 403: origin; 503: too many clients
+        print(f"vidsent watch: {args.server} refused the connection: {exc}", file=sys.stderr)
         return 1
 
 
@@ -214,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--server", metavar="WS_URL", help="watch through a running server, e.g. ws://127.0.0.1:8765")
     watch.add_argument("--subscribe", action="store_true", help="SOURCE is the id of a stream already running")
     watch.add_argument("--fast", action="store_true", help="replay a file as fast as possible, not at real-time pace")
+    watch.add_argument("--token", default=os.environ.get("VIDSENT_TOKEN"),
+                       help="the server's token (default $VIDSENT_TOKEN)")
     server_module.add_pipeline_arguments(watch)
     watch.set_defaults(func=main_watch)
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import itertools
 import json
 import logging
 import os
+import secrets
 import signal
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -96,16 +100,92 @@ class SourcePolicy:
         return found, False
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+TOKEN_COOKIE = "vidsent_token"
+
+
+@dataclass
+class Access:
+    """Who may use the server and how much: a shared token (None: no authentication, loopback only unless the
+    operator said --insecure), browser origins besides the server's own, and per-client limits."""
+
+    token: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    max_clients: int = 64
+    max_client_streams: int = 4  # streams one client may have started and still running
+    max_requests_per_s: float = 20.0  # sustained; bursts of twice that are let through
+
+    def token_of(self, request) -> str | None:
+        """The token a request presents: `Authorization: Bearer …`, `?token=…` or the dashboard's cookie."""
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        query = parse_qs(urlsplit(request.path).query).get("token")
+        if query:
+            return query[0]
+        cookie = SimpleCookie()
+        try:
+            cookie.load(request.headers.get("Cookie", ""))
+        except Exception:  # noqa: BLE001 - a malformed cookie header is no token
+            return None
+        return cookie[TOKEN_COOKIE].value if TOKEN_COOKIE in cookie else None
+
+    def authorised(self, request) -> bool:
+        if self.token is None:
+            return True
+        given = self.token_of(request)
+        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def origin_allowed(self, request) -> bool:
+        """A browser's websocket must come from a page of this server (same host:port) or an --allow-origin; a
+        client that sends no Origin (not a browser) is judged by the token alone."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True
+        if origin.rstrip("/") in self.allowed_origins:
+            return True
+        return urlsplit(origin).netloc.lower() == request.headers.get("Host", "").lower()
+
+
+def resolve_token(host: str, token: str | None, insecure: bool) -> tuple[str | None, bool]:
+    """(the token to require, whether it was generated here). Off loopback the server never runs without one
+    unless --insecure was given: it makes one up and prints it once."""
+    if token:
+        return token, False
+    if host in LOOPBACK_HOSTS or insecure:
+        return None, False
+    return secrets.token_urlsafe(24), True
+
+
+class RateLimit:
+    """A token bucket: `rate` requests a second sustained, bursts of twice that."""
+
+    def __init__(self, rate: float):
+        self.rate, self.capacity = rate, max(1.0, 2 * rate)
+        self.tokens, self.stamp = self.capacity, time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 class Subscriber:
     """One websocket client: a bounded outbox and a writer task, so a slow client never blocks a stream."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: ServerConnection):
+    def __init__(self, ws: ServerConnection, requests_per_s: float = 20.0):
         self.id = next(self._ids)
         self.ws = ws
         self.outbox: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE)
         self.too_slow = False
+        self.rate = RateLimit(requests_per_s)
+        self.started: set[str] = set()  # ids of the streams this client started
         self.writer = asyncio.create_task(self._write())
 
     def offer(self, text: str) -> bool:
@@ -254,33 +334,53 @@ def dashboard_file(path: str) -> Path | None:
 
 
 class Server:
-    def __init__(self, hub: StreamHub):
+    def __init__(self, hub: StreamHub, access: Access | None = None):
         self.hub = hub
+        self.access = access or Access()
+        self.clients = 0
 
     def http(self, connection, request):
         """Plain HTTP on the websocket's port: the dashboard at `/` and `/dashboard/…`, JSON at `/health`;
-        a websocket upgrade on any path goes on to the protocol; anything else is 404."""
+        a websocket upgrade on any path goes on to the protocol (after the origin, token and client-count checks);
+        anything else is 404. With a token, only `/health` answers without it, and says nothing of streams."""
+        access = self.access
+        text = "text/plain; charset=utf-8"
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not access.origin_allowed(request):
+                return _http_response(HTTPStatus.FORBIDDEN, b"origin not allowed\n", text)
+            if not access.authorised(request):
+                return _http_response(HTTPStatus.UNAUTHORIZED, b"a valid token is required\n", text)
+            if self.clients >= access.max_clients:
+                return _http_response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many clients: try again later\n", text)
             return None
         path = urlsplit(request.path).path
         if path == "/health":
-            body = json.dumps({"ok": True, "protocol": PROTOCOL_VERSION,
-                               "streams": [s.describe() for s in self.hub.streams.values()]}) + "\n"
-            return _http_response(HTTPStatus.OK, body.encode(), "application/json")
+            health = {"ok": True, "protocol": PROTOCOL_VERSION}
+            if access.authorised(request):
+                health["streams"] = [s.describe() for s in self.hub.streams.values()]
+            return _http_response(HTTPStatus.OK, (json.dumps(health) + "\n").encode(), "application/json")
         target = dashboard_file(path)
         if target is None:
-            return _http_response(HTTPStatus.NOT_FOUND, b"not found: the dashboard is at /\n",
-                                  "text/plain; charset=utf-8")
-        return _http_response(HTTPStatus.OK, target.read_bytes(),
-                              CONTENT_TYPES.get(target.suffix, "text/plain; charset=utf-8"))
+            return _http_response(HTTPStatus.NOT_FOUND, b"not found: the dashboard is at /\n", text)
+        if not access.authorised(request):
+            return _http_response(HTTPStatus.UNAUTHORIZED, b"this server needs its token: open /?token=TOKEN\n", text)
+        response = _http_response(HTTPStatus.OK, target.read_bytes(), CONTENT_TYPES.get(target.suffix, text))
+        if access.token is not None and "token" in parse_qs(urlsplit(request.path).query):
+            # the page's modules and its websocket then present the token as a cookie
+            response.headers["Set-Cookie"] = f"{TOKEN_COOKIE}={access.token}; Path=/; HttpOnly; SameSite=Strict"
+        return response
 
     async def handle(self, ws: ServerConnection) -> None:
-        client = Subscriber(ws)
+        self.clients += 1
+        client = Subscriber(ws, self.access.max_requests_per_s)
         client.send(HelloMessage(server="vidsent", streams=[s.describe() for s in self.hub.streams.values()],
                                  ice_servers=self._ice_servers_for_browsers()))
         try:
             async for raw in ws:
                 try:
+                    if not client.rate.allow():
+                        raise ProtocolError("rate_limited", f"more than {self.access.max_requests_per_s:g} requests "
+                                                            f"a second: this one was ignored")
                     request = parse_request(raw)
                     if request["type"] == "webrtc_offer":
                         await self._answer_offer(client, request)
@@ -291,9 +391,16 @@ class Server:
         except ConnectionClosed:
             pass
         finally:
+            self.clients -= 1
             for live in self.hub.streams.values():
                 live.subscribers.discard(client)
             await client.close()
+
+    def _check_client_streams(self, client: Subscriber) -> None:
+        client.started &= set(self.hub.streams)
+        if len(client.started) >= self.access.max_client_streams:
+            raise SourceError("client_stream_limit", f"a client may run at most {self.access.max_client_streams} "
+                                                     f"streams at once: stop one first")
 
     def _ice_servers_for_browsers(self) -> list[dict]:
         servers = self.hub.webrtc_options.get("ice_servers") or []
@@ -301,7 +408,9 @@ class Server:
                 for s in servers]
 
     async def _answer_offer(self, client: Subscriber, request: dict) -> None:
+        self._check_client_streams(client)
         live, answer = await self.hub.start_webrtc(request["sdp"], request.get("stream"))
+        client.started.add(live.id)
         client.send(WebRTCAnswerMessage(live.id, answer))
         self._subscribe(client, live)
 
@@ -314,7 +423,9 @@ class Server:
             client.send(MediaMessage(files, truncated, sorted(f"{h}:{p}" if p else h
                                                               for h, p in self.hub.policy.rtsp_hosts)))
         elif kind == "start":
+            self._check_client_streams(client)
             live = self.hub.start(request["source"], request.get("stream"), request.get("realtime", True))
+            client.started.add(live.id)
             self._subscribe(client, live)
         elif kind == "subscribe":
             live = self.hub.streams.get(request["stream"])
@@ -339,8 +450,11 @@ class Server:
 
 
 async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Event | None = None,
-                        stop: asyncio.Event | None = None) -> None:
-    server = Server(hub)
+                        stop: asyncio.Event | None = None, access: Access | None = None) -> None:
+    server = Server(hub, access)
+    # websockets' debug log prints every request's headers and path, tokens and cookies included: never below INFO
+    ws_log = logging.getLogger("websockets")
+    ws_log.setLevel(max(ws_log.getEffectiveLevel(), logging.INFO))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -369,7 +483,20 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder whose files clients may start as streams (nothing outside it)")
     parser.add_argument("--allow-rtsp", action="append", default=[], metavar="HOST[:PORT]",
                         help="an RTSP host (any port) or host:port clients may start streams from (repeatable)")
-    parser.add_argument("--max-streams", type=int, default=MAX_STREAMS)
+    parser.add_argument("--max-streams", type=int, default=MAX_STREAMS, help="streams the server runs at most")
+    parser.add_argument("--token", default=os.environ.get("VIDSENT_TOKEN"),
+                        help="the token clients must present (Authorization: Bearer, ?token=, or the dashboard's "
+                             "cookie); default $VIDSENT_TOKEN; off loopback one is generated when none is given")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow binding off loopback without a token (anyone who reaches the port may use it)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a web origin (e.g. https://dash.example.com) whose pages may use the websocket, "
+                             "besides the server's own (repeatable)")
+    parser.add_argument("--max-clients", type=int, default=Access.max_clients, help="concurrent websocket clients")
+    parser.add_argument("--max-client-streams", type=int, default=Access.max_client_streams,
+                        help="streams one client may have started and still running")
+    parser.add_argument("--max-requests-per-s", type=float, default=Access.max_requests_per_s,
+                        help="requests a second one client may send (bursts of twice that)")
     parser.add_argument("--rtsp-timeout", type=float, default=5.0, help="RTSP connect/read timeout in seconds")
     parser.add_argument("--rtsp-give-up", type=float, default=30.0,
                         help="end an RTSP stream after this many seconds without media (reconnecting meanwhile)")
@@ -422,8 +549,15 @@ def main_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding to %s: the server has no authentication; expose it only on trusted networks", args.host)
+    token, generated = resolve_token(args.host, args.token, args.insecure)
+    if generated:
+        # printed once, never logged: the operator hands it to the clients
+        print(f"vidsent: no --token given for {args.host}; clients must present this one: {token}", flush=True)
+    elif token is None and args.host not in LOOPBACK_HOSTS:
+        log.warning("binding to %s without a token (--insecure): anyone who reaches the port may use it", args.host)
+    access = Access(token=token, allowed_origins=tuple(o.rstrip("/") for o in args.allow_origin),
+                    max_clients=args.max_clients, max_client_streams=args.max_client_streams,
+                    max_requests_per_s=args.max_requests_per_s)
     log.info("loading models (asr=%s, device=%s)", args.asr, args.device)
     engine = build_engine(args)
     hub = StreamHub(engine, config, SourcePolicy(args.media_dir, args.allow_rtsp), args.max_streams,
@@ -431,7 +565,7 @@ def main_serve(args: argparse.Namespace) -> int:
                                   "give_up_s": args.rtsp_give_up},
                     webrtc_options=webrtc_options)
     try:
-        asyncio.run(serve_forever(args.host, args.port, hub))
+        asyncio.run(serve_forever(args.host, args.port, hub, access=access))
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
         return 1

@@ -32,8 +32,9 @@ class VidsentError(CodedError):
 
 class VidsentClient:
     def __init__(self, url: str = "ws://127.0.0.1:8765", *, reconnect: bool = True, max_backoff_s: float = 10.0,
-                 open_timeout_s: float = 10.0):
+                 open_timeout_s: float = 10.0, token: str | None = None):
         self.url = url
+        self.token = token  # sent as Authorization: Bearer when the server requires one
         self.reconnect = reconnect
         self.max_backoff_s = max_backoff_s
         self.open_timeout_s = open_timeout_s
@@ -51,7 +52,9 @@ class VidsentClient:
         await self.close()
 
     async def _connect(self) -> None:
-        self.ws = await connect(self.url, open_timeout=self.open_timeout_s, max_size=16 * 1024 * 1024)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        self.ws = await connect(self.url, open_timeout=self.open_timeout_s, max_size=16 * 1024 * 1024,
+                                additional_headers=headers)
         first = parse_message(await self.ws.recv())
         if isinstance(first, HelloMessage):
             self.hello = first

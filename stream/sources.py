@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -181,6 +182,8 @@ class _Decoder:
         self._items = self._iterate()
         self.last_t = time_offset
         self.decode_errors = 0
+        self._lock = threading.Lock()  # one of read_batch (worker thread) or close at a time
+        self._closed = False
 
     def _media_time(self, frame: av.frame.Frame) -> float | None:
         if frame.pts is None or frame.time_base is None:
@@ -222,23 +225,37 @@ class _Decoder:
         yield from self._audio.flush()
 
     def read_batch(self, max_media_s: float = 0.25, max_items: int = 64) -> list[AudioChunk | VideoFrame] | None:
-        """Decode the next few items (about max_media_s of media); None at the end of the media."""
-        batch: list[AudioChunk | VideoFrame] = []
-        start_t = None
-        for item in self._items:
-            batch.append(item)
-            t = item.t_end if isinstance(item, AudioChunk) else item.t
-            self.last_t = max(self.last_t, t)
-            start_t = t if start_t is None else start_t
-            if len(batch) >= max_items or t - start_t >= max_media_s:
-                return batch
-        return batch or None
+        """Decode the next few items (about max_media_s of media); None at the end of the media (or once closed)."""
+        with self._lock:
+            if self._closed:
+                return None
+            batch: list[AudioChunk | VideoFrame] = []
+            start_t = None
+            for item in self._items:
+                batch.append(item)
+                t = item.t_end if isinstance(item, AudioChunk) else item.t
+                self.last_t = max(self.last_t, t)
+                start_t = t if start_t is None else start_t
+                if len(batch) >= max_items or t - start_t >= max_media_s:
+                    return batch
+            return batch or None
 
     def close(self) -> None:
-        try:
-            self.container.close()
-        except Exception:  # closing a broken network container can fail; nothing is left to release
-            pass
+        """Blocking: waits for a read_batch in flight, since FFmpeg crashes on a container closed under a decode.
+        From the event loop, call `await close_decoder(decoder)`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.container.close()
+            except Exception:  # closing a broken network container can fail; nothing is left to release
+                pass
+
+
+async def close_decoder(decoder: _Decoder) -> None:
+    """Close a decoder off the event loop (a batch may still be decoding in a worker thread)."""
+    await asyncio.to_thread(decoder.close)
 
 
 def _open_container(url: str, options: dict | None = None, timeout=None) -> av.container.InputContainer:
@@ -328,11 +345,11 @@ class FileSource(MediaSource):
                             await asyncio.sleep(delay)
                     yield item
         finally:
-            decoder.close()
+            await close_decoder(decoder)
 
     async def close(self) -> None:
         if self._decoder is not None:
-            self._decoder.close()
+            await close_decoder(self._decoder)
 
 
 def _describe(decoder: _Decoder, kind: str, name: str, live: bool) -> SourceInfo:
@@ -440,7 +457,9 @@ class RtspSource(MediaSource):
                     batch = None
                 if batch is None:  # the server hung up or stopped sending
                     self._last_t = decoder.last_t
-                    decoder.close()
+                    # a read may still hang in its worker thread until FFmpeg's own timeout: close after it, and
+                    # do not wait for that to reconnect
+                    asyncio.get_running_loop().run_in_executor(None, decoder.close)
                     decoder = self._decoder = None
                     continue
                 last_media = time.monotonic()
@@ -449,13 +468,13 @@ class RtspSource(MediaSource):
                     yield item
         finally:
             if decoder is not None:
-                decoder.close()
+                await close_decoder(decoder)
 
     _last_t = 0.0
 
     async def close(self) -> None:
         if self._decoder is not None:
-            self._decoder.close()
+            await close_decoder(self._decoder)
 
 
 def open_source(spec: str, *, realtime: bool = True, sample_fps: float = 2.0, **rtsp_options) -> MediaSource:

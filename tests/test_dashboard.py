@@ -229,3 +229,22 @@ async def test_dashboard_starts_a_file_stream_and_shows_its_summary_when_stopped
             assert "stopped" in summary
             await browser.screenshot("dashboard-file-ended.png")
             assert not browser.errors, browser.errors
+
+
+async def test_dashboard_of_a_server_with_a_token(engine):
+    """Opened once with ?token=, the page's modules and websocket present the cookie the server set, and the
+    token leaves the address bar; without it the page is refused."""
+    need_browser()
+    from server import Access
+
+    async with RunningServer(dashboard_hub(engine), Access(token="dash-token")) as server:
+        async with Browser() as browser:
+            page = browser.page
+            response = await page.goto(http_url(server))
+            assert response.status == 401
+            await page.goto(http_url(server) + "?token=dash-token")
+            await page.wait_for_function("window.vidsent && window.vidsent.connected", timeout=15000)
+            assert "token" not in page.url
+            await page.wait_for_selector("#media-select option[value='vna_original_2.mp4']", state="attached",
+                                         timeout=15000)
+            assert not [e for e in browser.errors if "401" not in e], browser.errors

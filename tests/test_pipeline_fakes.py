@@ -246,3 +246,27 @@ def test_stop_ends_a_live_stream_with_reason_stopped():
 
     messages, end = asyncio.run(main())
     assert end.summary["reason"] == "stopped" and end.summary["duration"] < 10
+
+
+def test_stopping_a_file_stream_while_it_decodes_never_crashes_the_process():
+    """Stopping closes the container; FFmpeg crashes the whole process on a container closed under a decode still
+    running in its worker thread, so the close waits for that batch."""
+    from conftest import need_data
+    from stream.sources import FileSource
+
+    path = need_data("videos", "vna_test.mp4")  # 1280x720: each batch decodes for a while
+
+    async def main():
+        engine = fake_engine()
+        ends = []
+        for attempt in range(12):
+            pipeline = StreamPipeline("fake", FileSource(path, realtime=False), engine, PipelineConfig())
+            task = asyncio.create_task(pipeline.run())
+            await asyncio.sleep(0.05 + 0.02 * attempt)
+            pipeline.stop()
+            ends.append(await asyncio.wait_for(task, 10))
+        engine.close()
+        return ends
+
+    ends = asyncio.run(main())
+    assert all(end.summary["reason"] in ("stopped", "eof") for end in ends)

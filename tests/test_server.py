@@ -15,13 +15,14 @@ from server import SourcePolicy, StreamHub, Subscriber, serve_forever
 
 
 class RunningServer:
-    def __init__(self, hub: StreamHub):
+    def __init__(self, hub: StreamHub, access=None):
         self.hub = hub
+        self.access = access
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()
 
     async def __aenter__(self):
-        self.task = asyncio.create_task(serve_forever("127.0.0.1", 0, self.hub, self.ready, self.stop))
+        self.task = asyncio.create_task(serve_forever("127.0.0.1", 0, self.hub, self.ready, self.stop, self.access))
         await asyncio.wait_for(self.ready.wait(), 10)
         self.url = f"ws://127.0.0.1:{self.hub.bound_port}"
         return self

@@ -101,6 +101,9 @@ ui.clearErrors.addEventListener('click', () => {
 
 // ------------------------------------------------------------------ connection
 
+// A server with a token is opened as /?token=…: the server answered with a cookie that the page's modules and its
+// websocket now present, so the token leaves the address bar (and the history).
+if (new URLSearchParams(location.search).has('token')) history.replaceState(null, '', location.pathname);
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
 const connection = new Connection(wsUrl, {
   onMessage: handle,

@@ -1,0 +1,161 @@
+"""Who gets in and how much they may do: the token, the browser Origin check, per-client limits, and the sources a
+client may point the server at. A real server on loopback; the pipeline runs fake scorers (no models needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from conftest import VIDEOS, need_data
+from pipeline import PipelineConfig
+from protocol import parse_message
+from server import Access, SourcePolicy, StreamHub, resolve_token
+from test_pipeline_fakes import fake_engine
+from test_server import RunningServer
+
+TOKEN = "s3cret-token-for-tests"
+
+
+def hub(media_dir=None, **kwargs) -> StreamHub:
+    return StreamHub(fake_engine(), PipelineConfig(), SourcePolicy(media_dir or VIDEOS, rtsp_hosts=["127.0.0.1:8554"]),
+                     **kwargs)
+
+
+async def http_get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    def get():
+        try:
+            with urlopen(Request(url, headers=headers or {}), timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except HTTPError as exc:
+            return exc.code, dict(exc.headers), b""
+
+    return await asyncio.get_running_loop().run_in_executor(None, get)
+
+
+async def reply(ws, request: dict):
+    """The answer to a request, past the messages of streams already running."""
+    await ws.send(json.dumps(request))
+    async with asyncio.timeout(10):
+        while (message := parse_message(await ws.recv())).type in ("status", "window", "transcript", "end"):
+            pass
+    return message
+
+
+def test_a_token_is_required_off_loopback_unless_insecure():
+    assert resolve_token("127.0.0.1", None, False) == (None, False)
+    assert resolve_token("0.0.0.0", "given", False) == ("given", False)
+    token, generated = resolve_token("0.0.0.0", None, False)
+    assert generated and len(token) >= 32
+    assert resolve_token("0.0.0.0", None, True) == (None, False)
+
+
+async def test_the_token_guards_the_websocket_the_dashboard_and_the_stream_list(caplog):
+    caplog.set_level(logging.DEBUG)
+    async with RunningServer(hub(), Access(token=TOKEN)) as server:
+        base = server.url.replace("ws://", "http://")
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(server.url, additional_headers=headers):
+                    pass
+            assert info.value.response.status_code == 401
+        async with connect(server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+            assert parse_message(await ws.recv()).type == "hello"
+        async with connect(f"{server.url}/?token={TOKEN}") as ws:
+            assert parse_message(await ws.recv()).type == "hello"
+        status, _, body = await http_get(f"{base}/health")
+        assert status == 200 and json.loads(body) == {"ok": True, "protocol": 1}  # nothing about streams
+        status, _, body = await http_get(f"{base}/health", {"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and json.loads(body)["streams"] == []
+        assert (await http_get(f"{base}/"))[0] == 401
+        assert (await http_get(f"{base}/dashboard/app.js"))[0] == 401
+        status, headers, body = await http_get(f"{base}/?token={TOKEN}")
+        assert status == 200 and b"<html" in body.lower()
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+        assert (await http_get(f"{base}/dashboard/app.js", {"Cookie": cookie}))[0] == 200
+        async with connect(server.url, additional_headers={"Cookie": cookie}) as ws:  # the dashboard's websocket
+            assert parse_message(await ws.recv()).type == "hello"
+    assert TOKEN not in caplog.text, "the token must never be logged"
+
+
+async def test_a_cross_site_page_cannot_drive_the_server():
+    async with RunningServer(hub(), Access(allowed_origins=("https://dash.example.com",))) as server:
+        host = server.url.removeprefix("ws://")
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url, origin="http://evil.example.com"):
+                pass
+        assert info.value.response.status_code == 403
+        for origin in (f"http://{host}", "https://dash.example.com"):
+            async with connect(server.url, origin=origin) as ws:
+                assert parse_message(await ws.recv()).type == "hello"
+
+
+async def test_limits_give_their_error_codes_and_spare_the_other_clients():
+    need_data("videos", "vna_original_2.mp4")
+    access = Access(max_clients=2, max_client_streams=1, max_requests_per_s=5)
+    async with RunningServer(hub(), access) as server:
+        async with connect(server.url) as first, connect(server.url) as second:
+            await first.recv(), await second.recv()
+            with pytest.raises(InvalidStatus) as info:  # a third client
+                async with connect(server.url):
+                    pass
+            assert info.value.response.status_code == 503
+            started = await reply(first, {"type": "start", "source": "vna_original_2.mp4", "stream": "one"})
+            assert started.type == "subscribed"
+            refused = await reply(first, {"type": "start", "source": "vna_original_2.mp4", "stream": "two"})
+            assert refused.type == "error" and refused.code == "client_stream_limit"
+            # the other client's allowance is its own
+            assert (await reply(second, {"type": "start", "source": "vna_original_2.mp4", "stream": "mine"})).type \
+                == "subscribed"
+            await first.send(json.dumps({"type": "stop", "stream": "one"}))
+            for _ in range(30):  # a flood: past the burst, requests are refused with rate_limited
+                await first.send(json.dumps({"type": "list"}))
+            codes = []
+            async with asyncio.timeout(10):
+                while len(codes) < 30:
+                    message = parse_message(await first.recv())
+                    if message.type == "streams" or getattr(message, "code", None) == "rate_limited":
+                        codes.append(message.type if message.type == "streams" else message.code)
+            assert codes.count("rate_limited") >= 10 and codes.count("streams") >= 5
+            assert (await reply(second, {"type": "list"})).type == "streams"  # the other client is not limited
+            await second.send(json.dumps({"type": "stop", "stream": "mine"}))
+
+
+@pytest.mark.parametrize("source", [
+    "../outside.mp4", "/etc/passwd", "file:///etc/passwd", "http://127.0.0.1:9/a.mp4", "https://127.0.0.1/a.mp4",
+    "udp://127.0.0.1:1234", "tcp://127.0.0.1:1234", "concat:vna_0001.mp4|vna_0008.mp4", "subfile:,,start,0,end,0,,:x",
+    "pipe:0", "data:video/mp4;base64,AAAA", "rtsp://127.0.0.2:8554/cam", "rtsp://127.0.0.1:9999/cam",
+    "rtsp://user:pw@10.0.0.1/cam",
+])
+async def test_the_server_never_opens_a_source_off_its_lists(source):
+    async with RunningServer(hub()) as server:
+        async with connect(server.url) as ws:
+            await ws.recv()
+            message = await reply(ws, {"type": "start", "source": source})
+    assert message.type == "error" and message.code == "not_allowed", message
+    assert "pw" not in message.message
+
+
+async def test_a_symlink_out_of_the_media_folder_is_refused(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (tmp_path / "secret.mp4").write_bytes(b"\x00" * 16)
+    os.symlink(tmp_path / "secret.mp4", media / "looks_inside.mp4")
+    os.symlink(tmp_path, media / "folder")
+    async with RunningServer(hub(media)) as server:
+        async with connect(server.url) as ws:
+            await ws.recv()
+            for source in ("looks_inside.mp4", "folder/secret.mp4"):
+                message = await reply(ws, {"type": "start", "source": source})
+                assert message.type == "error" and message.code == "not_allowed", (source, message)
+                assert str(tmp_path) not in message.message
+            listed = await reply(ws, {"type": "list_media"})
+    assert listed.files == []  # links that lead out are not even listed
