@@ -64,7 +64,10 @@ class SourcePolicy:
         return (parts.hostname or "").lower(), parts.port
 
     def rtsp_allowed(self, url: str) -> bool:
-        host, port = self._host_port(url)
+        try:
+            host, port = self._host_port(url)
+        except ValueError:  # a port that is not a number
+            return False
         return (host, None) in self.rtsp_hosts or (host, port or 554) in self.rtsp_hosts
 
     def resolve(self, spec: str) -> str:
@@ -77,7 +80,10 @@ class SourcePolicy:
             raise SourceError("not_allowed", f"source scheme {scheme!r} is not allowed")
         if self.media_dir is None:
             raise SourceError("not_allowed", "this server has no media folder: start it with --media-dir")
-        path = (self.media_dir / spec).resolve()
+        try:
+            path = (self.media_dir / spec).resolve()
+        except (ValueError, OSError):  # a NUL byte, a name too long
+            raise SourceError("not_allowed", "that is not a usable file name") from None
         if not path.is_relative_to(self.media_dir):
             raise SourceError("not_allowed", f"{spec!r} is outside the server's media folder")
         return str(path)
@@ -546,6 +552,7 @@ def main_serve(args: argparse.Namespace) -> int:
     try:
         config = pipeline_config(args)
         webrtc_options = webrtc_settings(args)
+        policy = SourcePolicy(args.media_dir, args.allow_rtsp)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -560,7 +567,7 @@ def main_serve(args: argparse.Namespace) -> int:
                     max_requests_per_s=args.max_requests_per_s)
     log.info("loading models (asr=%s, device=%s)", args.asr, args.device)
     engine = build_engine(args)
-    hub = StreamHub(engine, config, SourcePolicy(args.media_dir, args.allow_rtsp), args.max_streams,
+    hub = StreamHub(engine, config, policy, args.max_streams,
                     rtsp_options={"open_timeout_s": args.rtsp_timeout, "read_timeout_s": args.rtsp_timeout,
                                   "give_up_s": args.rtsp_give_up},
                     webrtc_options=webrtc_options)

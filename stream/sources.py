@@ -372,10 +372,8 @@ def redact_url(url: str) -> str:
     """The URL without credentials, for logs and messages."""
     parts = urlsplit(url)
     if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return parts._replace(netloc=host).geturl()
+        # everything after the last "@" of the netloc is host[:port], whatever the port looks like
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     return url
 
 

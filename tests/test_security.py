@@ -133,7 +133,7 @@ async def test_limits_give_their_error_codes_and_spare_the_other_clients():
     "../outside.mp4", "/etc/passwd", "file:///etc/passwd", "http://127.0.0.1:9/a.mp4", "https://127.0.0.1/a.mp4",
     "udp://127.0.0.1:1234", "tcp://127.0.0.1:1234", "concat:vna_0001.mp4|vna_0008.mp4", "subfile:,,start,0,end,0,,:x",
     "pipe:0", "data:video/mp4;base64,AAAA", "rtsp://127.0.0.2:8554/cam", "rtsp://127.0.0.1:9999/cam",
-    "rtsp://user:pw@10.0.0.1/cam",
+    "rtsp://user:pw@10.0.0.1/cam", "rtsp://127.0.0.1:port/cam", "rtsp://user:pw@127.0.0.1:x/cam", "bad\x00name.mp4",
 ])
 async def test_the_server_never_opens_a_source_off_its_lists(source):
     async with RunningServer(hub()) as server:

@@ -114,7 +114,10 @@ def read_manifest(path: str | Path, modality: str, classes: Sequence[str] | None
         raise ManifestError(f"unknown modality {modality!r}: choose one of {', '.join(MANIFEST_MODALITIES)}")
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
-    rows = list(csv.reader(io.StringIO(_read_text(path))))
+    try:
+        rows = list(csv.reader(io.StringIO(_read_text(path), newline="")))
+    except csv.Error as exc:  # e.g. a NUL byte or a stray quote the csv module refuses
+        raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
     while rows and len(rows[-1]) <= 1 and not "".join(rows[-1]).strip():
         rows.pop()  # trailing blank lines are not rows (a line of empty fields is, and is reported)
     if not rows:
