@@ -222,9 +222,12 @@ class StreamPipeline:
             self.end_reason = "source_lost" if exc.code == "source_lost" else "error"
             self.emit(ErrorMessage(exc.code, exc.message, self.stream_id))
         except Exception as exc:  # noqa: BLE001 - report and end this stream; others carry on
-            log.exception("stream %s failed", self.stream_id)
+            log.error("stream %s failed: %s: %s", self.stream_id, type(exc).__name__, exc)
+            log.debug("stream %s failed", self.stream_id, exc_info=True)  # the traceback, with -v
             self.end_reason = "error"
-            self.emit(ErrorMessage("internal", f"the stream failed: {type(exc).__name__}: {exc}", self.stream_id))
+            # the exception's text can hold internals (paths, URLs): clients get its kind, the log the rest
+            self.emit(ErrorMessage("internal", f"the stream failed on an internal error ({type(exc).__name__}); "
+                                               "the server's log has the details", self.stream_id))
         finally:
             for task in [*workers, stopper]:
                 task.cancel()
@@ -268,7 +271,7 @@ class StreamPipeline:
                 elif isinstance(item, SourceEvent):
                     self.state = "reconnecting" if item.state == "reconnecting" else "running"
                     self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.dropped_frames,
-                                            self.watermark, item.detail))
+                                            round(self.watermark, 3), item.detail))
                 self._arrivals.append((self.watermark, time.monotonic()))
                 await self._notify()
                 if not self.realtime:

@@ -274,7 +274,7 @@ class StreamHub:
         self.check_room(stream_id)
         if source is None:
             source = open_source(self.policy.resolve(spec), realtime=realtime, sample_fps=self.config.sample_fps,
-                                 **self.rtsp_options)
+                                 name=spec, **self.rtsp_options)
         stream_id = stream_id or self._new_id()
         live = LiveStream(stream_id, redact_url(spec) if "://" in spec else Path(spec).name)
         live.pipeline = StreamPipeline(stream_id, source, self.engine, self.config, emit=live.publish)
@@ -305,8 +305,9 @@ class StreamHub:
     async def _run(self, live: LiveStream) -> None:
         try:
             live.ended = await live.pipeline.run()
-        except Exception:  # noqa: BLE001 - the pipeline reports its own errors; this guards the hub
-            log.exception("stream %s crashed", live.id)
+        except Exception as exc:  # noqa: BLE001 - the pipeline reports its own errors; this guards the hub
+            log.error("stream %s crashed: %s: %s", live.id, type(exc).__name__, exc)
+            log.debug("stream %s crashed", live.id, exc_info=True)  # the traceback, with -v
             live.publish(ErrorMessage("internal", "the stream failed", live.id))
         finally:
             self.streams.pop(live.id, None)

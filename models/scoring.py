@@ -89,7 +89,9 @@ class ScorerSet:
                     if len(scores) != len(windows):
                         raise RuntimeError(f"returned {len(scores)} scores for {len(windows)} windows")
                 except Exception as exc:  # noqa: BLE001 - one modality's failure must not take the others down
-                    log.exception("%s scorer failed on window(s) %s", modality, [w.index for w in windows])
+                    log.error("%s scorer failed on window(s) %s: %s: %s", modality, [w.index for w in windows],
+                              type(exc).__name__, exc)
+                    log.debug("%s scorer failed", modality, exc_info=True)  # the traceback, with -v
                     scores = [ModalityScore.missing(f"{modality} scorer failed: {type(exc).__name__}")
                               for _ in windows]
             for row, score in zip(out, scores):

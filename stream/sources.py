@@ -8,6 +8,7 @@ backpressure for files, and every open and read of a network source is guarded b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -30,7 +31,9 @@ log = logging.getLogger(__name__)
 # scene model, and it keeps the frame buffers small.
 MAX_FRAME_SIDE = 640
 AUDIO_BATCH_S = 0.1  # resampled audio is handed on in chunks of about this length
-MAX_CONSECUTIVE_DECODE_ERRORS = 50
+FILE_AUDIO_RESYNC_S = 0.5  # audio this far from its expected time (packets lost to damage): keep the gap a gap
+MAX_UNDECODABLE_S = 10.0  # a track that decodes nothing for this much media is broken, not damaged in places
+MAX_CONSECUTIVE_DECODE_ERRORS = 1000  # the same, for packets without time stamps
 # FFmpeg renders any text file as video through these demuxers; a text file is never what a user meant to analyse.
 TEXT_FORMATS = {"tty", "srt", "ass", "webvtt", "subviewer", "microdvd", "jacosub", "sami", "lrc"}
 
@@ -177,7 +180,7 @@ class _Decoder:
             self.video_stream.thread_type = "AUTO"
         self.time_offset = time_offset
         self._origin: float | None = None
-        self._audio = AudioConverter()
+        self._audio = AudioConverter(resync_s=FILE_AUDIO_RESYNC_S)
         self._frames = FrameSampler(sample_fps)
         self._items = self._iterate()
         self.last_t = time_offset
@@ -204,16 +207,21 @@ class _Decoder:
     def _iterate(self) -> Iterator[AudioChunk | VideoFrame]:
         streams = [s for s in (self.audio_stream, self.video_stream) if s is not None]
         consecutive_errors = 0
+        last_decoded: dict[int, float] = {}  # track index → time of its last packet that decoded (or its first)
         for packet in self.container.demux(*streams):
+            t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
             try:
                 frames = packet.decode()
                 consecutive_errors = 0
-            except (av.error.InvalidDataError, av.error.ValueError) as exc:
-                # a corrupt packet: skip it, as players do, unless the stream is nothing but errors
+                if t is not None:
+                    last_decoded[packet.stream.index] = t
+            except av.error.FFmpegError as exc:
+                # a corrupt packet: skip it, as players do, unless a track has been nothing but errors for a while
                 self.decode_errors += 1
                 consecutive_errors += 1
-                if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS:
-                    raise SourceError("corrupt_media", f"too many undecodable packets in a row ({exc})") from exc
+                since = t - last_decoded.setdefault(packet.stream.index, t) if t is not None else 0.0
+                if since > MAX_UNDECODABLE_S or consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS:
+                    raise SourceError("corrupt_media", f"the media stopped decoding ({exc.strerror or exc})") from exc
                 continue
             for frame in frames:
                 if isinstance(frame, av.AudioFrame):
@@ -285,34 +293,40 @@ class FileSource(MediaSource):
 
     kind = "file"
 
-    def __init__(self, path: str | Path, *, realtime: bool = True, sample_fps: float = 2.0):
+    def __init__(self, path: str | Path, *, realtime: bool = True, sample_fps: float = 2.0, name: str | None = None,
+                 loops: int = 1):
+        """name: how messages call the file (the server passes the client's own relative spec, so no message shows
+        where its media folder is); loops: play the file this many times over with continuous media time (a demo
+        or a soak)."""
         self.path = Path(path)
+        self.name = name or str(path)
         self.realtime = realtime
         self.sample_fps = sample_fps
+        self.loops = max(1, int(loops))
         self._decoder: _Decoder | None = None
         self.info: SourceInfo | None = None
 
-    def _open_blocking(self) -> _Decoder:
-        path = self.path
+    def _open_blocking(self, time_offset: float = 0.0) -> _Decoder:
+        path, name = self.path, self.name
         if not path.exists():
-            raise SourceError("not_found", f"no such file: {path}")
+            raise SourceError("not_found", f"no such file: {name}")
         if path.is_dir():
-            raise SourceError("not_a_file", f"{path} is a directory, not a media file")
+            raise SourceError("not_a_file", f"{name} is a directory, not a media file")
         if not os.access(path, os.R_OK):
-            raise SourceError("unreadable", f"{path} cannot be read (permission denied)")
+            raise SourceError("unreadable", f"{name} cannot be read (permission denied)")
         if path.stat().st_size == 0:
-            raise SourceError("empty_file", f"{path} is empty (0 bytes)")
+            raise SourceError("empty_file", f"{name} is empty (0 bytes)")
         try:
             container = _open_container(str(path))
         except av.error.FFmpegError as exc:
-            raise SourceError("not_media", f"{path.name} is not a readable audio/video file ({exc.strerror or exc})") from exc
+            raise SourceError("not_media", f"{name} is not a readable audio/video file ({exc.strerror or exc})") from exc
         except OSError as exc:
-            raise SourceError("unreadable", f"{path} cannot be read ({exc.strerror or exc})") from exc
+            raise SourceError("unreadable", f"{name} cannot be read ({exc.strerror or exc})") from exc
         if container.format.name in TEXT_FORMATS:
             container.close()
-            raise SourceError("not_media", f"{path.name} is a text file, not audio or video")
+            raise SourceError("not_media", f"{name} is a text file, not audio or video")
         try:
-            return _Decoder(container, self.sample_fps)
+            return _Decoder(container, self.sample_fps, time_offset=time_offset)
         except SourceError:
             container.close()
             raise
@@ -320,6 +334,8 @@ class FileSource(MediaSource):
     async def open(self) -> SourceInfo:
         self._decoder = await asyncio.to_thread(self._open_blocking)
         self.info = _describe(self._decoder, "file", self.path.name, live=False)
+        if self.info.duration is not None and self.loops > 1:
+            self.info = dataclasses.replace(self.info, duration=self.info.duration * self.loops)
         return self.info
 
     async def __aiter__(self):
@@ -327,6 +343,7 @@ class FileSource(MediaSource):
             await self.open()
         decoder = self._decoder
         wall_start = time.monotonic()
+        played = 1
         try:
             while True:
                 try:
@@ -334,9 +351,16 @@ class FileSource(MediaSource):
                 except SourceError:
                     raise
                 except av.error.FFmpegError as exc:
-                    raise SourceError("corrupt_media", f"{self.path.name} stopped decoding: {exc}") from exc
+                    raise SourceError("corrupt_media", f"{self.name} stopped decoding: {exc}") from exc
                 if batch is None:
-                    return
+                    if played >= self.loops:
+                        return
+                    played += 1
+                    # the next pass starts where this one's media ended (the longer of its audio and video)
+                    offset = decoder.last_t
+                    await close_decoder(decoder)
+                    decoder = self._decoder = await asyncio.to_thread(self._open_blocking, offset)
+                    continue
                 for item in batch:
                     if self.realtime:
                         ready_t = item.t_end if isinstance(item, AudioChunk) else item.t
@@ -475,11 +499,13 @@ class RtspSource(MediaSource):
             await close_decoder(self._decoder)
 
 
-def open_source(spec: str, *, realtime: bool = True, sample_fps: float = 2.0, **rtsp_options) -> MediaSource:
-    """A source for a file path or an rtsp:// URL (rtsp_options: RtspSource's timeouts and give-up time)."""
+def open_source(spec: str, *, realtime: bool = True, sample_fps: float = 2.0, name: str | None = None,
+                **rtsp_options) -> MediaSource:
+    """A source for a file path or an rtsp:// URL (rtsp_options: RtspSource's timeouts and give-up time; name: how
+    a file's messages call it)."""
     scheme = urlsplit(spec).scheme.lower()
     if scheme in ("rtsp", "rtsps"):
         return RtspSource(spec, sample_fps=sample_fps, **rtsp_options)
     if scheme and len(scheme) > 1:  # a Windows drive letter is not a scheme
         raise SourceError("bad_url", f"unsupported source scheme {scheme!r}: give a file path or an rtsp:// URL")
-    return FileSource(spec, realtime=realtime, sample_fps=sample_fps)
+    return FileSource(spec, realtime=realtime, sample_fps=sample_fps, name=name)

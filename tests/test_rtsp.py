@@ -1,5 +1,6 @@
 """A real RTSP server on loopback (Debian's gst-rtsp-server), analysed over TCP; killing it mid-stream gives a
-`reconnecting` status and, past the give-up limit, a clean `end`."""
+`reconnecting` status and, past the give-up limit, a clean `end`; restarting it on the same port resumes the
+stream with media time running on."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from conftest import need_data
 from protocol import parse_message
 from rtsp_server import rtsp_server_available, start_rtsp_server, stop
 from stream.sources import RtspSource, SourceError
+from test_faults import free_port
 from test_server import RunningServer, make_hub
 
 
@@ -63,6 +65,67 @@ async def test_rtsp_stream_is_analysed_then_reconnects_then_ends_cleanly(engine)
     assert end.type == "end" and end.summary["reason"] == "source_lost"
     assert any(m.type == "error" and m.code == "source_lost" for m in messages)
     assert time.monotonic() - killed_at < 30
+
+
+def restart_rtsp_server(clip, port: int, within_s: float = 10.0):
+    """The server again on the same port; the port can stay taken for a moment after the old server exits."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return start_rtsp_server(clip, port=port, loop=True)[0]
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+async def test_an_rtsp_server_that_dies_and_comes_back_on_the_same_port_resumes_the_stream(engine):
+    clip = need_data("videos", "vna_original_2.mp4")
+    require_rtsp_server()
+    port = free_port()
+    proc, url = start_rtsp_server(clip, port=port, loop=True)
+    phase = "before"  # before the outage, waiting for the reconnect, after it, then gone for good
+    windows: dict[str, list] = {"before": [], "outage": [], "after": [], "gone": []}
+    messages = []
+    try:
+        hub = make_hub(engine, open_timeout_s=2.0, read_timeout_s=2.0, give_up_s=12.0)
+        async with RunningServer(hub) as server:
+            async with connect(server.url) as ws:
+                await ws.recv()
+                await ws.send(json.dumps({"type": "start", "source": url, "stream": "cam"}))
+                async with asyncio.timeout(150):
+                    async for raw in ws:
+                        message = parse_message(raw)
+                        messages.append(message)
+                        if message.type == "window":
+                            windows[phase].append(message)
+                        if phase == "before" and len(windows["before"]) >= 3:
+                            await asyncio.to_thread(stop, proc)
+                            phase = "outage"
+                        elif phase == "outage" and message.type == "status" and message.state == "reconnecting" \
+                                and proc.poll() is not None:
+                            proc = await asyncio.to_thread(restart_rtsp_server, clip, port)  # the camera is back
+                        elif phase == "outage" and message.type == "status" and "reconnected" in message.detail:
+                            phase = "after"
+                        elif phase == "after" and len(windows["after"]) >= 4:
+                            await asyncio.to_thread(stop, proc)  # and now gone for good
+                            phase = "gone"
+                        if message.type == "end":
+                            break
+    finally:
+        stop(proc)
+    assert phase == "gone", f"the stream never resumed: {[m.to_json() for m in messages if m.type != 'window']}"
+    every = [w for part in windows.values() for w in part]
+    assert [w.index for w in every] == list(range(len(every)))
+    for a, b in zip(every, every[1:]):  # media time runs on across the outage: no window goes back or leaves a gap
+        assert a.t_start < b.t_start <= a.t_end
+    media_times = [m.media_time for m in messages if m.type == "status"]
+    assert media_times == sorted(media_times)
+    for w in windows["after"][1:]:  # real media again, not silence filling the outage
+        assert w.modalities["visual"]["available"] and w.modalities["audio"]["available"], w.modalities
+    assert "sugar" in " ".join(w.transcript for w in windows["after"]).lower()  # the clip plays again from its start
+    end = messages[-1]
+    assert end.type == "end" and end.summary["reason"] == "source_lost"
 
 
 async def test_rtsp_url_that_never_answers_fails_within_the_timeout():

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
@@ -18,7 +19,7 @@ from conftest import VIDEOS, need_data
 from pipeline import PipelineConfig
 from protocol import parse_message
 from server import Access, SourcePolicy, StreamHub, resolve_token
-from test_pipeline_fakes import fake_engine
+from test_pipeline_fakes import ScriptedSource, fake_engine
 from test_server import RunningServer
 
 TOKEN = "s3cret-token-for-tests"
@@ -159,3 +160,66 @@ async def test_a_symlink_out_of_the_media_folder_is_refused(tmp_path):
                 assert str(tmp_path) not in message.message
             listed = await reply(ws, {"type": "list_media"})
     assert listed.files == []  # links that lead out are not even listed
+
+
+class SourceThatBreaksInternally(ScriptedSource):
+    """A bug deep inside a source, with a server path in its text: the client must learn neither."""
+
+    async def __aiter__(self):
+        async for item in super().__aiter__():
+            if getattr(item, "t", 0.0) >= 1.0:
+                raise RuntimeError("index out of range in /srv/vidsent/secret/internals.py")
+            yield item
+
+
+async def test_errors_name_no_server_paths_and_the_log_holds_no_traceback(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    need_data("videos", "vna_mosi_2.6.mp4")
+    media = tmp_path / "media"
+    (media / "sub").mkdir(parents=True)
+    (media / "notes.mp4").write_text("not a video\n")
+    (media / "empty.mp4").write_bytes(b"")
+    shutil.copy(VIDEOS / "vna_mosi_2.6.mp4", media / "clip.mp4")
+    the_hub = StreamHub(fake_engine(fail=("text", "audio", "visual")), PipelineConfig(), SourcePolicy(media))
+    async with RunningServer(the_hub) as server:
+        async with connect(server.url) as ws:
+            await ws.recv()
+            said = []
+            for source in ("missing.mp4", "sub/missing.mp4", "notes.mp4", "empty.mp4", "sub"):
+                await ws.send(json.dumps({"type": "start", "source": source, "realtime": False}))
+                async with asyncio.timeout(20):  # the stream starts, fails to open: its error, then its end
+                    while (message := parse_message(await ws.recv())).type != "end":
+                        if message.type == "error":
+                            said.append((source, message))
+            assert [(s, m.code) for s, m in said] == [
+                ("missing.mp4", "not_found"), ("sub/missing.mp4", "not_found"), ("notes.mp4", "not_media"),
+                ("empty.mp4", "empty_file"), ("sub", "not_a_file")]
+            for source, message in said:
+                assert source in message.message and str(tmp_path) not in message.message, message
+            # every scorer raising: the windows mark each modality missing, the stream runs to its end
+            await ws.send(json.dumps({"type": "start", "source": "clip.mp4", "realtime": False, "stream": "f"}))
+            messages = [m async for m in _until_end(ws, "f")]
+            windows = [m for m in messages if m.type == "window"]
+            assert windows and messages[-1].summary["reason"] == "eof"
+            assert all(not w.modalities[m]["available"] and "scorer failed" in w.modalities[m]["reason"]
+                       for w in windows for m in ("text", "audio", "visual"))
+            # a bug inside a source: an `internal` error that names no internals
+            the_hub.start("broken", "broken", source=SourceThatBreaksInternally(3.0))
+            await ws.send(json.dumps({"type": "subscribe", "stream": "broken"}))
+            messages = [m async for m in _until_end(ws, "broken")]
+    errors = [m for m in messages if m.type == "error"]
+    assert [e.code for e in errors] == ["internal"] and "/srv" not in errors[0].message
+    assert "RuntimeError" in errors[0].message and messages[-1].summary["reason"] == "error"
+    logged = "\n".join(caplog.text.splitlines())
+    assert "Traceback" not in logged and not any(r.exc_info for r in caplog.records if r.levelno >= logging.INFO)
+    assert "stream broken failed: RuntimeError" in logged  # the operator still learns what broke
+
+
+async def _until_end(ws, stream: str):
+    async with asyncio.timeout(30):
+        async for raw in ws:
+            message = parse_message(raw)
+            if getattr(message, "stream", None) == stream:
+                yield message
+                if message.type == "end":
+                    return
