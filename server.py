@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -231,10 +232,17 @@ class LiveStream:
     subscribers: set[Subscriber] = field(default_factory=set)
     last_status: StatusMessage | None = None
     ended: EndMessage | None = None
+    # called with every message of the stream, on the event loop: they must not block (metrics, history, alerts)
+    observers: list[Callable[[Message], None]] = field(default_factory=list)
 
     def publish(self, message: Message) -> None:
         if isinstance(message, StatusMessage):
             self.last_status = message
+        for observe in self.observers:
+            try:
+                observe(message)
+            except Exception as exc:  # noqa: BLE001 - a monitor's fault must not touch the stream
+                log.error("observer %r failed on a %s message: %s: %s", observe, message.type, type(exc).__name__, exc)
         text = message.dumps()
         for sub in list(self.subscribers):
             if not sub.offer(text):
@@ -257,6 +265,8 @@ class StreamHub:
         self.policy = policy
         self.max_streams = max_streams
         self.streams: dict[str, LiveStream] = {}
+        # every stream's messages also go to these (after the stream's own observers): metrics, history
+        self.observers: list[Callable[[Message], None]] = []
         self.bound_port: int | None = None
         self._ids = itertools.count(1)
 
@@ -276,7 +286,8 @@ class StreamHub:
             source = open_source(self.policy.resolve(spec), realtime=realtime, sample_fps=self.config.sample_fps,
                                  name=spec, **self.rtsp_options)
         stream_id = stream_id or self._new_id()
-        live = LiveStream(stream_id, redact_url(spec) if "://" in spec else Path(spec).name)
+        live = LiveStream(stream_id, redact_url(spec) if "://" in spec else Path(spec).name,
+                          observers=list(self.observers))
         live.pipeline = StreamPipeline(stream_id, source, self.engine, self.config, emit=live.publish)
         self.streams[stream_id] = live
         live.task = asyncio.create_task(self._run(live), name=f"stream-{stream_id}")
