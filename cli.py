@@ -3,6 +3,7 @@
     vidsent serve                      start the websocket server (same as `python server.py`)
     vidsent watch SOURCE               print a stream's rolling sentiment live (in-process, or via --server)
     vidsent analyze FILE... --json OUT replay files as fast as possible; full window timeline + overall verdict
+    vidsent history list|show|export   read back the streams a server kept (windows, transcript, alerts, ends)
     vidsent embed | train | evaluate   build embedding caches, train heads, evaluate modalities and fusion
 """
 
@@ -48,6 +49,15 @@ def _csv_rows(result: dict):
         yield row
 
 
+def _write_csv(path: str, results: list[dict]) -> None:
+    """One row per window of each result ({file, windows}), the columns CSV_FIELDS."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for result in results:
+            writer.writerows(_csv_rows(result))
+
+
 def _fmt(score) -> str:
     return "  —  " if score is None else f"{score:.2f}"
 
@@ -81,11 +91,7 @@ def main_analyze(args) -> int:
         Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.json}")
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for result in results:
-                writer.writerows(_csv_rows(result))
+        _write_csv(args.csv, results)
         print(f"wrote {args.csv}")
     if failed:
         print(f"{failed} of {len(args.files)} file(s) could not be analysed", file=sys.stderr)
@@ -110,7 +116,7 @@ class LivePrinter:
         self.out.flush()
 
     def __call__(self, message) -> None:
-        from protocol import EndMessage, ErrorMessage, StatusMessage, TranscriptMessage, WindowMessage
+        from protocol import AlertMessage, EndMessage, ErrorMessage, StatusMessage, TranscriptMessage, WindowMessage
 
         if isinstance(message, WindowMessage):
             mods = " ".join(f"{m[0].upper()} {_fmt(s['score'])}" for m, s in message.modalities.items())
@@ -130,6 +136,13 @@ class LivePrinter:
                 self._line(self.status)
         elif isinstance(message, ErrorMessage):
             self._line(f"error [{message.code}]: {message.message}")
+        elif isinstance(message, AlertMessage):
+            if message.state == "raised":
+                self._line(f"⚠ alert {message.rule}: {message.signal} {_fmt(message.value)} since "
+                           f"{message.t_start:.1f} s")
+            else:
+                why = message.detail or f"{message.signal} {_fmt(message.value)}"
+                self._line(f"✓ alert {message.rule} cleared at {message.t_end:.1f} s ({why})")
         elif isinstance(message, EndMessage):
             s = message.summary
             self.status = ""
@@ -138,18 +151,29 @@ class LivePrinter:
 
 
 async def _watch_in_process(args, printer: LivePrinter) -> int:
+    from monitor.alerts import AlertMonitor, AlertRuleError, load_rules
     from pipeline import StreamPipeline
     from stream.sources import SourceError, open_source
 
     config = server_module.pipeline_config(args)
     try:
+        rules = load_rules(args.alert, args.alerts)
         source = open_source(args.source, realtime=not args.fast, sample_fps=config.sample_fps)
+    except AlertRuleError as exc:
+        print(f"vidsent watch: {exc}", file=sys.stderr)
+        return 2
     except SourceError as exc:
         print(f"vidsent watch: {exc.message}", file=sys.stderr)
         return 1
     engine = _load_engine(args)
+    alerts = AlertMonitor(rules, publish=lambda stream, message: printer(message)) if rules else None
+
+    def emit(message):
+        if alerts is not None:
+            alerts.observe(message)
+        printer(message)
     try:
-        pipeline = StreamPipeline("watch", source, engine, config, emit=printer)
+        pipeline = StreamPipeline("watch", source, engine, config, emit=emit)
         run = asyncio.create_task(pipeline.run())
         try:
             end = await asyncio.shield(run)
@@ -202,6 +226,84 @@ def main_watch(args) -> int:
         return 1
 
 
+# -- history ---------------------------------------------------------------------------------------------------
+
+def _when(wall: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall)) if wall else "—"
+
+
+def _print_runs(runs: list[dict]) -> None:
+    columns = ("run", "stream", "source", "started", "ended", "reason", "windows")
+    table = [columns] + [(str(r["run"]), r["stream"], r["source"] or "—", _when(r["started"]), _when(r["ended"]),
+                          r["reason"] or "running", str(r["windows"])) for r in runs]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def main_history(args) -> int:
+    import sqlite3
+
+    from monitor.history import HistoryReader, default_path
+    from protocol import SERVER_MESSAGES, parse_message
+
+    path = Path(args.history) if args.history else default_path()
+    try:
+        reader = HistoryReader(path)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"vidsent history: {exc}", file=sys.stderr)
+        return 1
+    with reader:
+        if args.action == "list":
+            _print_runs(reader.runs(args.stream))
+            return 0
+        run = reader.run_of(args.stream, args.run)
+        if run is None:
+            which = f"run {args.run} of stream" if args.run is not None else "stream"
+            print(f"vidsent history: no {which} {args.stream!r} in {path}", file=sys.stderr)
+            return 1
+        messages = list(reader.messages(run["run"]))
+    if args.action == "show":
+        print(f"run {run['run']}: stream {run['stream']} ({run['source'] or 'source unknown'}), "
+              f"{_when(run['started'])} → {_when(run['ended'])} ({run['reason'] or 'running'})")
+        printer = LivePrinter()
+        for message in messages:
+            if message["type"] in SERVER_MESSAGES:
+                printer(parse_message(message))
+        return 0
+    if not (args.csv or args.json):
+        print("vidsent history export: give --csv OUT and/or --json OUT", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps({**run, "messages": messages}, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.csv:
+        windows = [m for m in messages if m["type"] == "window"]
+        _write_csv(args.csv, [{"file": run["source"] or run["stream"], "windows": windows}])
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def _add_history_command(sub) -> None:
+    history = sub.add_parser("history", help="read back the streams a server kept (list, show, export)")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--history", metavar="PATH", default=None,
+                       help="the history file (default: the server's, history.sqlite3 in $VIDSENT_DATA_DIR, else "
+                            "$XDG_DATA_HOME/vidsent or ~/.local/share/vidsent)")
+    one_run = argparse.ArgumentParser(add_help=False, parents=[where])
+    one_run.add_argument("stream", help="a stream id")
+    one_run.add_argument("--run", type=int, default=None, metavar="N",
+                         help="that run (the numbers `history list` shows; default the stream's latest)")
+    actions = history.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", parents=[where], help="every run kept: stream, source, times, windows")
+    listing.add_argument("stream", nargs="?", default=None, help="only this stream id's runs")
+    actions.add_parser("show", parents=[one_run], help="a run's window timeline and transcript, as `watch` prints")
+    export = actions.add_parser("export", parents=[one_run], help="a run's windows as CSV or its messages as JSON")
+    export.add_argument("--csv", metavar="OUT", help="one row per window (the columns of `analyze --csv`)")
+    export.add_argument("--json", metavar="OUT", help="the run and every stored message, as clients got them")
+    history.set_defaults(func=main_history)
+
+
 # -- entry point -----------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--fast", action="store_true", help="replay a file as fast as possible, not at real-time pace")
     watch.add_argument("--token", default=os.environ.get("VIDSENT_TOKEN"),
                        help="the server's token (default $VIDSENT_TOKEN)")
+    watch.add_argument("--alert", action="append", default=[], metavar="RULE",
+                       help="print an alert when a signal crosses a threshold, e.g. 'rolling<0.3 for 10s' (in-process "
+                            "watch; a server's alerts are printed anyway)")
+    watch.add_argument("--alerts", metavar="FILE.toml", help="alert rules as [[alert]] tables")
     server_module.add_pipeline_arguments(watch)
     watch.set_defaults(func=main_watch)
 
@@ -231,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_module.add_pipeline_arguments(analyze)
     analyze.set_defaults(func=main_analyze)
 
+    _add_history_command(sub)
     _add_model_commands(sub)
     return parser
 

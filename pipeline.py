@@ -20,13 +20,14 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from models.base import MODALITIES, ModalityScore, label_for
 from models.fusion import FusedScore, RollingSentiment, grade_for_score
 from models.scoring import ScorerSet, build_scorers
+from models.tracking import PeopleTracker
 from protocol import EndMessage, ErrorMessage, Message, StatusMessage, TranscriptMessage, WindowMessage
 from stream.buffers import AudioRing, FrameQueue, TimedResults
 from stream.media import AudioChunk, VideoFrame, Word
@@ -36,6 +37,8 @@ from stream.windows import Window, WindowSchedule, WordStore, join_words, words_
 log = logging.getLogger(__name__)
 
 FRAME_BATCH = 4
+# this much video without a single audio sample: the audio track is empty (a file's track without packets)
+EMPTY_AUDIO_AFTER_S = 10.0
 
 
 @dataclass
@@ -152,11 +155,13 @@ class StreamPipeline:
         self.schedule = WindowSchedule(cfg.window_s, cfg.hop_s)
         self.rolling = RollingSentiment(cfg.half_life_s)
         self.overall = _Overall()
+        self.people = PeopleTracker()  # person ids for the faces of the analysed frames, in media-time order
         self.asr = None
         self.audio_end = 0.0
         self.video_end = -1.0
         self.asr_until = 0.0  # media time the ASR has transcribed up to
         self.asr_final_until = 0.0  # media time before which the transcript will not change any more
+        self.asr_busy_s = 0.0  # compute seconds of this stream's ASR passes (asr_busy_s / asr_until: real-time factor)
         self.frames_inflight_t: float | None = None
         self.eof = False
         self.end_reason = "eof"
@@ -268,9 +273,10 @@ class StreamPipeline:
                         await self._wait_for(lambda: len(self.frames_waiting) < self.frames_waiting.max_waiting)
                     self.frames_waiting.put(item)
                     self.video_end = max(self.video_end, item.t)
+                    self._check_audio_track()
                 elif isinstance(item, SourceEvent):
                     self.state = "reconnecting" if item.state == "reconnecting" else "running"
-                    self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.dropped_frames,
+                    self.emit(StatusMessage(self.stream_id, self.state, self.lag_s, self.dropped_frames,
                                             round(self.watermark, 3), item.detail))
                 self._arrivals.append((self.watermark, time.monotonic()))
                 await self._notify()
@@ -281,7 +287,18 @@ class StreamPipeline:
                 self.end_reason = self.source.end_reason
         finally:
             self.eof = True
+            self._check_audio_track()
             await self._notify()
+
+    def _check_audio_track(self) -> None:
+        """An audio track that delivers nothing while the video plays on counts as none: the windows then follow the
+        video instead of waiting for audio that never comes, and audio and text are marked missing."""
+        if not self.info.has_audio or self.audio_end > 0.0 or self.video_end < 0.0:
+            return
+        if self.eof or self.video_end >= EMPTY_AUDIO_AFTER_S:
+            self.info = replace(self.info, has_audio=False)
+            self.emit(StatusMessage(self.stream_id, self.state, media_time=round(self.watermark, 3),
+                                    detail="the audio track is empty: audio and text are marked missing"))
 
     def _has_room(self) -> bool:
         ahead = self.watermark - self.schedule.next_span()[1]
@@ -293,13 +310,24 @@ class StreamPipeline:
         while True:
             await self._wait_for(lambda: self.eof or self.asr.pending_audio_s >= step)
             if self.eof and self.asr.pending_audio_s < step:  # full steps first: the same passes every replay
-                update = await self.engine.in_asr_thread(self.asr.finish)
+                update = await self._asr_pass(self.asr.finish)
                 self._take_asr_update(update, final=True)
                 await self._notify()
                 return
-            update = await self.engine.in_asr_thread(self.asr.process)
+            update = await self._asr_pass(self.asr.process)
             self._take_asr_update(update)
             await self._notify()
+
+    async def _asr_pass(self, step: Callable[[], Any]):
+        """One ASR pass in the shared ASR thread; its compute time (not the wait for the thread) is counted."""
+        def timed():
+            started = time.perf_counter()
+            try:
+                return step()
+            finally:
+                self.asr_busy_s += time.perf_counter() - started
+
+        return await self.engine.in_asr_thread(timed)
 
     def _take_asr_update(self, update, final: bool = False) -> None:
         if update.committed:
@@ -330,6 +358,7 @@ class StreamPipeline:
             analyses = await self.engine.in_score_thread(
                 self.engine.scorers.frames.analyze, [frame.image for frame in batch])
             for frame, analysis in zip(batch, analyses):
+                self.people.observe(frame.t, analysis)
                 self.frame_results.add(frame.t, analysis)
             self.frames_inflight_t = None
             await self._notify()
@@ -347,7 +376,7 @@ class StreamPipeline:
     def _asr_ready(self, t1: float) -> bool:
         """Live, a window needs the audio up to its end transcribed (its tail may still be unconfirmed words); a
         file replayed as fast as possible waits until its words can no longer change, so a replay is repeatable."""
-        if self.asr is None:
+        if self.asr is None or not self.info.has_audio:
             return True
         return (self.asr_until if self.realtime else self.asr_final_until) >= t1 - 0.05
 
@@ -382,6 +411,12 @@ class StreamPipeline:
         scorers = self.engine.scorers
         scores = (await self.engine.in_score_thread(scorers.score, [window], self.info.has_audio,
                                                     self.info.has_video))[0]
+        audio = scores.get("audio")
+        if audio is not None and audio.available and "silence_share" in audio.details:
+            # what the audio heard: speech where the recogniser found words, silence, and the rest (music, sounds)
+            speech = round(window.speech_share, 3)
+            audio.details["speech_share"] = speech
+            audio.details["other_sound_share"] = round(max(0.0, 1.0 - speech - audio.details["silence_share"]), 3)
         fused = scorers.fuse(scores)
         rolling = self.rolling.update(fused.score, t1)
         self.overall.add(scores)
@@ -415,13 +450,15 @@ class StreamPipeline:
         """Sampled frames dropped by policy: waiting for the visual scorer, or at the source itself."""
         return self.frames_waiting.dropped + self.source.dropped_frames
 
-    def _lag(self) -> float:
+    @property
+    def lag_s(self) -> float:
+        """Media seconds received but not yet covered by a sent window, beyond one hop."""
         return round(max(0.0, self.watermark - self.schedule.next_span()[2]), 3)
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.status_every_s)
-            self.emit(StatusMessage(self.stream_id, self.state, self._lag(), self.dropped_frames,
+            self.emit(StatusMessage(self.stream_id, self.state, self.lag_s, self.dropped_frames,
                                     round(self.watermark, 3)))
 
     def _summary(self) -> dict:
@@ -430,7 +467,7 @@ class StreamPipeline:
         return {
             "reason": self.end_reason,
             "source": self.info.to_json() if self.info else None,
-            "duration": round(self.watermark, 3),
+            "duration": round(self._media_end(), 3),
             "windows": self.overall.windows,
             "score": None if fused.score is None else round(fused.score, 4),
             "label": fused.label,
@@ -440,13 +477,14 @@ class StreamPipeline:
             "modalities": {m: s.to_json() for m, s in modalities.items()},
             "dropped_frames": self.dropped_frames,
             "transcript": " ".join(self.transcript_log),
+            "people": self.people.summary(),
         }
 
 
 async def analyze_file(path: str | Path, engine: Engine, config: PipelineConfig) -> dict:
     """One file replayed as fast as possible through the live pipeline: its window timeline and overall verdict
     (what `vidsent analyze` writes, and what `vidsent evaluate` scores clips by):
-    {file, duration, label, score, graded, rolling, modalities, transcript, windows, error?}."""
+    {file, duration, label, score, graded, rolling, modalities, transcript, people, windows, error?}."""
     windows: list[dict] = []
     errors: list[dict] = []
 
@@ -468,6 +506,7 @@ async def analyze_file(path: str | Path, engine: Engine, config: PipelineConfig)
         "rolling": summary["rolling"],
         "modalities": summary["modalities"],
         "transcript": summary["transcript"],
+        "people": summary["people"],
         "windows": windows,
     }
     if errors:

@@ -83,7 +83,7 @@ class ErrorMessage(Message):
 @dataclass
 class EndMessage(Message):
     """summary: {reason: eof|stopped|source_lost|error, duration, windows, score, label, graded, modalities,
-    dropped_frames, transcript}."""
+    dropped_frames, transcript, people: [{person, first_seen, last_seen, frames, score, top_emotion}]}."""
 
     type: ClassVar[str] = "end"
     stream: str
@@ -137,9 +137,28 @@ class MediaMessage(Message):
     rtsp_hosts: list[str] = field(default_factory=list)
 
 
+@dataclass
+class AlertMessage(Message):
+    """An alert rule's episode on a stream: `raised` once when its condition has held for the rule's time, then
+    `cleared` once when the value is back past the threshold by the rule's margin (or the stream ended: detail
+    says so). t_start: media time the episode began; t_end: media time of this transition; value: the signal then
+    (rolling, fused or one modality's score)."""
+
+    type: ClassVar[str] = "alert"
+    stream: str
+    rule: str
+    state: str  # raised | cleared
+    signal: str
+    value: float | None
+    threshold: float
+    t_start: float
+    t_end: float
+    detail: str = ""
+
+
 SERVER_MESSAGES: dict[str, type[Message]] = {
     m.type: m for m in (WindowMessage, TranscriptMessage, StatusMessage, ErrorMessage, EndMessage, HelloMessage,
-                        StreamsMessage, SubscribedMessage, WebRTCAnswerMessage, MediaMessage)
+                        StreamsMessage, SubscribedMessage, WebRTCAnswerMessage, MediaMessage, AlertMessage)
 }
 
 
@@ -170,7 +189,7 @@ def parse_message(data: str | bytes | dict) -> Message:
 
 # Client → server requests.
 REQUESTS = {
-    "subscribe": {"stream"},  # receive a running stream's messages
+    "subscribe": {"stream"},  # receive a running stream's messages; optional: since (its last seconds first)
     "unsubscribe": {"stream"},
     "start": {"source"},  # optional: stream (id), realtime (bool, default true)
     "stop": {"stream"},
@@ -203,4 +222,8 @@ def parse_request(raw: str | bytes) -> dict[str, Any]:
             raise ProtocolError("bad_request", "a stream id is 1-64 letters, digits, '-', '_' or '.'")
     if "realtime" in obj and not isinstance(obj["realtime"], bool):
         raise ProtocolError("bad_request", "'realtime' must be true or false")
+    if "since" in obj and obj["since"] is not None:
+        since = obj["since"]
+        if isinstance(since, bool) or not isinstance(since, (int, float)) or not 0 <= since < float("inf"):
+            raise ProtocolError("bad_request", "'since' is a number of media seconds, 0 or more")
     return obj

@@ -19,8 +19,9 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -32,6 +33,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
+from monitor.alerts import AlertMonitor, AlertRule, load_rules
+from monitor.history import KEEP_S, MAX_BYTES, History
+from monitor.history import default_path as default_history_path
+from monitor.logs import configure_logging
+from monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from monitor.metrics import ServerMetrics
 from pipeline import Engine, PipelineConfig, StreamPipeline
 from protocol import (MAX_REQUEST_BYTES, PROTOCOL_VERSION, EndMessage, ErrorMessage, HelloMessage, MediaMessage,
                       Message, ProtocolError, StatusMessage, StreamsMessage, SubscribedMessage, WebRTCAnswerMessage,
@@ -41,6 +48,7 @@ from stream.sources import MediaSource, SourceError, open_source, redact_url
 log = logging.getLogger("vidsent.server")
 
 CLIENT_QUEUE = 512  # messages a client may have unsent before it counts as too slow and is dropped
+BACKLOG_STALL_S = 20.0  # a client that reads nothing of its replay for this long is dropped as too slow
 SLOW_CLIENT_CLOSE = 1013  # "try again later"
 MAX_STREAMS = 16
 MAX_MEDIA_LISTED = 500  # files a `list_media` reply names at most
@@ -193,22 +201,57 @@ class Subscriber:
         self.too_slow = False
         self.rate = RateLimit(requests_per_s)
         self.started: set[str] = set()  # ids of the streams this client started
+        self.held: list[str] | None = None  # live messages kept back while a replay goes out first (`since`)
+        self.backlog_task: asyncio.Task | None = None
         self.writer = asyncio.create_task(self._write())
 
     def offer(self, text: str) -> bool:
         if self.too_slow:
             return False
-        try:
-            self.outbox.put_nowait(text)
-            return True
-        except asyncio.QueueFull:
-            self.too_slow = True
-            log.warning("client %d is too slow (%d unsent messages): dropping it", self.id, CLIENT_QUEUE)
-            asyncio.create_task(self.ws.close(SLOW_CLIENT_CLOSE, "client too slow: messages not read"))
-            return False
+        if self.held is not None:
+            if len(self.held) < CLIENT_QUEUE:
+                self.held.append(text)
+                return True
+        else:
+            try:
+                self.outbox.put_nowait(text)
+                return True
+            except asyncio.QueueFull:
+                pass
+        self._drop_too_slow()
+        return False
+
+    def _drop_too_slow(self) -> None:
+        self.too_slow = True
+        log.warning("client %d is too slow (%d unsent messages): dropping it", self.id, CLIENT_QUEUE)
+        asyncio.create_task(self.ws.close(SLOW_CLIENT_CLOSE, "client too slow: messages not read"))
 
     def send(self, message: Message) -> None:
         self.offer(message.dumps())
+
+    def send_backlog_first(self, backlog: Coroutine[None, None, list[str]]) -> None:
+        """Sends the texts `backlog` gives (a replay from the history) before any message offered from now on:
+        those wait in `held` meanwhile. A replay longer than the outbox waits for the client to read it."""
+        self.held = []
+        self.backlog_task = asyncio.create_task(self._send_backlog(backlog))
+
+    async def _send_backlog(self, backlog: Awaitable[list[str]]) -> None:
+        try:
+            texts = await backlog
+        except Exception as exc:  # noqa: BLE001 - without its replay the client still gets the live messages
+            log.warning("client %d: no replay from the history: %s: %s", self.id, type(exc).__name__, exc)
+            texts = []
+        try:
+            for text in texts:
+                await asyncio.wait_for(self.outbox.put(text), BACKLOG_STALL_S)
+        except TimeoutError:
+            self.held = None
+            self._drop_too_slow()
+            return
+        held, self.held = self.held, None
+        for text in held:
+            if not self.offer(text):
+                break
 
     async def _write(self) -> None:
         try:
@@ -219,8 +262,10 @@ class Subscriber:
             pass
 
     async def close(self) -> None:
-        self.writer.cancel()
-        await asyncio.gather(self.writer, return_exceptions=True)
+        tasks = [t for t in (self.writer, self.backlog_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass
@@ -256,7 +301,8 @@ class LiveStream:
 
 class StreamHub:
     def __init__(self, engine: Engine, config: PipelineConfig, policy: SourcePolicy, max_streams: int = MAX_STREAMS,
-                 rtsp_options: dict | None = None, webrtc_options: dict | None = None):
+                 rtsp_options: dict | None = None, webrtc_options: dict | None = None, history: History | None = None,
+                 alert_rules: list[AlertRule] | None = None):
         self.engine = engine
         self.rtsp_options = rtsp_options or {}
         # WebRTCSource options: ice_servers (list of RTCIceServer), give_up_s, connect_timeout_s
@@ -267,8 +313,21 @@ class StreamHub:
         self.streams: dict[str, LiveStream] = {}
         # every stream's messages also go to these (after the stream's own observers): metrics, history
         self.observers: list[Callable[[Message], None]] = []
+        # first, so that an alert an end clears goes out (and is stored) before that end
+        self.alerts = AlertMonitor(alert_rules, publish=self.publish) if alert_rules else None
+        if self.alerts is not None:
+            self.observers.append(self.alerts.observe)
+        self.history = history  # stores every stream's messages; closed when the server shuts down
+        if history is not None:
+            self.observers.append(history.observe)
         self.bound_port: int | None = None
         self._ids = itertools.count(1)
+
+    def publish(self, stream_id: str, message: Message) -> None:
+        """A message on a running stream, from outside its pipeline (alerts)."""
+        live = self.streams.get(stream_id)
+        if live is not None:
+            live.publish(message)
 
     def check_room(self, stream_id: str | None) -> None:
         """Raises if a stream with this id runs already or the server is at --max-streams."""
@@ -356,9 +415,12 @@ class Server:
         self.hub = hub
         self.access = access or Access()
         self.clients = 0
+        self.metrics = ServerMetrics(streams=lambda: hub.streams, clients=lambda: self.clients)
+        hub.observers.append(self.metrics.observe)
 
     def http(self, connection, request):
-        """Plain HTTP on the websocket's port: the dashboard at `/` and `/dashboard/…`, JSON at `/health`;
+        """Plain HTTP on the websocket's port: the dashboard at `/` and `/dashboard/…`, JSON at `/health`, Prometheus
+        text at `/metrics`;
         a websocket upgrade on any path goes on to the protocol (after the origin, token and client-count checks);
         anything else is 404. With a token, only `/health` answers without it, and says nothing of streams."""
         access = self.access
@@ -377,6 +439,10 @@ class Server:
             if access.authorised(request):
                 health["streams"] = [s.describe() for s in self.hub.streams.values()]
             return _http_response(HTTPStatus.OK, (json.dumps(health) + "\n").encode(), "application/json")
+        if path == "/metrics":
+            if not access.authorised(request):
+                return _http_response(HTTPStatus.UNAUTHORIZED, b"a valid token is required\n", text)
+            return _http_response(HTTPStatus.OK, self.metrics.exposition(), METRICS_CONTENT_TYPE)
         target = dashboard_file(path)
         if target is None:
             return _http_response(HTTPStatus.NOT_FOUND, b"not found: the dashboard is at /\n", text)
@@ -449,7 +515,7 @@ class Server:
             live = self.hub.streams.get(request["stream"])
             if live is None:
                 raise SourceError("no_such_stream", f"no stream {request['stream']!r} is running")
-            self._subscribe(client, live)
+            self._subscribe(client, live, request.get("since"))
         elif kind == "unsubscribe":
             live = self.hub.streams.get(request["stream"])
             if live is not None:
@@ -460,15 +526,21 @@ class Server:
                 raise SourceError("no_such_stream", f"no stream {request['stream']!r} is running")
             live.pipeline.stop()
 
-    def _subscribe(self, client: Subscriber, live: LiveStream) -> None:
+    def _subscribe(self, client: Subscriber, live: LiveStream, since_s: float | None = None) -> None:
+        """With since_s, the stream's last since_s media seconds from the history go out before its live messages
+        (nothing is replayed without a history; a replay already going out to this client is not repeated)."""
         live.subscribers.add(client)
         client.send(SubscribedMessage(live.id))
+        if since_s and self.hub.history is not None and client.held is None:
+            client.send_backlog_first(self.hub.history.recent(live.id, since_s))
         if live.last_status is not None:
             client.send(live.last_status)
 
 
 async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Event | None = None,
-                        stop: asyncio.Event | None = None, access: Access | None = None) -> None:
+                        stop: asyncio.Event | None = None, access: Access | None = None,
+                        keepalive_s: float = 20.0) -> None:
+    """keepalive_s: the websocket ping interval, and how long a client may leave a ping unanswered."""
     server = Server(hub, access)
     # websockets' debug log prints every request's headers and path, tokens and cookies included: never below INFO
     ws_log = logging.getLogger("websockets")
@@ -481,7 +553,7 @@ async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Eve
         except (NotImplementedError, RuntimeError):  # not the main thread, or not a Unix loop
             pass
     async with serve(server.handle, host, port, process_request=server.http, max_size=MAX_REQUEST_BYTES,
-                     ping_interval=20, ping_timeout=20) as ws_server:
+                     ping_interval=keepalive_s, ping_timeout=keepalive_s) as ws_server:
         bound = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ws_server.sockets)
         log.info("vidsent listening on ws://%s (protocol v%d); dashboard at http://%s/", bound, PROTOCOL_VERSION,
                  bound.split(", ")[0])
@@ -492,6 +564,10 @@ async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Eve
         log.info("shutting down: ending %d stream(s)", len(hub.streams))
         await hub.stop_all()
         await asyncio.sleep(0.2)  # let the writers flush the end messages
+        if hub.alerts is not None:
+            await hub.alerts.close(drain_s=2.0)  # webhooks already queued get a last chance
+        if hub.history is not None:
+            await asyncio.to_thread(hub.history.close)  # the last windows and every end reach the file
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -526,6 +602,22 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                              "for a browser on this machine; default: every interface but loopback)")
     parser.add_argument("--webrtc-give-up", type=float, default=5.0,
                         help="end a browser's stream after this many seconds without media from it")
+    parser.add_argument("--alert", action="append", default=[], metavar="RULE",
+                        help="raise an `alert` when a signal crosses a threshold, e.g. 'rolling<0.3 for 10s' "
+                             "(signals: rolling, fused, text, audio, visual; repeatable)")
+    parser.add_argument("--alerts", metavar="FILE.toml", help="alert rules as [[alert]] tables (when, name, "
+                                                              "clear_margin, webhook)")
+    parser.add_argument("--alert-webhook", metavar="URL", help="POST every --alert rule's alerts to this URL as JSON")
+    parser.add_argument("--log-json", action="store_true",
+                        help="log one JSON object per line (ts, level, logger, message, stream) instead of text")
+    parser.add_argument("--history", default=None, metavar="PATH|off",
+                        help="the SQLite file each stream's windows, transcript, alerts and end are kept in (default "
+                             "history.sqlite3 in $VIDSENT_DATA_DIR, else $XDG_DATA_HOME/vidsent or "
+                             "~/.local/share/vidsent); off keeps nothing")
+    parser.add_argument("--history-keep", type=float, default=KEEP_S / 86400, metavar="DAYS",
+                        help="delete history older than this (default 7 days)")
+    parser.add_argument("--history-max-mb", type=float, default=MAX_BYTES / 2**20, metavar="MB",
+                        help="over this size the oldest runs are deleted first (default 1024)")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -559,13 +651,26 @@ def build_engine(args: argparse.Namespace) -> Engine:
     return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion)
 
 
+def open_history(args: argparse.Namespace) -> History | None:
+    """The server's History from --history, --history-keep and --history-max-mb (None for `--history off`)."""
+    if args.history == "off":
+        return None
+    if args.history_keep <= 0 or args.history_max_mb <= 0:
+        raise ValueError("--history-keep and --history-max-mb must be positive")
+    path = Path(args.history) if args.history else default_history_path()
+    log.info("history in %s (kept %g days, at most %g MiB)", path, args.history_keep, args.history_max_mb)
+    return History(path, keep_s=args.history_keep * 86400, max_bytes=int(args.history_max_mb * 2**20))
+
+
 def main_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(json_lines=args.log_json, verbose=getattr(args, "verbose", False))
     try:
         config = pipeline_config(args)
         webrtc_options = webrtc_settings(args)
         policy = SourcePolicy(args.media_dir, args.allow_rtsp)
-    except ValueError as exc:
+        alert_rules = load_rules(args.alert, args.alerts, args.alert_webhook)
+        history = open_history(args)
+    except (ValueError, OSError, sqlite3.Error) as exc:
         log.error("%s", exc)
         return 2
     token, generated = resolve_token(args.host, args.token, args.insecure)
@@ -582,7 +687,7 @@ def main_serve(args: argparse.Namespace) -> int:
     hub = StreamHub(engine, config, policy, args.max_streams,
                     rtsp_options={"open_timeout_s": args.rtsp_timeout, "read_timeout_s": args.rtsp_timeout,
                                   "give_up_s": args.rtsp_give_up},
-                    webrtc_options=webrtc_options)
+                    webrtc_options=webrtc_options, history=history, alert_rules=alert_rules)
     try:
         asyncio.run(serve_forever(args.host, args.port, hub, access=access))
     except OSError as exc:
@@ -590,6 +695,8 @@ def main_serve(args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.close()
+        if history is not None:
+            history.close()
     return 0
 
 

@@ -37,6 +37,8 @@ SILENCE_DBFS = -60.0
 # The heads learn from clips of 2.9-30 s; pooled statistics of a much shorter clip are outside what they saw
 # (on 1.3 s talking-head clips the audio head answered ~0.01 whatever was said), so such clips are not scored.
 MIN_SCORED_S = 2.0
+# evidence: a 25 ms frame this quiet counts as silence in a window's silence_share
+QUIET_FRAME_DBFS = -50.0
 
 _FRAME = 400  # 25 ms
 _HOP = 160  # 10 ms
@@ -435,13 +437,36 @@ class AudioScorer:
         if to_embed:
             X = self.embedder.embed(audios)
             positivity = np.asarray(self.head.positivity(X), dtype=np.float64)
-            voiced_at = PROSODY_NAMES.index("voiced_ratio")
             prosody_at = 2 * self.embedder.encoder_dim
+            names = feature_names(self.embedder.encoder_dim)
             for i, audio, p, level, row in zip(to_embed, audios, positivity, levels, X):
                 rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-                results[i] = ModalityScore.of(float(p), details={
+                prosody = dict(zip(PROSODY_NAMES, row[prosody_at:prosody_at + len(PROSODY_NAMES)].tolist()))
+                details = {
                     "rms_db": round(20.0 * math.log10(rms + _EPS), 1),
                     "active_db": round(level, 1),
-                    "voiced_ratio": round(float(row[prosody_at + voiced_at]), 3),
-                })
+                    "voiced_ratio": round(prosody["voiced_ratio"], 3),
+                    "silence_share": round(float(np.mean(frame_rms_db(audio) < QUIET_FRAME_DBFS)), 3),
+                }
+                if prosody["voiced_ratio"] > 0.05:  # the pitch statistics (semitones above 100 Hz, / 12)
+                    details["pitch_hz"] = round(100.0 * 2.0 ** prosody["f0_semitones_median"], 1)
+                    details["pitch_variability_st"] = round(12.0 * prosody["f0_semitones_std"], 2)
+                if hasattr(self.head, "contributions"):
+                    details["top_features"] = top_features(self.head.contributions(row), names)
+                results[i] = ModalityScore.of(float(p), details=details)
         return results  # type: ignore[return-value]
+
+
+def feature_names(encoder_dim: int) -> list[str]:
+    """The name of each embedding dimension; the Whisper encoder's pooled states share one name."""
+    return ["voice_and_timbre"] * (2 * encoder_dim) + list(PROSODY_NAMES) + list(TONAL_NAMES)
+
+
+def top_features(contributions: np.ndarray, names: list[str], top: int = 3) -> list[dict]:
+    """The named features (the encoder's states summed as one) that pushed this score most, with their signed
+    first-order effect on P(positive)."""
+    totals: dict[str, float] = {}
+    for name, value in zip(names, contributions.tolist()):
+        totals[name] = totals.get(name, 0.0) + value
+    ranked = sorted(totals.items(), key=lambda item: -abs(item[1]))[:top]
+    return [{"feature": name, "effect": round(value, 3)} for name, value in ranked]

@@ -129,6 +129,27 @@ class Head:
         """P(positive) (+ 0.5 * P(neutral) for a 3-class head), (n,)."""
         return self.predict_proba(X) @ self.valence
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Gradient × input of positivity() for one embedding, per input feature, in the standardised space the head
+        reads: how much each feature pushes this prediction up (positive) or down, to first order. (d,)"""
+        x = np.asarray(x, dtype=np.float32).reshape(1, -1)
+        z = (x - self.params["mean"]) / self.params["scale"]
+        # forward, keeping each hidden layer's slope (1 or LEAKY_SLOPE) for the way back
+        h, slopes, last = z, [], self.n_layers - 1
+        for i in range(self.n_layers):
+            h = h @ self.params[f"layer{i}.weight"].T + self.params[f"layer{i}.bias"]
+            if i < last:
+                slopes.append(np.where(h > 0, np.float32(1), np.float32(LEAKY_SLOPE)))
+                h = h * slopes[-1]
+        p = softmax(h / np.float32(self.temperature))[0]
+        v = self.valence
+        grad = (p * (v - p @ v) / np.float32(self.temperature))[None, :]  # d positivity / d logits
+        for i in range(last, -1, -1):
+            grad = grad @ self.params[f"layer{i}.weight"]
+            if i > 0:
+                grad = grad * slopes[i - 1]
+        return (grad * z)[0]
+
     # ---------------------------------------------------------------- files
     def save(self, path: str | Path) -> None:
         """Write <dir>/<name>.safetensors and <dir>/<name>.json (path may be the folder + name, or either file)."""

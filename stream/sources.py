@@ -141,7 +141,13 @@ class FrameSampler:
         if source_size not in self._sizes:
             self._sizes[source_size] = _frame_size(*source_size)
         width, height = self._sizes[source_size]
-        return VideoFrame(t, frame.to_ndarray(format="rgb24", width=width, height=height))
+        image = frame.to_ndarray(format="rgb24", width=width, height=height)
+        # A phone stores its picture as the sensor saw it and says in the display matrix how to turn it upright;
+        # FFmpeg's decoder leaves that to the player, and the face detector only finds upright faces.
+        quarter_turns = round(frame.rotation / 90) % 4  # frame.rotation: degrees counter-clockwise
+        if quarter_turns:
+            image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+        return VideoFrame(t, image)
 
 
 def sample_video(path: str | Path, sample_fps: float, max_frames: int | None = None) -> list[VideoFrame]:
@@ -308,16 +314,25 @@ class FileSource(MediaSource):
 
     def _open_blocking(self, time_offset: float = 0.0) -> _Decoder:
         path, name = self.path, self.name
-        if not path.exists():
-            raise SourceError("not_found", f"no such file: {name}")
-        if path.is_dir():
-            raise SourceError("not_a_file", f"{name} is a directory, not a media file")
-        if not os.access(path, os.R_OK):
-            raise SourceError("unreadable", f"{name} cannot be read (permission denied)")
-        if path.stat().st_size == 0:
-            raise SourceError("empty_file", f"{name} is empty (0 bytes)")
+        try:
+            if not path.exists():
+                if len(urlsplit(name).scheme) > 1:  # a Windows drive letter is not a scheme
+                    raise SourceError("bad_url", f"{redact_url(name)} is a URL, not a file: give a file path")
+                raise SourceError("not_found", f"no such file: {name}")
+            if path.is_dir():
+                raise SourceError("not_a_file", f"{name} is a directory, not a media file")
+            if not os.access(path, os.R_OK):
+                raise SourceError("unreadable", f"{name} cannot be read (permission denied)")
+            if path.stat().st_size == 0:
+                raise SourceError("empty_file", f"{name} is empty (0 bytes)")
+        except OSError as exc:  # a folder on the way that may not be entered
+            raise SourceError("unreadable", f"{name} cannot be read ({exc.strerror or exc})") from exc
         try:
             container = _open_container(str(path))
+        except PermissionError as exc:
+            # os.access answers for the real user, not the rights the open really has (a root without the
+            # capability to override file modes, ACLs, security modules)
+            raise SourceError("unreadable", f"{name} cannot be read ({exc.strerror or exc})") from exc
         except av.error.FFmpegError as exc:
             raise SourceError("not_media", f"{name} is not a readable audio/video file ({exc.strerror or exc})") from exc
         except OSError as exc:

@@ -30,6 +30,17 @@ class Window:
     def transcript(self) -> str:
         return join_words(self.words + self.pending_words)
 
+    @property
+    def speech_share(self) -> float:
+        """The share of the window the recognised words cover (their union, clipped to the window)."""
+        spans = sorted((max(w.start, self.t_start), min(w.end, self.t_end)) for w in self.words + self.pending_words)
+        covered, reach = 0.0, self.t_start
+        for start, end in spans:
+            if end > reach:
+                covered += end - max(start, reach)
+                reach = end
+        return covered / (self.t_end - self.t_start) if self.t_end > self.t_start else 0.0
+
 
 class WindowSchedule:
     """Which window comes next. Windows start at multiples of the hop; at the end of the media a last, possibly

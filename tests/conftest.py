@@ -24,6 +24,19 @@ def pytest_configure(config):
         raise pytest.UsageError(f"VIDSENT_REQUIRE_DATA=1 but the real data is not at {DATA}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir_of_the_session(tmp_path_factory):
+    """`vidsent serve` keeps a history in its data directory by default: never the real home's, in tests (the
+    serve subprocesses inherit it too)."""
+    before = os.environ.get("VIDSENT_DATA_DIR")
+    os.environ["VIDSENT_DATA_DIR"] = str(tmp_path_factory.mktemp("vidsent-data"))
+    yield
+    if before is None:
+        os.environ.pop("VIDSENT_DATA_DIR", None)
+    else:
+        os.environ["VIDSENT_DATA_DIR"] = before
+
+
 def need_data(*parts: str) -> Path:
     """The path of real test data under ../shared/data; the test skips (fails under VIDSENT_REQUIRE_DATA=1) when it
     is absent."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ from websockets.asyncio.client import connect
 from conftest import ROOT, VIDEOS, need_data, own_threads, settled
 from pipeline import PipelineConfig
 from protocol import parse_message
+from monitor.alerts import AlertRule
 from server import SourcePolicy, StreamHub
 from stream.webrtc import gather_ice_on
 from test_server import RunningServer, collect
@@ -93,8 +95,9 @@ class Browser:
         return path
 
 
-def dashboard_hub(engine) -> StreamHub:
-    return StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), webrtc_options={"ice_servers": []})
+def dashboard_hub(engine, alert_rules=None) -> StreamHub:
+    return StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), webrtc_options={"ice_servers": []},
+                     alert_rules=alert_rules)
 
 
 def http_url(server) -> str:
@@ -194,7 +197,8 @@ async def test_camera_streams_over_webrtc_from_a_real_browser_and_ends_when_the_
 async def test_dashboard_starts_a_file_stream_and_shows_its_summary_when_stopped(engine):
     need_browser()
     need_data("videos", "vna_original_2.mp4")
-    async with RunningServer(dashboard_hub(engine)) as server:
+    low = AlertRule.parse("rolling<0.3 for 6s", name="low mood")  # this clip's rolling score starts near 0.2
+    async with RunningServer(dashboard_hub(engine, [low])) as server:
         async with Browser() as browser:
             page = browser.page
             await page.goto(http_url(server))
@@ -221,12 +225,23 @@ async def test_dashboard_starts_a_file_stream_and_shows_its_summary_when_stopped
             assert "lag" in status_text and "dropped" in status_text
             evidence = (await panel.locator(".evidence").text_content()).lower()
             assert "vader" in evidence
+            # the talking head's face as a tracked person, and the time of the visual evidence
+            assert await panel.locator(".evidence .person[data-person='1']").count() == 1
+            assert re.search(r"strongest \d+\.\d s · (#1 \w+|scene)", evidence), evidence
+            alert = panel.locator(".alerts .alert[data-rule='low mood']")
+            await alert.wait_for(timeout=20000)
+            assert await alert.get_attribute("data-state") == "raised"
+            assert await panel.get_attribute("data-alerting") == "true"
+            assert "rolling" in (await alert.text_content())
             await browser.screenshot("dashboard-file.png")
             await panel.locator(".stop").click()
             await page.wait_for_selector(f".stream-panel[data-stream='{stream}'][data-ended='true'] .summary",
                                          timeout=20000)
             summary = (await panel.locator(".summary").text_content()).lower()
             assert "stopped" in summary
+            assert await alert.get_attribute("data-state") == "cleared"  # the episode ended with the stream
+            assert await panel.get_attribute("data-alerting") == "false"
+            assert (await stream_state(page, stream))["alerts"][-1]["detail"] == "the stream ended"
             await browser.screenshot("dashboard-file-ended.png")
             assert not browser.errors, browser.errors
 

@@ -1,10 +1,10 @@
-"""Faults a long-running server survives: SIGTERM / SIGINT with live streams and clients, and client churn."""
+"""Faults a long-running server survives: SIGTERM / SIGINT with live streams and clients, and client churn (the
+soak and the client that never reads: test_reliability.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import sys
@@ -12,12 +12,13 @@ import sys
 import pytest
 from websockets.asyncio.client import connect
 
-from conftest import ROOT, VIDEOS, need_data, own_threads, settled
-from pipeline import PipelineConfig
+from benchmarks.reliability import churn
+from conftest import ROOT, VIDEOS, need_data
 from protocol import parse_message
-from server import SourcePolicy, StreamHub
 from test_pipeline_fakes import fake_engine
-from test_server import RunningServer
+
+
+TFLITE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
 def free_port() -> int:
@@ -46,7 +47,7 @@ async def test_a_signal_ends_every_stream_for_every_client_and_exits_cleanly(sig
     need_data("videos", "vna_original_2.mp4")
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port), "--media-dir", str(VIDEOS),
+        sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port), "--media-dir", str(VIDEOS), "--log-json",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         await wait_listening(process, port)
@@ -96,34 +97,24 @@ async def test_a_signal_ends_every_stream_for_every_client_and_exits_cleanly(sig
     assert got_first == got_second == {name: "stopped" for name in streams}
     assert code == 0 and took <= 5.0, (code, took)
     assert "Traceback" not in err, err[-2000:]
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]  # --log-json
+    # every line is JSON but what native libraries print themselves (TensorFlow Lite's delegate notice)
+    assert {line for line in err.splitlines() if not line.startswith("{")} <= {TFLITE_NOTICE}, err[-2000:]
+    assert any(entry["message"].startswith("shutting down: ending 3 stream(s)") for entry in logged), logged[-5:]
 
 
 async def test_clients_that_come_and_go_leave_nothing_behind():
-    """A short run of the churn loop (the 50-client minute is in benchmarks' reach): 50 clients connect,
-    subscribe to a live stream and leave, over and over; tasks, threads and file descriptors return to where
-    they were and the stream carries on."""
-    need_data("videos", "vna_original_2.mp4")
-    hub = StreamHub(fake_engine(), PipelineConfig(), SourcePolicy(VIDEOS))
-    async with RunningServer(hub) as server:
-        async with connect(server.url) as owner:
-            await owner.recv()
-            await owner.send(json.dumps({"type": "start", "source": "vna_original_2.mp4", "stream": "live"}))
-            await asyncio.sleep(1.0)
-            tasks, threads = len(asyncio.all_tasks()), own_threads()
-            fds = len(os.listdir("/proc/self/fd"))
-
-            async def visitor(n: int) -> None:
-                async with connect(server.url) as ws:
-                    await ws.recv()
-                    await ws.send(json.dumps({"type": "subscribe", "stream": "live"}))
-                    await ws.recv()
-                    if n % 3 == 0:
-                        await ws.send(json.dumps({"type": "list"}))
-
-            for _ in range(4):
-                await asyncio.gather(*(visitor(n) for n in range(50)))
-            assert "live" in hub.streams and not hub.streams["live"].ended
-            assert await settled(lambda: len(asyncio.all_tasks()) <= tasks, 10), len(asyncio.all_tasks())
-            assert await settled(lambda: len(os.listdir("/proc/self/fd")) <= fds, 10)
-            assert own_threads() == threads
-            assert len(hub.streams["live"].subscribers) == 1
+    """A short run of benchmarks/reliability.py's churn (the benchmark runs it for a minute): waves of 50 clients
+    connect, subscribe to a live stream (some also ask for the list) and leave; tasks, threads and file
+    descriptors return to where they were and the stream carries on with its one owner."""
+    clip = need_data("videos", "vna_original_2.mp4")
+    engine = fake_engine()
+    try:
+        result = await churn(engine, clip, clients=50, waves=4)
+    finally:
+        engine.close()
+    assert result.visits == 200 and result.failed_visits == 0
+    assert result.stream_alive and result.subscribers_left == 1
+    assert result.after.tasks <= result.before.tasks, (result.before, result.after)
+    assert result.after.fds <= result.before.fds and result.after.sockets <= result.before.sockets
+    assert result.after.other_threads == result.before.other_threads

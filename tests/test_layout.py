@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import ROOT
 
 LIVE = [ROOT / "server.py", ROOT / "pipeline.py", ROOT / "protocol.py", *sorted((ROOT / "stream").glob("*.py")),
-        *sorted(p for p in (ROOT / "models").glob("*.py"))]
+        *sorted(p for p in (ROOT / "models").glob("*.py")), *sorted((ROOT / "monitor").glob("*.py"))]
 
 
 def imported_modules(path: Path) -> set[str]:

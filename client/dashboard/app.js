@@ -53,7 +53,7 @@ window.vidsent = vidsent;
 function streamState(id) {
   if (!vidsent.streams[id]) {
     vidsent.streams[id] = { windows: 0, transcripts: 0, pending: 0, ended: false, lost: false, watched: false,
-      lastWindow: null, lastStatus: null, source: null, summary: null };
+      lastWindow: null, lastStatus: null, source: null, summary: null, alerts: [] };
   }
   return vidsent.streams[id];
 }
@@ -158,6 +158,7 @@ function handle(msg) {
     case 'end': return onEnd(msg);
     case 'error': return onServerError(msg);
     case 'webrtc_answer': return onAnswer(msg);
+    case 'alert': return onAlert(msg);
     default: return undefined;  // a newer server's message: ignored
   }
 }
@@ -222,6 +223,13 @@ function onStatus(msg) {
     item.state = msg.state;
     renderStreams();
   }
+}
+
+function onAlert(msg) {
+  const st = streamState(msg.stream);
+  st.alerts.push(msg);
+  const panel = panels.get(msg.stream);
+  if (panel) panel.onAlert(msg);
 }
 
 function onEnd(msg) {

@@ -5,6 +5,7 @@ import { clamp, h, isNum, num, pct, seconds, signed, tick } from './util.js';
 
 export const MAX_POINTS = 300;    // windows kept on the chart
 export const MAX_PHRASES = 200;   // committed transcript phrases kept
+const MAX_ALERTS = 20;            // alert episodes listed
 const MAX_WINDOWS_FOR_PHRASES = 60;  // recent windows kept to colour phrases that arrive after their window
 const CHART_HEIGHT = 200;
 
@@ -147,11 +148,14 @@ export class StreamPanel {
     e.vaderBar = divergingBar('vader-bar');
     e.vader = kv('VADER compound');
     e.words = kv('words');
+    e.keyWords = h('span', { class: 'key-words', 'aria-label': 'the words that moved the text score most' });
+    e.keyWordsKv = kv('moved by');
     e.probs = h('span', { class: 'probs', 'aria-hidden': 'true' },
       e.pNeg = h('span', { class: 'p-neg' }), e.pNeu = h('span', { class: 'p-neu' }), e.pPos = h('span', { class: 'p-pos' }));
     e.probsKv = kv('neg / neu / pos');
     const textCard = h('div', { class: 'ev-card', dataset: { modality: 'text' } },
       h('h4', {}, 'Text'), e.missing.text, h('div', { class: 'ev-line' }, e.vader, e.vaderBar), e.words,
+      h('div', { class: 'ev-line wrap' }, e.keyWordsKv, e.keyWords),
       h('div', { class: 'ev-line' }, e.probsKv, e.probs));
 
     e.activeMeter = meter('db');
@@ -160,14 +164,24 @@ export class StreamPanel {
     e.rms = kv('rms');
     e.voicedMeter = meter('voiced');
     e.voiced = kv('voiced');
+    e.heard = h('span', { class: 'heard', 'aria-hidden': 'true' },
+      e.hSpeech = h('span', { class: 'h-speech' }), e.hOther = h('span', { class: 'h-other' }),
+      e.hSilence = h('span', { class: 'h-silence' }));
+    e.heardKv = kv('speech / other / silence');
+    e.pitch = kv('pitch');
+    e.features = kv('pushed by');
     const audioCard = h('div', { class: 'ev-card', dataset: { modality: 'audio' } },
       h('h4', {}, 'Audio'), e.missing.audio, h('div', { class: 'ev-line' }, e.active, e.activeMeter),
-      h('div', { class: 'ev-line' }, e.rms, e.rmsMeter), h('div', { class: 'ev-line' }, e.voiced, e.voicedMeter));
+      h('div', { class: 'ev-line' }, e.rms, e.rmsMeter), h('div', { class: 'ev-line' }, e.voiced, e.voicedMeter),
+      h('div', { class: 'ev-line' }, e.heardKv, e.heard), e.pitch, e.features);
 
     e.faces = kv('faces');
     e.top = kv('top');
     e.scene = kv('scene');
     e.share = kv('face share');
+    e.peopleKv = kv('people');
+    e.people = h('span', { class: 'key-words people', 'aria-label': 'each tracked face: top expression, score' });
+    e.strongest = kv('strongest');
     e.emotionRows = {};
     const emotionList = h('div', { class: 'emotions', 'aria-label': 'face emotion distribution' },
       EMOTIONS.map((name) => {
@@ -182,7 +196,8 @@ export class StreamPanel {
       }));
     const visualCard = h('div', { class: 'ev-card', dataset: { modality: 'visual' } },
       h('h4', {}, 'Visual'), e.missing.visual, h('div', { class: 'ev-line wrap' }, e.faces, e.top), emotionList,
-      h('div', { class: 'ev-line wrap' }, e.scene, e.share));
+      h('div', { class: 'ev-line wrap' }, e.scene, e.share), h('div', { class: 'ev-line wrap' }, e.peopleKv, e.people),
+      e.strongest);
     this.evidenceEl = h('section', { class: 'evidence', 'aria-label': 'evidence' }, textCard, audioCard, visualCard);
 
     // transcript
@@ -202,8 +217,11 @@ export class StreamPanel {
       this.progress = h('span', { class: 'progress', 'aria-hidden': 'true' }, h('span', { class: 'fill' })));
 
     this.summarySlot = h('div', { class: 'summary-slot' });
+    // alert episodes (the server's --alert rules): one row per episode, raised then cleared
+    this.alertRows = new Map();  // `${rule}@${t_start}` → row
+    this.alertsEl = h('ul', { class: 'alerts', 'aria-label': 'alerts', 'aria-live': 'assertive', hidden: true });
     const body = h('div', { class: 'panel-body' },
-      top, this.summarySlot, this.chartEl,
+      top, this.alertsEl, this.summarySlot, this.chartEl,
       h('div', { class: 'panel-columns' }, this.modalitiesEl, this.evidenceEl),
       h('h3', { class: 'section-title' }, 'Transcript'),
       this.transcriptEl);
@@ -404,6 +422,12 @@ export class StreamPanel {
     e.vader.value.textContent = isNum(text.vader) ? signed(text.vader) : '—';
     e.vaderBar.set(isNum(text.vader) ? text.vader : null, -1, 1);
     e.words.value.textContent = isNum(text.words) ? String(text.words) : '—';
+    const keyWords = Array.isArray(text.key_words) ? text.key_words : [];
+    e.keyWordsKv.value.textContent = keyWords.length ? '' : '—';
+    e.keyWords.replaceChildren(...keyWords.map((k) => h('span', {
+      class: 'key-word', dataset: { sign: k.effect > 0 ? 'pos' : 'neg' },
+      title: `without it the score would be ${signed(-k.effect)}`,
+    }, k.word, h('small', {}, signed(k.effect)))));
     for (const m of MODALITIES) {
       const info = mods[m];
       e.missing[m].textContent = info && !info.available ? `missing: ${info.reason || 'unknown'}` : '';
@@ -428,6 +452,20 @@ export class StreamPanel {
     e.rmsMeter.set(db(audio.rms_db));
     e.voiced.value.textContent = pct(audio.voiced_ratio);
     e.voicedMeter.set(audio.voiced_ratio);
+    const heard = [audio.speech_share, audio.other_sound_share, audio.silence_share];
+    if (heard.every(isNum)) {
+      [e.hSpeech, e.hOther, e.hSilence].forEach((el, i) => { el.style.width = pct(heard[i], 1); });
+      e.heardKv.value.textContent = heard.map((v) => pct(v)).join(' / ');
+      e.heard.hidden = false;
+    } else {
+      e.heardKv.value.textContent = '—';
+      e.heard.hidden = true;
+    }
+    e.pitch.value.textContent = isNum(audio.pitch_hz)
+      ? `${Math.round(audio.pitch_hz)} Hz ± ${num(audio.pitch_variability_st, 1)} st` : '—';
+    const features = Array.isArray(audio.top_features) ? audio.top_features : [];
+    e.features.value.textContent = features.length
+      ? features.map((f) => `${f.feature.replaceAll('_', ' ')} ${signed(f.effect)}`).join(' · ') : '—';
 
     const visual = (mods.visual && mods.visual.details) || {};
     e.faces.value.textContent = isNum(visual.frames)
@@ -444,6 +482,18 @@ export class StreamPanel {
       row.dataset.top = String(!!emotions && visual.top_emotion === name);
     }
     e.emotionRows.happy.parentElement.dataset.empty = String(!emotions);
+    const people = Array.isArray(visual.people) ? visual.people : [];
+    e.peopleKv.value.textContent = people.length ? '' : '—';
+    const signOf = { positive: 'pos', negative: 'neg' };
+    e.people.replaceChildren(...people.map((p) => h('span', {
+      class: 'key-word person', dataset: { person: String(p.person), sign: signOf[labelOf(p.score)] || '' },
+      title: `person ${p.person}: in ${p.frames} frames, ${pct(p.share)} of the face weight`,
+    }, `#${p.person} ${p.top_emotion}`, h('small', {}, num(p.score)))));
+    const source = visual.strongest_source === 'face'
+      ? [isNum(visual.strongest_person) ? `#${visual.strongest_person}` : 'face', visual.strongest_emotion].join(' ')
+      : visual.strongest_source;
+    e.strongest.value.textContent = isNum(visual.strongest_t)
+      ? `${num(visual.strongest_t, 1)} s · ${source} (${num(visual.strongest_score)})` : '—';
   }
 
   onTranscript(t) {
@@ -525,6 +575,35 @@ export class StreamPanel {
     this.sourceInfoEl.textContent = parts.join(' · ');
   }
 
+  /** An alert rule raised or cleared: one row per episode, newest first; the panel is marked while any is raised. */
+  onAlert(a) {
+    const key = `${a.rule}@${a.t_start}`;
+    let row = this.alertRows.get(key);
+    if (!row) {
+      const valueEl = h('span', { class: 'alert-value' });
+      const timeEl = h('span', { class: 'alert-time' });
+      row = h('li', { class: 'alert', dataset: { rule: a.rule } },
+        h('span', { class: 'alert-icon', 'aria-hidden': 'true' }, '\u26a0'),
+        h('span', { class: 'alert-rule' }, a.rule), valueEl, timeEl);
+      Object.assign(row, { valueEl, timeEl });
+      this.alertRows.set(key, row);
+      this.alertsEl.prepend(row);
+      while (this.alertsEl.children.length > MAX_ALERTS) {
+        const last = this.alertsEl.lastElementChild;
+        this.alertRows.delete([...this.alertRows].find(([, r]) => r === last)[0]);
+        last.remove();
+      }
+    }
+    row.dataset.state = a.state;
+    const value = isNum(a.value) ? `${a.signal} ${num(a.value)}` : a.signal;
+    row.valueEl.textContent = a.state === 'raised' ? `${value} (threshold ${num(a.threshold)})`
+      : `cleared${a.detail ? ` · ${a.detail}` : isNum(a.value) ? ` at ${value}` : ''}`;
+    row.timeEl.textContent = a.state === 'raised' ? `since ${seconds(a.t_start)}`
+      : `${seconds(a.t_start)} – ${seconds(a.t_end)}`;
+    this.alertsEl.hidden = false;
+    this.el.dataset.alerting = String(this.alertsEl.querySelector('.alert[data-state="raised"]') !== null);
+  }
+
   /** The stream is over: show its summary and disable stop. */
   onEnd(summary = {}) {
     this._markEnded(summary.reason || 'ended');
@@ -576,6 +655,12 @@ export class StreamPanel {
       ['dropped frames', isNum(s.dropped_frames) ? String(s.dropped_frames) : '—'],
     ];
     if (s.rolling && isNum(s.rolling.score)) facts.push(['final rolling', `${num(s.rolling.score)} ${s.rolling.graded || ''}`]);
+    const people = Array.isArray(s.people) ? s.people : [];
+    if (people.length) {
+      const shown = people.slice(0, 5).map((p) => `#${p.person} ${p.top_emotion} ${num(p.score)} `
+        + `(${seconds(p.first_seen)}–${seconds(p.last_seen)})`);
+      facts.push(['people', shown.join(' · ') + (people.length > 5 ? ` +${people.length - 5} more` : '')]);
+    }
     return h('section', { class: 'summary', dataset: { reason: s.reason || '' }, 'aria-label': 'summary' },
       h('div', { class: 'summary-head' },
         h('h3', {}, 'Summary'),

@@ -1,0 +1,1 @@
+"""Watching the streams beyond their messages: metrics, alerts, history."""

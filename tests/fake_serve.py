@@ -1,0 +1,21 @@
+"""`vidsent serve` as the command line runs it, but with test_pipeline_fakes' fake engine (no model loads): for
+tests that drive a serve subprocess and care about the server, not the models.
+
+    python tests/fake_serve.py serve --port P --media-dir DIR [--history PATH|off] ...
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+import cli  # noqa: E402
+import server  # noqa: E402
+from test_pipeline_fakes import fake_engine  # noqa: E402
+
+server.build_engine = lambda args: fake_engine()
+
+if __name__ == "__main__":
+    raise SystemExit(cli.main(sys.argv[1:]))

@@ -1,0 +1,199 @@
+"""Alert rules: parsing, hysteresis (one alert per episode), `alert` messages on the websocket, and webhooks to a
+real local HTTP receiver that is up, slow or down — none of which delays a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from websockets.asyncio.client import connect
+
+from conftest import VIDEOS, need_data
+from monitor.alerts import AlertMonitor, AlertRule, AlertRuleError, load_rules
+from pipeline import PipelineConfig
+from protocol import WindowMessage
+from server import SourcePolicy, StreamHub
+from test_faults import free_port
+from test_server import RunningServer, collect, start
+
+# pyfeat_WolfgangLanger_Pexels.mp4 replayed: its rolling score starts near 0.25 and climbs to about 0.7 by its end
+# (19.7 s), its fused score passes 0.9 from 16 s on
+CLIP = "pyfeat_WolfgangLanger_Pexels.mp4"
+
+
+def window(index: int, rolling: float | None, *, hop: float = 2.0, stream: str = "s") -> WindowMessage:
+    t_start = index * hop
+    return WindowMessage(stream, index, t_start, t_start + 4.0, {}, {"score": rolling}, {"score": rolling}, "")
+
+
+async def run_rule(rule: AlertRule, values: list[float | None]) -> list:
+    published = []
+    monitor = AlertMonitor([rule], publish=lambda stream, message: published.append(message))
+    for i, value in enumerate(values):
+        monitor.observe(window(i, value))
+        await asyncio.sleep(0)  # alerts go out after the window that caused them
+    return published
+
+
+def test_rules_read_signal_operator_threshold_and_duration():
+    rule = AlertRule.parse("rolling<0.3 for 10s")
+    assert (rule.signal, rule.op, rule.threshold, rule.for_s, rule.name) == ("rolling", "<", 0.3, 10.0,
+                                                                              "rolling<0.3 for 10s")
+    assert AlertRule.parse(" audio >= .8 for 1.5m ").for_s == 90.0
+    assert AlertRule.parse("visual>0.7").for_s == 0.0
+    for bad in ("rolling", "mood<0.3", "rolling<<0.3", "rolling<0.3 for", "rolling<0.3 for ten seconds", ""):
+        with pytest.raises(AlertRuleError):
+            AlertRule.parse(bad)
+    with pytest.raises(AlertRuleError):
+        AlertRule.parse("rolling<0.3", webhook="ftp://x")
+
+
+def test_rules_from_a_toml_file(tmp_path):
+    file = tmp_path / "alerts.toml"
+    file.write_text('[[alert]]\nname = "sour"\nwhen = "rolling < 0.3 for 10s"\nclear_margin = 0.1\n'
+                    'webhook = "http://127.0.0.1:9/hook"\nnotify_cleared = true\n\n'
+                    '[[alert]]\nwhen = "text > 0.9"\n')
+    rules = load_rules(["fused<0.2"], file)
+    assert [r.name for r in rules] == ["fused<0.2", "sour", "text > 0.9"]
+    assert rules[1].clear_margin == 0.1 and rules[1].webhook == "http://127.0.0.1:9/hook" and rules[1].notify_cleared
+    file.write_text('[[alert]]\nwhen = "rolling < 0.3"\ncolour = "red"\n')
+    with pytest.raises(AlertRuleError, match="colour"):
+        load_rules([], file)
+    file.write_text("[[alert]\n")
+    with pytest.raises(AlertRuleError, match="TOML"):
+        load_rules([], file)
+    with pytest.raises(AlertRuleError, match="same name"):
+        load_rules(["rolling<0.3", "rolling<0.3"])
+
+
+async def test_an_episode_raises_once_and_clears_once_with_hysteresis():
+    rule = AlertRule.parse("rolling<0.3 for 6s")  # windows of 4 s every 2 s: the second low window raises it
+    # low, low (raised), wobbling around the threshold inside the margin (no new alert), back up (cleared),
+    # a missing value (no change), low again for one window only (not long enough), then a second episode
+    values = [0.2, 0.25, 0.31, 0.29, 0.33, 0.4, None, 0.2, 0.5, 0.1, 0.1, 0.1]
+    alerts = await run_rule(rule, values)
+    assert [(a.state, a.t_start, a.t_end) for a in alerts] == [
+        ("raised", 0.0, 6.0), ("cleared", 0.0, 14.0), ("raised", 18.0, 24.0)]
+    assert alerts[0].value == 0.25 and alerts[1].value == 0.4 and alerts[0].signal == "rolling"
+
+
+async def test_a_rule_above_a_threshold_and_the_end_of_a_stream_clear_it():
+    from protocol import EndMessage
+
+    published = []
+    monitor = AlertMonitor([AlertRule.parse("rolling>0.6")], publish=lambda s, m: published.append(m))
+    monitor.observe(window(0, 0.7))
+    await asyncio.sleep(0)
+    monitor.observe(EndMessage("s", {"reason": "eof", "duration": 5.5}))
+    assert [(a.state, a.t_end, a.detail) for a in published] == [("raised", 4.0, ""),
+                                                                ("cleared", 5.5, "the stream ended")]
+
+
+class Receiver:
+    """A real HTTP server on loopback that records each POSTed JSON body; `hold` makes it answer only once
+    released (a slow receiver)."""
+
+    def __init__(self, hold: bool = False):
+        self.bodies: list[dict] = []
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.release.wait(30)
+                receiver.bodies.append(body)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.http.serve_forever, name="test-receiver", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.http.shutdown()
+        self.http.server_close()
+        self.thread.join(5)
+
+
+async def stream_with_rules(engine, rules: list[AlertRule]):
+    """The clip replayed through a server with these rules: (its messages, the hub)."""
+    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), alert_rules=rules)
+    async with RunningServer(hub) as server:
+        async with connect(server.url) as ws:
+            await ws.recv()
+            messages = await collect(ws, await start(ws, CLIP, stream="clip"))
+        await hub.alerts.webhooks.drain(10)
+        return messages, hub
+
+
+async def test_alerts_reach_the_websocket_and_a_webhook_once_per_episode(engine):
+    need_data("videos", CLIP)
+    with Receiver() as receiver:
+        rules = [AlertRule.parse("rolling<0.3 for 6s", name="low", webhook=receiver.url),
+                 AlertRule.parse("fused>0.9", name="elated", webhook=receiver.url, notify_cleared=True)]
+        messages, hub = await stream_with_rules(engine, rules)
+    alerts = [m for m in messages if m.type == "alert"]
+    assert [(a.rule, a.state) for a in alerts] == [("low", "raised"), ("low", "cleared"), ("elated", "raised"),
+                                                   ("elated", "cleared")]
+    low_raised, low_cleared, elated, ended = alerts
+    assert low_raised.t_start == 0.0 and low_raised.value < 0.3 and low_cleared.value >= 0.35
+    assert elated.value > 0.9 and ended.detail == "the stream ended"
+    windows = [m for m in messages if m.type == "window"]
+    for alert in alerts[:3]:  # each alert follows the window it came from
+        cause = next(i for i, m in enumerate(messages) if m.type == "window" and m.t_end == alert.t_end)
+        assert messages.index(alert) > cause
+    assert messages.index(ended) < len(messages) - 1 and messages[-1].type == "end"
+    # one POST per episode for "low"; "elated" posts its clear too: the bodies are the alert messages
+    assert receiver.bodies == [a.to_json() for a in (low_raised, elated, ended)]
+    assert len(windows) == 9
+
+
+@pytest.mark.parametrize("receiver_state", ["slow", "down"])
+async def test_a_slow_or_down_webhook_never_holds_up_the_stream(engine, receiver_state):
+    need_data("videos", CLIP)
+    with Receiver(hold=True) as receiver:
+        url = receiver.url if receiver_state == "slow" else f"http://127.0.0.1:{free_port()}/hook"
+        rules = [AlertRule.parse("rolling<0.3 for 6s", name="low", webhook=url)]
+        hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), alert_rules=rules)
+        async with RunningServer(hub) as server:
+            async with connect(server.url) as ws:
+                await ws.recv()
+                messages = await collect(ws, await start(ws, CLIP, stream="clip"))
+                # the whole stream went out while its alert's POST was still unanswered (or refused)
+                assert receiver.bodies == [] and hub.alerts.webhooks.delivered == 0
+                receiver.release.set()
+                await hub.alerts.webhooks.drain(15)
+    assert len([m for m in messages if m.type == "window"]) == 9 and messages[-1].summary["reason"] == "eof"
+    assert [m.state for m in messages if m.type == "alert"] == ["raised", "cleared"]
+    if receiver_state == "slow":
+        assert len(receiver.bodies) == 1 and hub.alerts.webhooks.delivered == 1
+    else:
+        assert hub.alerts.webhooks.failed == 1 and receiver.bodies == []
+
+
+async def test_watch_prints_alerts_between_the_windows(tmp_path):
+    from test_cli import run
+
+    need_data("videos", CLIP)
+    code, out, err = await run("watch", str(VIDEOS / CLIP), "--fast", "--alert", "rolling<0.3 for 6s")
+    assert code == 0, err
+    lines = out.splitlines()
+    raised = next(i for i, line in enumerate(lines) if line.startswith("⚠ alert rolling<0.3 for 6s: rolling 0.2"))
+    assert lines[raised - 1].startswith("[   2.0–   6.0s]")  # right after the window that raised it
+    assert any(line.startswith("✓ alert rolling<0.3 for 6s cleared at 14.0 s") for line in lines[raised:])
+    code, out, err = await run("watch", str(VIDEOS / CLIP), "--fast", "--alert", "mood<0.3")
+    assert code == 2 and "signal is one of" in err and "Traceback" not in err

@@ -1,0 +1,45 @@
+"""Short runs of benchmarks/reliability.py's soak and never-reading client, on real media (the benchmark runs them
+for hours / minutes and reports the figures; here only what must hold, never a speed)."""
+
+from __future__ import annotations
+
+from benchmarks.reliability import slow_client, soak
+from conftest import need_data
+from server import CLIENT_QUEUE
+from test_pipeline_fakes import fake_engine
+
+SOAK_MEDIA_S = 240.0  # 20 loops of the clip: about a minute in fast mode on a free 2-core CPU, two when shared
+# After the first minute of media (models' first calls, the ring and stores filling) the RSS moves a few MiB (the
+# 2.5 h benchmark soak: +15 MiB in all). The clip's 480x360 frames are 0.5 MiB each, 2 sampled a media second: a
+# pipeline that kept its frames would pass this bound within a minute of media.
+SOAK_RSS_GROWTH_MIB = 40.0
+
+
+async def test_a_looped_clip_in_fast_mode_grows_nothing(engine):
+    clip = need_data("videos", "vna_original_2.mp4")
+    result = await soak(engine, clip, SOAK_MEDIA_S, sample_every_s=30.0, warmup_s=60.0)
+    assert result.end_reason == "eof" and not result.errors, result.errors
+    assert result.loops >= 20 and result.media_s >= SOAK_MEDIA_S
+    assert not result.window_gaps, result.window_gaps[:5]  # contiguous across every loop boundary
+    assert result.windows >= result.media_s / 2.0 - 2  # the default 2 s hop
+    for name in ("tasks", "threads", "fds", "sockets"):
+        assert result.growth(name) <= 0, (name, [s.holdings for s in result.samples])
+    assert result.growth("rss_mib") < SOAK_RSS_GROWTH_MIB, [s.holdings.rss_mib for s in result.samples]
+
+
+async def test_a_real_client_that_never_reads_is_dropped_and_the_other_gets_every_window():
+    """A raw TCP websocket client with a tiny receive buffer subscribes and never reads (not even pings), next to a
+    normal one, on a stream replayed as fast as possible with a window every half second. Once the kernel's buffers
+    are full the server queues for it at most CLIENT_QUEUE messages, then drops it (outbox full, or its keepalive
+    ping unanswered: 4 s here, 20 s by default; whichever comes first); meanwhile the normal client gets every window."""
+    clip = need_data("videos", "vna_original_2.mp4")
+    engine = fake_engine()
+    try:
+        result = await slow_client(engine, clip, media_s=24 * 3600, stuck=True, stop_when_dropped=True, seconds=120,
+                                   keepalive_s=4.0)
+    finally:
+        engine.close()
+    assert result.stuck_dropped_after_s is not None, "the stuck client was never dropped"
+    assert result.stuck_outbox_max <= CLIENT_QUEUE
+    assert result.end_reason == "stopped"
+    assert result.windows_contiguous and len(result.windows) > 100, result.windows[:10]
