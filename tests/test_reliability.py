@@ -3,6 +3,8 @@ for hours / minutes and reports the figures; here only what must hold, never a s
 
 from __future__ import annotations
 
+import os
+
 from benchmarks.reliability import slow_client, soak
 from conftest import need_data
 from server import CLIENT_QUEUE
@@ -13,6 +15,8 @@ SOAK_MEDIA_S = 240.0  # 20 loops of the clip: about a minute in fast mode on a f
 # 2.5 h benchmark soak: +15 MiB in all). The clip's 480x360 frames are 0.5 MiB each, 2 sampled a media second: a
 # pipeline that kept its frames would pass this bound within a minute of media.
 SOAK_RSS_GROWTH_MIB = 40.0
+DEFAULT_EXECUTOR_THREADS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default ThreadPoolExecutor
+ENGINE_THREADS = 2  # the Engine's ASR and scoring threads
 
 
 async def test_a_looped_clip_in_fast_mode_grows_nothing(engine):
@@ -22,8 +26,10 @@ async def test_a_looped_clip_in_fast_mode_grows_nothing(engine):
     assert result.loops >= 20 and result.media_s >= SOAK_MEDIA_S
     assert not result.window_gaps, result.window_gaps[:5]  # contiguous across every loop boundary
     assert result.windows >= result.media_s / 2.0 - 2  # the default 2 s hop
-    for name in ("tasks", "threads", "fds", "sockets"):
+    # threads outside the worker pools (asyncio's default executor may still start one of its bounded few late)
+    for name in ("tasks", "other_threads", "fds", "sockets"):
         assert result.growth(name) <= 0, (name, [s.holdings for s in result.samples])
+    assert max(s.holdings.threads for s in result.samples) <= DEFAULT_EXECUTOR_THREADS + ENGINE_THREADS + 1
     assert result.growth("rss_mib") < SOAK_RSS_GROWTH_MIB, [s.holdings.rss_mib for s in result.samples]
 
 
