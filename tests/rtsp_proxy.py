@@ -3,7 +3,7 @@ a camera or relay that goes bad mid-stream.
 
 RTSP over TCP interleaves the control messages and the media: each RTP packet is framed as ``$``, a channel byte
 and a 16-bit length. The proxy follows that framing on the server-to-client direction, so it can damage the media
-and keep the framing (``mode="payload"``: a decoder sees broken packets), or replace everything with random bytes
+and keep the framing (``mode="payload"``: a decoder sees broken media packets; RTCP is left alone), or replace everything with random bytes
 (``mode="garbage"``: the client sees no RTSP at all). Before ``after_s`` and in the client-to-server direction it
 forwards bytes unchanged.
 """
@@ -90,7 +90,8 @@ class CorruptingProxy:
                 elif first == b"$":  # an interleaved RTP/RTCP packet
                     header = await reader.readexactly(3)
                     payload = bytearray(await reader.readexactly(int.from_bytes(header[1:], "big")))
-                    if self.corrupting() and len(payload) > RTP_HEADER and self.random.random() < self.share:
+                    is_rtp = header[0] % 2 == 0  # even channels carry RTP, odd ones its RTCP reports
+                    if self.corrupting() and is_rtp and len(payload) > RTP_HEADER and self.random.random() < self.share:
                         body = len(payload) - RTP_HEADER
                         start = RTP_HEADER + self.random.randrange(body)
                         end = min(len(payload), start + max(1, body // 2))
