@@ -570,6 +570,27 @@ async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Eve
             await asyncio.to_thread(hub.history.close)  # the last windows and every end reach the file
 
 
+class BackgroundServer:
+    """serve_forever on a free loopback port, in a task of the running loop, for as long as the `async with`
+    lasts (embedding the server in an asyncio program; the tests and benchmarks). `.port` and `.url` once in."""
+
+    def __init__(self, hub: StreamHub, access: Access | None = None, keepalive_s: float = 20.0):
+        self.hub, self.access, self.keepalive_s = hub, access, keepalive_s
+        self.stop, self.ready = asyncio.Event(), asyncio.Event()
+
+    async def __aenter__(self) -> "BackgroundServer":
+        self.task = asyncio.create_task(serve_forever("127.0.0.1", 0, self.hub, self.ready, self.stop, self.access,
+                                                      keepalive_s=self.keepalive_s))
+        await asyncio.wait_for(self.ready.wait(), 10)
+        self.port = self.hub.bound_port
+        self.url = f"ws://127.0.0.1:{self.port}"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 15)
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")

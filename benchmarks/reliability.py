@@ -42,7 +42,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from pipeline import Engine, PipelineConfig, StreamPipeline  # noqa: E402
 from protocol import EndMessage, ErrorMessage, StatusMessage, WindowMessage, parse_message  # noqa: E402
-from server import SourcePolicy, StreamHub, serve_forever  # noqa: E402
+from server import BackgroundServer, SourcePolicy, StreamHub  # noqa: E402
 from stream.sources import FileSource  # noqa: E402
 
 DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "videos" / "vna_original_2.mp4"
@@ -222,26 +222,6 @@ def summarise_soak(result: SoakResult) -> str:
 
 
 # -- a server in this process -----------------------------------------------------------------------------------
-class LocalServer:
-    """serve_forever on a free loopback port, for as long as the `async with` lasts."""
-
-    def __init__(self, hub: StreamHub, access=None, keepalive_s: float = 20.0):
-        self.hub, self.access, self.keepalive_s = hub, access, keepalive_s
-        self.stop, self.ready = asyncio.Event(), asyncio.Event()
-
-    async def __aenter__(self) -> LocalServer:
-        self.task = asyncio.create_task(serve_forever("127.0.0.1", 0, self.hub, self.ready, self.stop, self.access,
-                                                      keepalive_s=self.keepalive_s))
-        await asyncio.wait_for(self.ready.wait(), 10)
-        self.port = self.hub.bound_port
-        self.url = f"ws://127.0.0.1:{self.port}"
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 15)
-
-
 def looped_source(clip: str | Path, seconds: float, realtime: bool, config: PipelineConfig) -> FileSource:
     """The clip looped to last at least `seconds` of media."""
     loops = max(1, math.ceil(seconds / clip_duration(clip)))
@@ -301,7 +281,7 @@ async def churn(engine: Engine, clip: str | Path, *, seconds: float = 60.0, clie
     `warmup_s`. The `after` counts are taken once tasks and fds are back to where they were, or after `settle_s`."""
     config = PipelineConfig()
     hub = StreamHub(engine, config, SourcePolicy(Path(clip).parent))
-    async with LocalServer(hub) as server:
+    async with BackgroundServer(hub) as server:
         # the stream outlasts the churn and the settling by a margin
         source = looped_source(clip, warmup_s + seconds + settle_s + 60, realtime=True, config=config)
         async with connect(server.url) as owner:
@@ -424,7 +404,7 @@ async def slow_client(engine: Engine, clip: str | Path, *, media_s: float = 1200
     (`stop_when_dropped`) until the server has dropped the stuck client; then the stream is stopped."""
     hub = StreamHub(engine, config, SourcePolicy(Path(clip).parent))
     result = SlowClientResult(stuck, 0.0, 0, [], None, None)
-    async with LocalServer(hub, keepalive_s=keepalive_s) as server:
+    async with BackgroundServer(hub, keepalive_s=keepalive_s) as server:
         stuck_client = StuckClient(server.port) if stuck else None
         async with connect(server.url, max_queue=None) as normal:
             await normal.recv()

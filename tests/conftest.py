@@ -86,18 +86,16 @@ def own_threads() -> list[str]:
     threads), which live as long as the process: what a stream leaves behind shows here."""
     import threading
 
-    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(("asyncio_", "vidsent-")))
+    from benchmarks.reliability import POOL_THREAD_PREFIXES
+
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(POOL_THREAD_PREFIXES))
 
 
 async def settled(check, timeout: float = 5.0) -> bool:
     """Polls check() until it is true or the timeout passes (resources are released a moment after an end)."""
-    import asyncio
+    from benchmarks.reliability import until_true
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check() and loop.time() < deadline:
-        await asyncio.sleep(0.1)
-    return check()
+    return await until_true(check, timeout)
 
 
 def remux_without_audio(src: Path, dst: Path) -> Path:

@@ -4,23 +4,19 @@ a traceback or a hang."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 
 import numpy as np
 import pytest
-from websockets.asyncio.client import connect
 
 from conftest import need_data
 from pipeline import PipelineConfig, analyze_file
-from protocol import parse_message
 from rtsp_proxy import CorruptingProxy
 from rtsp_server import start_rtsp_server, stop
 from stream.media import AudioChunk
 from stream.sources import FileSource
-from test_rtsp import require_rtsp_server
-from test_server import RunningServer, make_hub
+from test_rtsp import follow_stream, require_rtsp_server
 
 CLIP = ("videos", "vna_original_2.mp4")  # 12.2 s: "Now I'm not even gonna sugar coat this ... at the end of the film"
 
@@ -74,24 +70,19 @@ async def stream_through(proxy_mode: str, engine, seconds_after: float):
     require_rtsp_server()
     proc, url = start_rtsp_server(clip, loop=True)
     upstream_port = int(url.rsplit(":", 1)[1].split("/")[0])
-    messages = []
+
+    stopping = False
+
+    async def stop_past_the_corruption(message, ws) -> None:
+        nonlocal stopping
+        if message.type == "window" and message.t_end > 6.0 + seconds_after and not stopping:
+            stopping = True  # once: a second stop could cross the end and answer no_such_stream
+            await ws.send(json.dumps({"type": "stop", "stream": "cam"}))
+
     try:
         async with CorruptingProxy(upstream_port, after_s=6.0, mode=proxy_mode) as proxy:
-            hub = make_hub(engine, open_timeout_s=2.0, read_timeout_s=2.0, give_up_s=6.0)
-            async with RunningServer(hub) as server, connect(server.url) as ws:
-                await ws.recv()
-                await ws.send(json.dumps({"type": "start", "source": f"rtsp://127.0.0.1:{proxy.port}/clip",
-                                          "stream": "cam"}))
-                async with asyncio.timeout(90):
-                    async for raw in ws:
-                        message = parse_message(raw)
-                        messages.append(message)
-                        if message.type == "window" and message.t_end > 6.0 + seconds_after:
-                            await ws.send(json.dumps({"type": "stop", "stream": "cam"}))
-                        if message.type == "end":
-                            break
-                await ws.send(json.dumps({"type": "list"}))  # the server carries on
-                assert parse_message(await asyncio.wait_for(ws.recv(), 10)).type == "streams"
+            messages = await follow_stream(engine, f"rtsp://127.0.0.1:{proxy.port}/clip", stop_past_the_corruption,
+                                           90, open_timeout_s=2.0, read_timeout_s=2.0, give_up_s=6.0)
             return messages, proxy
     finally:
         stop(proc)

@@ -29,28 +29,42 @@ def require_rtsp_server():
         pytest.skip(reason)
 
 
+async def follow_stream(engine, url: str, react, timeout: float, **rtsp_options) -> list:
+    """Starts `url` as the stream "cam" of a loopback server and reads its messages up to its `end`, awaiting
+    react(message, ws) after each one; then checks that the server still answers. Every message, in order."""
+    messages = []
+    async with RunningServer(make_hub(engine, **rtsp_options)) as server, connect(server.url) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "start", "source": url, "stream": "cam"}))
+        async with asyncio.timeout(timeout):
+            async for raw in ws:
+                message = parse_message(raw)
+                messages.append(message)
+                await react(message, ws)
+                if message.type == "end":
+                    break
+        await ws.send(json.dumps({"type": "list"}))  # the server carries on
+        assert parse_message(await asyncio.wait_for(ws.recv(), 10)).type == "streams"
+    return messages
+
+
 async def test_rtsp_stream_is_analysed_then_reconnects_then_ends_cleanly(engine):
     clip = need_data("videos", "vna_original_2.mp4")
     require_rtsp_server()
     proc, url = start_rtsp_server(clip, loop=True)
+    killed_at, windows_seen = None, 0
+
+    async def kill_after_three_windows(message, ws) -> None:
+        nonlocal killed_at, windows_seen
+        assert message.type != "error" or message.stream == "cam", message
+        windows_seen += message.type == "window"
+        if killed_at is None and windows_seen >= 3:
+            stop(proc)  # the camera goes away mid-stream
+            killed_at = time.monotonic()
+
     try:
-        hub = make_hub(engine, open_timeout_s=2.0, read_timeout_s=2.0, give_up_s=4.0)
-        async with RunningServer(hub) as server:
-            async with connect(server.url) as ws:
-                await ws.recv()
-                await ws.send(json.dumps({"type": "start", "source": url, "stream": "cam"}))
-                messages, killed_at = [], None
-                async with asyncio.timeout(90):
-                    async for raw in ws:
-                        message = parse_message(raw)
-                        messages.append(message)
-                        assert message.type != "error" or message.stream == "cam", message
-                        windows = [m for m in messages if m.type == "window"]
-                        if killed_at is None and len(windows) >= 3:
-                            stop(proc)  # the camera goes away mid-stream
-                            killed_at = time.monotonic()
-                        if message.type == "end":
-                            break
+        messages = await follow_stream(engine, url, kill_after_three_windows, 90, open_timeout_s=2.0,
+                                       read_timeout_s=2.0, give_up_s=4.0)
     finally:
         stop(proc)
     windows = [m for m in messages if m.type == "window"]
@@ -86,32 +100,26 @@ async def test_an_rtsp_server_that_dies_and_comes_back_on_the_same_port_resumes_
     proc, url = start_rtsp_server(clip, port=port, loop=True)
     phase = "before"  # before the outage, waiting for the reconnect, after it, then gone for good
     windows: dict[str, list] = {"before": [], "outage": [], "after": [], "gone": []}
-    messages = []
+
+    async def kill_restart_kill(message, ws) -> None:
+        nonlocal phase, proc
+        if message.type == "window":
+            windows[phase].append(message)
+        if phase == "before" and len(windows["before"]) >= 3:
+            await asyncio.to_thread(stop, proc)
+            phase = "outage"
+        elif phase == "outage" and message.type == "status" and message.state == "reconnecting" \
+                and proc.poll() is not None:
+            proc = await asyncio.to_thread(restart_rtsp_server, clip, port)  # the camera is back
+        elif phase == "outage" and message.type == "status" and "reconnected" in message.detail:
+            phase = "after"
+        elif phase == "after" and len(windows["after"]) >= 4:
+            await asyncio.to_thread(stop, proc)  # and now gone for good
+            phase = "gone"
+
     try:
-        hub = make_hub(engine, open_timeout_s=2.0, read_timeout_s=2.0, give_up_s=12.0)
-        async with RunningServer(hub) as server:
-            async with connect(server.url) as ws:
-                await ws.recv()
-                await ws.send(json.dumps({"type": "start", "source": url, "stream": "cam"}))
-                async with asyncio.timeout(150):
-                    async for raw in ws:
-                        message = parse_message(raw)
-                        messages.append(message)
-                        if message.type == "window":
-                            windows[phase].append(message)
-                        if phase == "before" and len(windows["before"]) >= 3:
-                            await asyncio.to_thread(stop, proc)
-                            phase = "outage"
-                        elif phase == "outage" and message.type == "status" and message.state == "reconnecting" \
-                                and proc.poll() is not None:
-                            proc = await asyncio.to_thread(restart_rtsp_server, clip, port)  # the camera is back
-                        elif phase == "outage" and message.type == "status" and "reconnected" in message.detail:
-                            phase = "after"
-                        elif phase == "after" and len(windows["after"]) >= 4:
-                            await asyncio.to_thread(stop, proc)  # and now gone for good
-                            phase = "gone"
-                        if message.type == "end":
-                            break
+        messages = await follow_stream(engine, url, kill_restart_kill, 150, open_timeout_s=2.0, read_timeout_s=2.0,
+                                       give_up_s=12.0)
     finally:
         stop(proc)
     assert phase == "gone", f"the stream never resumed: {[m.to_json() for m in messages if m.type != 'window']}"

@@ -11,25 +11,8 @@ from websockets.asyncio.client import connect
 from conftest import DATA, VIDEOS, need_data
 from pipeline import PipelineConfig
 from protocol import parse_message
-from server import SourcePolicy, StreamHub, Subscriber, serve_forever
-
-
-class RunningServer:
-    def __init__(self, hub: StreamHub, access=None):
-        self.hub = hub
-        self.access = access
-        self.stop = asyncio.Event()
-        self.ready = asyncio.Event()
-
-    async def __aenter__(self):
-        self.task = asyncio.create_task(serve_forever("127.0.0.1", 0, self.hub, self.ready, self.stop, self.access))
-        await asyncio.wait_for(self.ready.wait(), 10)
-        self.url = f"ws://127.0.0.1:{self.hub.bound_port}"
-        return self
-
-    async def __aexit__(self, *exc):
-        self.stop.set()
-        await asyncio.wait_for(self.task, 15)
+from server import BackgroundServer as RunningServer  # noqa: F401 - the other test modules take it from here
+from server import SourcePolicy, StreamHub, Subscriber
 
 
 def make_hub(engine, **rtsp_options) -> StreamHub:
