@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from models.audio import heard_shares
 from models.base import MODALITIES, ModalityScore, label_for
 from models.fusion import FusedScore, RollingSentiment, grade_for_score
 from models.scoring import ScorerSet, build_scorers
@@ -409,14 +410,17 @@ class StreamPipeline:
             pending_words=words_between(self.pending_words, t0, t1),
         )
         scorers = self.engine.scorers
-        scores = (await self.engine.in_score_thread(scorers.score, [window], self.info.has_audio,
-                                                    self.info.has_video))[0]
-        audio = scores.get("audio")
-        if audio is not None and audio.available and "silence_share" in audio.details:
-            # what the audio heard: speech where the recogniser found words, silence, and the rest (music, sounds)
-            speech = round(window.speech_share, 3)
-            audio.details["speech_share"] = speech
-            audio.details["other_sound_share"] = round(max(0.0, 1.0 - speech - audio.details["silence_share"]), 3)
+        has_audio, has_video = self.info.has_audio, self.info.has_video
+
+        def score_window() -> dict[str, ModalityScore]:
+            scores = scorers.score([window], has_audio, has_video)[0]
+            audio = scores.get("audio")
+            if audio is not None and audio.available and len(window.audio):
+                # what the audio heard: speech where the recogniser found words, silence, the rest (music, sounds)
+                audio.details.update(heard_shares(window.audio, window.speech_spans))
+            return scores
+
+        scores = await self.engine.in_score_thread(score_window)
         fused = scorers.fuse(scores)
         rolling = self.rolling.update(fused.score, t1)
         self.overall.add(scores)

@@ -37,7 +37,7 @@ SILENCE_DBFS = -60.0
 # The heads learn from clips of 2.9-30 s; pooled statistics of a much shorter clip are outside what they saw
 # (on 1.3 s talking-head clips the audio head answered ~0.01 whatever was said), so such clips are not scored.
 MIN_SCORED_S = 2.0
-# evidence: a 25 ms frame this quiet counts as silence in a window's silence_share
+# evidence: a 25 ms frame this quiet, outside speech, counts as silence in a window's silence_share
 QUIET_FRAME_DBFS = -50.0
 
 _FRAME = 400  # 25 ms
@@ -446,7 +446,6 @@ class AudioScorer:
                     "rms_db": round(20.0 * math.log10(rms + _EPS), 1),
                     "active_db": round(level, 1),
                     "voiced_ratio": round(prosody["voiced_ratio"], 3),
-                    "silence_share": round(float(np.mean(frame_rms_db(audio) < QUIET_FRAME_DBFS)), 3),
                 }
                 if prosody["voiced_ratio"] > 0.05:  # the pitch statistics (semitones above 100 Hz, / 12)
                     details["pitch_hz"] = round(100.0 * 2.0 ** prosody["f0_semitones_median"], 1)
@@ -455,6 +454,21 @@ class AudioScorer:
                     details["top_features"] = top_features(self.head.contributions(row), names)
                 results[i] = ModalityScore.of(float(p), details=details)
         return results  # type: ignore[return-value]
+
+
+def heard_shares(audio: np.ndarray, speech_spans: list[tuple[float, float]]) -> dict[str, float]:
+    """What a clip holds, 25 ms frame by frame: speech (frames inside the spans, in seconds from the clip's start),
+    silence (quiet frames outside them) and other sound (music, noise): three shares that add up to one."""
+    levels = frame_rms_db(np.asarray(audio, dtype=np.float32))
+    centres = (np.arange(len(levels)) * _HOP + _FRAME / 2) / SAMPLE_RATE
+    speech = np.zeros(len(levels), dtype=bool)
+    for start, end in speech_spans:
+        speech |= (centres >= start) & (centres < end)
+    quiet = levels < QUIET_FRAME_DBFS
+    frames = max(len(levels), 1)
+    return {"speech_share": round(float(speech.sum()) / frames, 3),
+            "silence_share": round(float((quiet & ~speech).sum()) / frames, 3),
+            "other_sound_share": round(float((~quiet & ~speech).sum()) / frames, 3)}
 
 
 def feature_names(encoder_dim: int) -> list[str]:

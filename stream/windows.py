@@ -31,15 +31,11 @@ class Window:
         return join_words(self.words + self.pending_words)
 
     @property
-    def speech_share(self) -> float:
-        """The share of the window the recognised words cover (their union, clipped to the window)."""
-        spans = sorted((max(w.start, self.t_start), min(w.end, self.t_end)) for w in self.words + self.pending_words)
-        covered, reach = 0.0, self.t_start
-        for start, end in spans:
-            if end > reach:
-                covered += end - max(start, reach)
-                reach = end
-        return covered / (self.t_end - self.t_start) if self.t_end > self.t_start else 0.0
+    def speech_spans(self) -> list[tuple[float, float]]:
+        """Where the recognised words are, in seconds from the window's start (clipped to the window)."""
+        length = self.t_end - self.t_start
+        return [(max(w.start - self.t_start, 0.0), min(w.end - self.t_start, length))
+                for w in self.words + self.pending_words]
 
 
 class WindowSchedule:

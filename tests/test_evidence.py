@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import need_data
+from models.audio import heard_shares
 from models.heads import load_head
 from models.text import key_words, leave_one_word_out
 from pipeline import PipelineConfig, analyze_file
@@ -57,7 +58,7 @@ def test_the_audio_says_what_it_heard_and_what_pushed_it(negative_review):
     for w in windows:
         audio = w["modalities"]["audio"]["details"]
         shares = audio["speech_share"] + audio["silence_share"] + audio["other_sound_share"]
-        assert shares == pytest.approx(1.0, abs=0.01) or audio["other_sound_share"] == 0.0
+        assert shares == pytest.approx(1.0, abs=0.01)
         assert 80 < audio["pitch_hz"] < 400 and audio["pitch_variability_st"] > 0  # a human voice
         assert len(audio["top_features"]) == 3
     talking = [w["modalities"]["audio"]["details"]["speech_share"] for w in windows[:4]]
@@ -82,7 +83,16 @@ def test_head_contributions_are_gradient_times_input():
         assert contributions[j] == pytest.approx(slope * z[j], rel=0.05, abs=1e-4)
 
 
-def test_speech_share_is_the_union_of_the_words_in_the_window():
+def test_heard_shares_split_the_window_into_speech_silence_and_other_sound():
     words = [Word(0.5, 1.5, " a", 0.9), Word(1.0, 2.0, " b", 0.9), Word(3.5, 5.0, " c", 0.9)]
-    window = Window(index=0, t_start=0.0, t_end=4.0, audio=np.zeros(0, np.float32), frames=[], words=words)
-    assert window.speech_share == pytest.approx((2.0 - 0.5 + 0.5) / 4.0)
+    window = Window(index=10, t_start=10.0, t_end=14.0, audio=np.zeros(0, np.float32), frames=[],
+                    words=[Word(w.start + 10, w.end + 10, w.text) for w in words])
+    assert window.speech_spans == [(0.5, 1.5), (1.0, 2.0), (3.5, 4.0)]
+    # 4 s: a tone from 0 to 3 s, then digital silence; speech from 0.5 to 2 s and from 3.5 s to the end
+    t = np.arange(4 * 16000) / 16000
+    audio = np.where(t < 3.0, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
+    shares = heard_shares(audio, window.speech_spans)
+    assert shares["speech_share"] == pytest.approx(2.0 / 4, abs=0.01)
+    assert shares["other_sound_share"] == pytest.approx(1.5 / 4, abs=0.01)  # tone outside speech: 0-0.5, 2-3 s
+    assert shares["silence_share"] == pytest.approx(0.5 / 4, abs=0.01)  # quiet outside speech: 3-3.5 s
+    assert sum(shares.values()) == pytest.approx(1.0, abs=0.002)
