@@ -398,10 +398,12 @@ def _http_response(status: HTTPStatus, body: bytes, content_type: str) -> Respon
 
 
 def dashboard_file(path: str) -> Path | None:
-    """The dashboard file an HTTP path names (`/` is the page itself), or None: only files inside
+    """The dashboard file an HTTP path names (`/` is the page itself, `/favicon.ico` its icon), or None: only files inside
     client/dashboard/ with a known content type are served."""
     if path == "/":
         path = "/dashboard/index.html"
+    elif path == "/favicon.ico":  # what browsers ask for on any page without an icon link (the 401 page's too)
+        path = "/dashboard/favicon.svg"
     if not path.startswith("/dashboard/"):
         return None
     target = (DASHBOARD_DIR / unquote(path[len("/dashboard/"):])).resolve()

@@ -129,7 +129,8 @@ async def test_dashboard_page_assets_and_paths(engine):
         assert status == 200 and kind.startswith("text/html") and b"<html" in body.lower()
         for path, expected in (("/dashboard/app.js", "text/javascript"), ("/dashboard/style.css", "text/css"),
                                ("/dashboard/vendor/uplot/uPlot.esm.js", "text/javascript"),
-                               ("/dashboard/vendor/uplot/LICENSE", "text/plain")):
+                               ("/dashboard/vendor/uplot/LICENSE", "text/plain"),
+                               ("/favicon.ico", "image/svg+xml")):  # browsers ask for it on any page
             status, kind, body = await loop.run_in_executor(None, get, path)
             assert status == 200 and kind.startswith(expected) and body, path
         for path in ("/nope", "/dashboard/../server.py", "/dashboard/%2e%2e/server.py", "/dashboard/", "/favicon.x"):
