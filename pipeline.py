@@ -7,9 +7,10 @@
                     WindowSchedule → Window → scorers (text | audio | visual) → fuse → rolling EMA → WindowMessage
 
 `Engine` holds the models (loaded once per process, shared by every stream: the scorers behind the interface of
-models/scoring.py, and speech recognition) and the two worker threads that run all inference off the event loop:
-one for speech recognition, one for scoring. The event loop only moves data and
-messages. `StreamPipeline.run()` drives one stream and hands each message to `emit`; the server fans them out to
+models/scoring.py, and speech recognition) and the workers that run all inference off the event loop (workers.py):
+Whisper passes in fair turn across streams, and one scoring thread that scores the windows and frames of all
+streams in batches. The event loop only moves data and messages. `StreamPipeline.run()` drives one stream and
+hands each message to `emit`; the server fans them out to
 websocket clients, `vidsent analyze` collects them.
 """
 
@@ -19,12 +20,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
-from models.audio import heard_shares
 from models.base import MODALITIES, ModalityScore, label_for
 from models.fusion import FusedScore, RollingSentiment, grade_for_score
 from models.scoring import ScorerSet, build_scorers
@@ -34,6 +33,7 @@ from stream.buffers import AudioRing, FrameQueue, TimedResults
 from stream.media import AudioChunk, VideoFrame, Word
 from stream.sources import FileSource, MediaSource, SourceError, SourceEvent, SourceInfo
 from stream.windows import Window, WindowSchedule, WordStore, join_words, words_between
+from workers import FairScheduler, ScoreBatcher
 
 log = logging.getLogger(__name__)
 
@@ -61,41 +61,60 @@ class PipelineConfig:
 
 
 class Engine:
-    """The models of one process, loaded once and shared by all streams, and the two worker threads that run them.
+    """The models of one process, loaded once and shared by all streams, and the workers that run them
+    (workers.py): a fair scheduler of Whisper passes across streams and one scoring thread that batches the
+    windows and frames of all streams.
 
-    A plain container: `scorers` (models.scoring.ScorerSet) and `transcriber` ((step_s, realtime) → an
-    IncrementalASR-like object with insert_audio/process/finish/pending_audio_s/step_s). Without them it builds the real ones from
-    the options; tests pass fakes and run pipelines without any model."""
+    A plain container: `scorers` (models.scoring.ScorerSet, or anything with its score/fuse/frames.analyze, such
+    as models.ray_scorers' client) and `transcriber` ((step_s, realtime) → an IncrementalASR-like object with
+    insert_audio/process/finish/pending_audio_s/step_s). Without them it builds the real ones from the options;
+    tests pass fakes and run pipelines without any model."""
 
     def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
                  fusion: str = "weighted", scorers: ScorerSet | None = None,
-                 transcriber: Callable[[float, bool], Any] | None = None):
-        if scorers is None or transcriber is None:
-            from models.assets import configure_runtime
+                 transcriber: Callable[[float, bool], Any] | None = None, batch_wait_s: float = 0.005):
+        from models.assets import configure_runtime, runtime_plan
 
+        if scorers is None or transcriber is None:
             self.device = configure_runtime(device)
             heads = Path(heads_dir) if heads_dir else None
             scorers = scorers or build_scorers(self.device, heads, fusion)
             transcriber = transcriber or _whisper_transcriber(asr, self.device)
         else:
             self.device = device
+        self.plan = runtime_plan()
         self.scorers = scorers
         self.transcriber = transcriber
-        self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-asr")
-        self.score_pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-score")
+        self.asr_workers = FairScheduler(self.plan.asr_workers, "vidsent-asr")
+        self.batcher = ScoreBatcher(scorers, max_wait_s=batch_wait_s, max_windows=self.plan.batch_windows,
+                                    max_images=self.plan.batch_images, frames_together=self.device == "cuda")
 
     def new_asr(self, step_s: float, realtime: bool = True):
         return self.transcriber(step_s, realtime)
 
-    async def in_asr_thread(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.asr_pool, fn, *args)
+    def join(self, stream: Hashable) -> None:
+        """A stream starts using the workers (the batcher then waits a few ms for its requests)."""
+        self.batcher.join(stream)
 
-    async def in_score_thread(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.score_pool, fn, *args)
+    def leave(self, stream: Hashable) -> None:
+        self.batcher.leave(stream)
+        self.asr_workers.forget(stream)
+
+    async def in_asr_thread(self, stream: Hashable, fn, *args):
+        """fn(*args) on an ASR worker, in fair turn with the other streams' passes."""
+        return await self.asr_workers.run(stream, fn, *args)
+
+    async def score_window(self, stream: Hashable, window: Window, has_audio: bool, has_video: bool):
+        """Every modality's score of one window, scored in a batch with the other streams' waiting windows."""
+        return await self.batcher.score(stream, window, has_audio, has_video)
+
+    async def analyze_frames(self, stream: Hashable, images: list) -> list:
+        """The frame analyzer's result per image, in a batch with the other streams' waiting frames."""
+        return await self.batcher.analyze(stream, images)
 
     def close(self) -> None:
-        self.asr_pool.shutdown(wait=False, cancel_futures=True)
-        self.score_pool.shutdown(wait=False, cancel_futures=True)
+        self.asr_workers.close()
+        self.batcher.close()
 
 
 def _whisper_transcriber(size: str, device: str) -> Callable[[float, bool], Any]:
@@ -211,6 +230,7 @@ class StreamPipeline:
         if self.info.has_audio:
             self.asr = self.engine.new_asr(self.config.asr_step_s if self.realtime else self.config.asr_fast_step_s,
                                            self.realtime)
+        self.engine.join(self)
         workers = [asyncio.create_task(self._ingest(), name=f"{self.stream_id}-ingest"),
                    asyncio.create_task(self._windows(), name=f"{self.stream_id}-windows"),
                    asyncio.create_task(self._status_loop(), name=f"{self.stream_id}-status")]
@@ -238,6 +258,7 @@ class StreamPipeline:
             for task in [*workers, stopper]:
                 task.cancel()
             await asyncio.gather(*workers, stopper, return_exceptions=True)
+            self.engine.leave(self)
             await self.source.close()
         end = EndMessage(self.stream_id, self._summary())
         self.emit(end)
@@ -328,7 +349,7 @@ class StreamPipeline:
             finally:
                 self.asr_busy_s += time.perf_counter() - started
 
-        return await self.engine.in_asr_thread(timed)
+        return await self.engine.in_asr_thread(self, timed)
 
     def _take_asr_update(self, update, final: bool = False) -> None:
         if update.committed:
@@ -356,8 +377,7 @@ class StreamPipeline:
                     return
                 continue
             self.frames_inflight_t = batch[0].t
-            analyses = await self.engine.in_score_thread(
-                self.engine.scorers.frames.analyze, [frame.image for frame in batch])
+            analyses = await self.engine.analyze_frames(self, [frame.image for frame in batch])
             for frame, analysis in zip(batch, analyses):
                 self.people.observe(frame.t, analysis)
                 self.frame_results.add(frame.t, analysis)
@@ -410,17 +430,7 @@ class StreamPipeline:
             pending_words=words_between(self.pending_words, t0, t1),
         )
         scorers = self.engine.scorers
-        has_audio, has_video = self.info.has_audio, self.info.has_video
-
-        def score_window() -> dict[str, ModalityScore]:
-            scores = scorers.score([window], has_audio, has_video)[0]
-            audio = scores.get("audio")
-            if audio is not None and audio.available and len(window.audio):
-                # what the audio heard: speech where the recogniser found words, silence, the rest (music, sounds)
-                audio.details.update(heard_shares(window.audio, window.speech_spans))
-            return scores
-
-        scores = await self.engine.in_score_thread(score_window)
+        scores = await self.engine.score_window(self, window, self.info.has_audio, self.info.has_video)
         fused = scorers.fuse(scores)
         rolling = self.rolling.update(fused.score, t1)
         self.overall.add(scores)

@@ -641,6 +641,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete history older than this (default 7 days)")
     parser.add_argument("--history-max-mb", type=float, default=MAX_BYTES / 2**20, metavar="MB",
                         help="over this size the oldest runs are deleted first (default 1024)")
+    parser.add_argument("--scorers", default="local", metavar="local|auto|ray://HOST:PORT",
+                        help="where the scorers run: local (this process, the default), auto (a Ray Serve "
+                             "application on this machine's Ray, started when none runs) or ray://HOST:PORT (a Ray "
+                             "cluster's head: its replicas batch the windows of every ingest server); needs "
+                             "pip install 'ray[serve]==2.60.0'")
+    parser.add_argument("--scorer-replicas", type=int, default=1, metavar="N",
+                        help="scorer replicas of the Ray application (with --scorers auto|ray://...; default 1)")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -671,7 +678,20 @@ def webrtc_settings(args: argparse.Namespace) -> dict:
 
 
 def build_engine(args: argparse.Namespace) -> Engine:
-    return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion)
+    """The process's Engine; with --scorers auto|ray://HOST:PORT its scorers are a Ray Serve application (speech
+    recognition stays here). Ray missing, unreachable or failing to deploy: one logged line and exit status 2."""
+    scorers = None
+    where = getattr(args, "scorers", "local")  # only `serve` has --scorers
+    if where != "local":
+        from models.ray_scorers import RayScorersError, connect_ray_scorers
+
+        try:
+            scorers = connect_ray_scorers(where, device=args.device, heads_dir=args.heads, fusion=args.fusion,
+                                          replicas=args.scorer_replicas)
+        except RayScorersError as exc:
+            log.error("%s", exc)
+            raise SystemExit(2) from None
+    return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion, scorers=scorers)
 
 
 def open_history(args: argparse.Namespace) -> History | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -114,14 +115,64 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How a serving process splits its CPUs: concurrent Whisper passes and their threads, torch's intra-op
+    threads in the scoring thread, and how much one scoring batch may hold."""
+
+    cores: int
+    asr_workers: int  # Whisper passes that run at once (CTranslate2 model replicas, `num_workers`)
+    asr_threads: int  # CPU threads of each pass
+    torch_threads: int  # intra-op threads of the scoring thread
+    batch_windows: int  # windows in one scoring batch
+    batch_images: int  # sampled frames in one frame-analysis batch
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's or taskset's limit, not the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_plan(device: str, cores: int | None = None) -> ThreadPlan:
+    """The split for `device` ('cpu' or 'cuda') on `cores` CPUs (default: usable_cores()).
+
+    On a CPU, speech recognition and scoring run side by side and must not oversubscribe: up to 3 cores, one
+    Whisper pass with all of them (a pass is what a live word waits for) and one torch thread; from 4, about a
+    quarter of the cores for torch and the rest as two-thread Whisper passes, so one stream's long pass does not
+    hold back another's. On a GPU the models run there: two passes at once keep it busy, and batches grow."""
+    cores = usable_cores() if cores is None else max(1, int(cores))
+    if device == "cuda":
+        return ThreadPlan(cores, asr_workers=2, asr_threads=1, torch_threads=min(4, cores),
+                          batch_windows=64, batch_images=128)
+    if cores < 4:
+        return ThreadPlan(cores, asr_workers=1, asr_threads=cores, torch_threads=1, batch_windows=16, batch_images=32)
+    torch_threads = max(1, cores // 4)
+    return ThreadPlan(cores, asr_workers=max(1, (cores - torch_threads) // 2), asr_threads=2,
+                      torch_threads=torch_threads, batch_windows=16, batch_images=32)
+
+
+_plan: ThreadPlan | None = None
+
+
+def runtime_plan() -> ThreadPlan:
+    """The plan configure_runtime set for this process (the CPU plan for its cores before that)."""
+    return _plan or thread_plan("cpu")
+
+
 def configure_runtime(device: str = "auto") -> str:
-    """The one place for device and thread settings of a serving process: resolves `device` and gives torch one
-    intra-op thread. Speech recognition (CTranslate2, its own threads) and scoring (torch) run side by side on
-    their own worker threads; more torch threads would oversubscribe a small CPU and run many times slower."""
+    """The one place for device and thread settings of a serving process: resolves `device`, picks the
+    ThreadPlan and gives torch its intra-op threads (more would oversubscribe a small CPU and run many times
+    slower beside speech recognition's own threads)."""
     import torch
 
-    torch.set_num_threads(1)
-    return resolve_device(device)
+    global _plan
+    resolved = resolve_device(device)
+    _plan = thread_plan(resolved)
+    torch.set_num_threads(_plan.torch_threads)
+    return resolved
 
 
 ASR_MODELS = ("tiny.en", "base")

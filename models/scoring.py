@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from models.audio import heard_shares
 from models.base import MODALITIES, ModalityScore
 from models.fusion import FusedScore, FusionParams, fuse
 
@@ -34,6 +35,9 @@ class WindowParts(Protocol):
 
     @property
     def transcript(self) -> str: ...
+
+    @property
+    def speech_spans(self) -> list[tuple[float, float]]: ...  # seconds from the window's start
 
 
 @runtime_checkable
@@ -74,29 +78,46 @@ class ScorerSet:
     def by_modality(self) -> dict[str, Scorer]:
         return {"text": self.text, "audio": self.audio, "visual": self.visual}
 
-    def score(self, windows: Sequence[WindowParts], has_audio: bool = True,
-              has_video: bool = True) -> list[dict[str, ModalityScore]]:
-        """Every modality of every window. A modality whose track is absent is missing with that reason; a
-        scorer that raises marks its modality missing for the batch and never takes the others down."""
+    def score(self, windows: Sequence[WindowParts], has_audio: bool | Sequence[bool] = True,
+              has_video: bool | Sequence[bool] = True) -> list[dict[str, ModalityScore]]:
+        """Every modality of every window, each modality as one batch. has_audio / has_video: one flag for all
+        windows, or one per window (a batch across streams). A modality whose track is absent is missing with that
+        reason; a scorer that raises marks its modality missing for the windows it fails on, never the others."""
+        n = len(windows)
+        audio_flags = [has_audio] * n if isinstance(has_audio, bool) else list(has_audio)
+        video_flags = [has_video] * n if isinstance(has_video, bool) else list(has_video)
         out: list[dict[str, ModalityScore]] = [{} for _ in windows]
         for modality, scorer in self.by_modality().items():
-            if not (has_video if modality == "visual" else has_audio):
-                scores = [ModalityScore.missing(f"no {'video' if modality == 'visual' else 'audio'} track")
-                          for _ in windows]
-            else:
-                try:
-                    scores = scorer.score_batch(windows)
-                    if len(scores) != len(windows):
-                        raise RuntimeError(f"returned {len(scores)} scores for {len(windows)} windows")
-                except Exception as exc:  # noqa: BLE001 - one modality's failure must not take the others down
-                    log.error("%s scorer failed on window(s) %s: %s: %s", modality, [w.index for w in windows],
-                              type(exc).__name__, exc)
-                    log.debug("%s scorer failed", modality, exc_info=True)  # the traceback, with -v
-                    scores = [ModalityScore.missing(f"{modality} scorer failed: {type(exc).__name__}")
-                              for _ in windows]
-            for row, score in zip(out, scores):
-                row[modality] = score
+            track = "video" if modality == "visual" else "audio"
+            present = [i for i, has in enumerate(video_flags if track == "video" else audio_flags) if has]
+            for i in set(range(n)) - set(present):
+                out[i][modality] = ModalityScore.missing(f"no {track} track")
+            if present:
+                scores = self._score_isolated(modality, scorer, [windows[i] for i in present])
+                for i, score in zip(present, scores):
+                    out[i][modality] = score
+        for window, row in zip(windows, out):
+            audio = row["audio"]
+            if audio.available and len(window.audio):
+                # what the audio heard: speech where the recogniser found words, silence, the rest (music, sounds)
+                audio.details.update(heard_shares(window.audio, window.speech_spans))
         return [{m: row[m] for m in MODALITIES} for row in out]
+
+    @staticmethod
+    def _score_isolated(modality: str, scorer: Scorer, windows: Sequence[WindowParts]) -> list[ModalityScore]:
+        """scorer.score_batch(windows); when the batch fails, each window alone, so a window that breaks the
+        scorer (of one stream, in a batch across streams) is the only one marked missing."""
+        try:
+            scores = scorer.score_batch(windows)
+            if len(scores) != len(windows):
+                raise RuntimeError(f"returned {len(scores)} scores for {len(windows)} windows")
+            return scores
+        except Exception as exc:  # noqa: BLE001 - one modality's failure must not take the others down
+            if len(windows) > 1:
+                return [score for w in windows for score in ScorerSet._score_isolated(modality, scorer, [w])]
+            log.error("%s scorer failed on window %s: %s: %s", modality, windows[0].index, type(exc).__name__, exc)
+            log.debug("%s scorer failed", modality, exc_info=True)  # the traceback, with -v
+            return [ModalityScore.missing(f"{modality} scorer failed: {type(exc).__name__}")]
 
     def fuse(self, scores: dict[str, ModalityScore]) -> FusedScore:
         return fuse(scores, self.fusion, self.fusion_params)

@@ -16,27 +16,32 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from models.assets import cache_dir, resolve_device, whisper_dir
+from models.assets import cache_dir, resolve_device, runtime_plan, whisper_dir
 
 _load_lock = threading.Lock()
 
 
 @lru_cache(maxsize=None)
-def _load(size: str, device: str, compute_type: str, cpu_threads: int):
+def _load(size: str, device: str, dtype: str, cpu_threads: int, workers: int):
     from faster_whisper import WhisperModel
 
-    return WhisperModel(str(whisper_dir(size)), device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    return WhisperModel(str(whisper_dir(size)), device=device, compute_type=dtype, cpu_threads=cpu_threads,
+                        num_workers=workers)
 
 
-def _compute_type(device: str) -> str:
+def compute_type(device: str) -> str:
+    """Whisper's weights: int8 on a CPU, float16 on a GPU."""
     return "float16" if device == "cuda" else "int8"
 
 
-def load_whisper(size: str = "tiny.en", device: str = "auto", cpu_threads: int = 0):
-    """A faster_whisper.WhisperModel for 'tiny.en' or 'base'; int8 on CPU, float16 on CUDA."""
+def load_whisper(size: str = "tiny.en", device: str = "auto", cpu_threads: int | None = None):
+    """The process's faster_whisper.WhisperModel for 'tiny.en' or 'base' (compute_type(device)); as many
+    concurrent passes and threads per pass as the runtime's ThreadPlan says, unless cpu_threads is given."""
     resolved = resolve_device(device)
+    plan = runtime_plan()
+    threads = plan.asr_threads if cpu_threads is None else cpu_threads
     with _load_lock:
-        return _load(size, resolved, _compute_type(resolved), cpu_threads)
+        return _load(size, resolved, compute_type(resolved), threads, plan.asr_workers)
 
 
 @lru_cache(maxsize=None)
@@ -49,11 +54,11 @@ def encoder_block_count(size: str) -> int:
 
 
 @lru_cache(maxsize=None)
-def _load_encoder(size: str, blocks: int, device: str, compute_type: str):
+def _load_encoder(size: str, blocks: int, device: str, dtype: str):
     import ctranslate2
 
     return ctranslate2.models.Whisper(str(truncated_whisper_dir(size, blocks)), device=device,
-                                      compute_type=compute_type, intra_threads=1)
+                                      compute_type=dtype, intra_threads=1)
 
 
 def load_whisper_encoder(size: str, blocks: int | None, device: str = "auto"):
@@ -63,7 +68,7 @@ def load_whisper_encoder(size: str, blocks: int | None, device: str = "auto"):
     if blocks is None or blocks >= encoder_block_count(size):
         return load_whisper(size, resolved).model
     with _load_lock:
-        return _load_encoder(size, blocks, resolved, _compute_type(resolved))
+        return _load_encoder(size, blocks, resolved, compute_type(resolved))
 
 
 # --------------------------------------------------------------------------------------------- model.bin surgery

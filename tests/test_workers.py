@@ -1,0 +1,278 @@
+"""The shared workers (workers.py): Whisper passes in fair turn across streams, and scoring batched across
+streams — batched scores equal one-by-one scores on real clips, a slow stream delays another by at most its fair
+share, one stream's bad request fails only that request, and the thread plan follows the machine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import need_data
+from models.assets import thread_plan, usable_cores
+from models.base import MODALITIES, ModalityScore
+from models.scoring import ScorerSet
+from models.whisper import compute_type
+from pipeline import Engine, PipelineConfig, StreamPipeline, analyze_file
+from protocol import WindowMessage
+from test_pipeline_fakes import Brightness, ConstantScorer, FakeASR, ScriptedSource, fake_engine
+from workers import FairScheduler, ScoreBatcher, WorkersClosed
+
+
+# --------------------------------------------------------------------------------------------- FairScheduler
+def test_the_least_served_stream_goes_first():
+    async def main():
+        scheduler = FairScheduler(1, "test-asr")
+        gate = threading.Event()
+        order: list[str] = []
+        try:
+            # accounts: "mid" has used 0.1 s of passes; "long" joins level with it and uses 0.3 s more
+            await scheduler.run("mid", time.sleep, 0.1)
+            await scheduler.run("long", time.sleep, 0.3)
+            blocker = asyncio.ensure_future(scheduler.run("blocker", gate.wait))
+            await asyncio.sleep(0.05)  # the one worker is busy: the next three wait together
+            waiting = [asyncio.ensure_future(scheduler.run(key, order.append, key)) for key in ("long", "mid", "new")]
+            await asyncio.sleep(0.05)
+            gate.set()
+            await asyncio.gather(blocker, *waiting)
+        finally:
+            scheduler.close()
+        return order, scheduler
+
+    order, scheduler = asyncio.run(main())
+    # a newcomer starts level with the least-served stream ("mid"; a tie goes in arrival order), and "long", which
+    # has been served most, waits for both although it asked first
+    assert order == ["mid", "new", "long"]
+
+
+def test_a_live_stream_waits_at_most_one_pass_of_a_stream_that_replays_as_fast_as_it_can():
+    async def main():
+        scheduler = FairScheduler(1, "test-asr")
+        stop = False
+
+        async def greedy():  # always has a 0.2 s pass waiting
+            while not stop:
+                await scheduler.run("replay", time.sleep, 0.2)
+
+        hog = [asyncio.ensure_future(greedy()) for _ in range(3)]  # even three passes queued at once
+        await asyncio.sleep(0.3)
+        waits = []
+        for _ in range(5):
+            started = time.monotonic()
+            await scheduler.run("live", time.sleep, 0.01)
+            waits.append(time.monotonic() - started)
+            await asyncio.sleep(0.3)
+        stop = True
+        await asyncio.gather(*hog)
+        scheduler.close()
+        return waits, scheduler.served_s("replay")
+
+    waits, replay_served = asyncio.run(main())
+    assert max(waits) < 0.2 + 0.15, waits  # one replay pass at most, never the three queued
+    assert replay_served > 1.0  # the replay still used the worker the rest of the time
+
+
+def test_errors_reach_their_caller_and_close_fails_the_waiting():
+    async def main():
+        scheduler = FairScheduler(1, "test-asr")
+
+        def broken():
+            raise ValueError("bad pass")
+
+        with pytest.raises(ValueError, match="bad pass"):
+            await scheduler.run("a", broken)
+        assert await scheduler.run("a", lambda: 42) == 42
+        gate = threading.Event()
+        busy = asyncio.ensure_future(scheduler.run("a", gate.wait, 5))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(scheduler.run("b", lambda: 1))
+        await asyncio.sleep(0.05)
+        scheduler.close()
+        gate.set()
+        with pytest.raises(WorkersClosed):
+            await queued
+        await busy
+        with pytest.raises(WorkersClosed):
+            await scheduler.run("c", lambda: 1)
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------- ScoreBatcher
+class RecordingScorer(ConstantScorer):
+    """Scores a window by its index; remembers the batch sizes; raises on the window indices in `broken`."""
+
+    def __init__(self, modality: str, broken=(), delay_for=None):
+        super().__init__(modality, 0.5)
+        self.batches: list[int] = []
+        self.broken = set(broken)
+        self.delay_for = delay_for or (lambda window: 0.0)
+
+    def score_batch(self, windows):
+        self.batches.append(len(windows))
+        time.sleep(sum(self.delay_for(w) for w in windows))
+        if any(w.index in self.broken for w in windows):
+            raise RuntimeError("injected fault")
+        return [ModalityScore.of(0.1 + 0.01 * (w.index % 50)) for w in windows]
+
+
+class FakeWindow:
+    def __init__(self, index: int):
+        self.index, self.audio, self.frames, self.transcript, self.speech_spans = index, np.zeros(0), [], "x", []
+
+
+class CountingFrames:
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def analyze(self, images):
+        self.calls.append(len(images))
+        if any(image.shape[0] == 1 for image in images):
+            raise ValueError("a frame of one row")
+        return [Brightness(float(image.mean())) for image in images]
+
+
+def recording_set(**kwargs) -> ScorerSet:
+    return ScorerSet(RecordingScorer("text", **kwargs), RecordingScorer("audio", **kwargs),
+                     RecordingScorer("visual", **kwargs), CountingFrames())
+
+
+def test_requests_of_several_streams_arrive_as_one_batch_and_each_gets_its_own_answer():
+    async def main():
+        scorers = recording_set()
+        batcher = ScoreBatcher(scorers, max_wait_s=0.2, frames_together=True)
+        for stream in ("a", "b", "c"):
+            batcher.join(stream)
+        try:
+            results = await asyncio.gather(
+                batcher.score("a", FakeWindow(1)), batcher.score("b", FakeWindow(2)),
+                batcher.score("c", FakeWindow(3), has_video=False),
+                batcher.analyze("a", [np.full((4, 4, 3), 10, np.uint8)]),
+                batcher.analyze("b", [np.full((4, 4, 3), v, np.uint8) for v in (20, 30)]))
+        finally:
+            batcher.close()
+        return scorers, batcher, results
+
+    scorers, batcher, (a, b, c, frames_a, frames_b) = asyncio.run(main())
+    assert [a["text"].score, b["text"].score, c["text"].score] == pytest.approx([0.11, 0.12, 0.13])
+    assert c["visual"].reason == "no video track" and a["visual"].available
+    assert scorers.text.batches == [3] and scorers.visual.batches == [2]  # one batch per modality
+    assert scorers.frames.calls == [3]
+    assert [f.value for f in frames_a] == [10.0] and [f.value for f in frames_b] == [20.0, 30.0]
+    assert batcher.stats.batches == 1 and batcher.stats.multi_stream == 1
+
+
+def test_a_request_that_breaks_the_batch_fails_alone():
+    async def main():
+        batcher = ScoreBatcher(recording_set(broken={2}), max_wait_s=0.2, frames_together=True)
+        for stream in ("a", "b"):
+            batcher.join(stream)
+        try:
+            return await asyncio.gather(
+                batcher.score("a", FakeWindow(1)), batcher.score("b", FakeWindow(2)),
+                batcher.analyze("a", [np.zeros((4, 4, 3), np.uint8)]),
+                batcher.analyze("b", [np.zeros((1, 4, 3), np.uint8)]), return_exceptions=True)
+        finally:
+            batcher.close()
+
+    a, b, frames_a, frames_b = asyncio.run(main())
+    assert all(a[m].available for m in MODALITIES)
+    assert all(b[m].reason == f"{m} scorer failed: RuntimeError" for m in MODALITIES)
+    assert isinstance(frames_b, ValueError) and len(frames_a) == 1
+
+
+def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
+    """Stream "slow" is replayed as fast as possible and every one of its frames costs the analyzer 0.1 s; stream
+    "live" plays at real-time pace. A live window waits at most one request of the slow stream (4 frames × 0.1 s)
+    for its frames and one for its scoring, never a backlog of them, and the slow stream has the analyzer the rest
+    of the time."""
+    class SlowForWideFrames:
+        def __init__(self):
+            self.slow_images = 0
+
+        def analyze(self, images):
+            wide = sum(image.shape[1] > 64 for image in images)
+            self.slow_images += wide
+            time.sleep(0.1 * wide)
+            return [Brightness(float(image.mean())) for image in images]
+
+    class WideFrames(ScriptedSource):
+        async def __aiter__(self):
+            async for item in super().__aiter__():
+                if hasattr(item, "image"):
+                    item = type(item)(item.t, np.repeat(item.image, 2, axis=1))
+                yield item
+
+    scorers = fake_engine().scorers
+    scorers.frames = SlowForWideFrames()
+    engine = Engine(scorers=scorers, transcriber=FakeASR, device="cpu")
+    live: list[WindowMessage] = []
+
+    async def main():
+        slow = StreamPipeline("slow", WideFrames(60.0, fps=4.0), engine, PipelineConfig())
+        fast = StreamPipeline("live", ScriptedSource(8.0, realtime=True, fps=4.0), engine, PipelineConfig(),
+                              emit=lambda m: isinstance(m, WindowMessage) and live.append(m))
+        slow_task = asyncio.ensure_future(slow.run())
+        await fast.run()
+        slow.stop()
+        await slow_task
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()
+    latencies = [w.latency_s for w in live if w.latency_s is not None]
+    assert len(live) == 3 and len(latencies) >= 2
+    assert max(latencies) < 2 * 0.4 + 0.3, latencies  # two of the slow stream's requests, plus slack for CI
+    assert scorers.frames.slow_images >= 40  # ~8 s of the slow stream's 4 fps at 0.1 s each, not starved
+
+
+def test_thread_plan_follows_the_cores_and_the_device():
+    assert usable_cores() >= 1
+    small = thread_plan("cpu", 2)
+    assert (small.asr_workers, small.asr_threads, small.torch_threads) == (1, 2, 1)
+    big = thread_plan("cpu", 16)
+    assert big.torch_threads == 4 and big.asr_workers == 6 and big.asr_threads == 2
+    assert big.asr_workers * big.asr_threads + big.torch_threads <= 16
+    gpu = thread_plan("cuda", 8)
+    assert gpu.asr_workers == 2 and gpu.batch_windows > small.batch_windows
+    assert compute_type("cuda") == "float16" and compute_type("cpu") == "int8"
+
+
+# ---------------------------------------------------------------------------- real models: batch == one by one
+def test_batched_scores_equal_one_by_one_scores_on_real_clips(engine):
+    clips = [need_data("videos", name) for name in ("vna_mosi_2.6.mp4", "pyfeat_single_face.mp4",
+                                                     "vna_original_2.mp4")]
+    shared = Engine(scorers=engine.scorers, transcriber=engine.transcriber, device=engine.device,
+                    batch_wait_s=0.05)
+    seen: list[tuple] = []
+    score_window = shared.score_window
+
+    async def recording(stream, window, has_audio, has_video):
+        scores = await score_window(stream, window, has_audio, has_video)
+        seen.append((window, has_audio, has_video, scores))
+        return scores
+
+    shared.score_window = recording
+
+    async def main():
+        return await asyncio.gather(*(analyze_file(clip, shared, PipelineConfig()) for clip in clips))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        shared.close()
+    assert all("error" not in r for r in results) and len(seen) == sum(len(r["windows"]) for r in results)
+    assert shared.batcher.stats.multi_stream > 0  # windows of different clips were scored together
+    assert any("impressive" in r["transcript"].lower() for r in results)
+    for window, has_audio, has_video, batched in seen:
+        alone = engine.scorers.score([window], has_audio, has_video)[0]
+        for modality in MODALITIES:
+            assert batched[modality].available == alone[modality].available, (window.index, modality)
+            assert batched[modality].reason == alone[modality].reason
+            if alone[modality].available:
+                assert batched[modality].score == pytest.approx(alone[modality].score, abs=1e-4)
+                assert batched[modality].confidence == pytest.approx(alone[modality].confidence, abs=1e-4)
