@@ -324,8 +324,13 @@ class StreamPipeline:
 
     def _has_room(self) -> bool:
         ahead = self.watermark - self.schedule.next_span()[1]
+        ring_s = self.ring.capacity / self.ring.sample_rate
+        if self.asr is not None and self.asr.pending_audio_s < self.asr.step_s:
+            # the ASR waits for more audio (and the windows for its words): reading on is the only way forward,
+            # as long as the ring still holds the oldest window's audio
+            return ahead < ring_s - self.config.window_s
         asr_backlog = self.asr.pending_audio_s if self.asr is not None else 0.0
-        return ahead < self.ring.capacity / self.ring.sample_rate / 2 and asr_backlog < 4 * self.config.asr_fast_step_s
+        return ahead < ring_s / 2 and asr_backlog < 4 * self.config.asr_fast_step_s
 
     async def _transcribe(self) -> None:
         step = self.asr.step_s

@@ -39,6 +39,7 @@ from monitor.history import default_path as default_history_path
 from monitor.logs import configure_logging
 from monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from monitor.metrics import ServerMetrics
+from models.assets import DeviceUnavailable
 from pipeline import Engine, PipelineConfig, StreamPipeline
 from protocol import (MAX_REQUEST_BYTES, PROTOCOL_VERSION, EndMessage, ErrorMessage, HelloMessage, MediaMessage,
                       Message, ProtocolError, StatusMessage, StreamsMessage, SubscribedMessage, WebRTCAnswerMessage,
@@ -726,7 +727,11 @@ def main_serve(args: argparse.Namespace) -> int:
                     max_clients=args.max_clients, max_client_streams=args.max_client_streams,
                     max_requests_per_s=args.max_requests_per_s)
     log.info("loading models (asr=%s, device=%s)", args.asr, args.device)
-    engine = build_engine(args)
+    try:
+        engine = build_engine(args)
+    except DeviceUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     hub = StreamHub(engine, config, policy, args.max_streams,
                     rtsp_options={"open_timeout_s": args.rtsp_timeout, "read_timeout_s": args.rtsp_timeout,
                                   "give_up_s": args.rtsp_give_up},

@@ -49,6 +49,14 @@ def _resolve(future: asyncio.Future, result: Any = None, error: BaseException | 
         future.set_result(result)
 
 
+def _join(threads: list[threading.Thread], timeout_s: float = 60.0) -> None:
+    """Waits for the pass or batch in progress: a worker thread still inside native code (CTranslate2, torch)
+    when the interpreter exits aborts the process ("terminate called without an active exception")."""
+    for thread in threads:
+        if thread is not threading.current_thread():
+            thread.join(timeout_s)
+
+
 @dataclass
 class _Request:
     key: Hashable  # the stream
@@ -141,6 +149,7 @@ class FairScheduler:
             self._lock.notify_all()
         for job in waiting:
             job.answer(error=WorkersClosed("the engine was closed"))
+        _join(self._threads)
 
 
 @dataclass
@@ -158,6 +167,7 @@ class _ScoreRequest(_Request):
 @dataclass
 class BatchStats:
     batches: int = 0
+    window_batches: int = 0  # batches that held windows (the others held only frames)
     windows: int = 0
     images: int = 0
     largest: int = 0  # most requests in one batch
@@ -225,6 +235,7 @@ class ScoreBatcher:
             self._lock.notify_all()
         for item in waiting:
             item.answer(error=WorkersClosed("the engine was closed"))
+        _join([self._thread])
 
     # -- the scoring thread ------------------------------------------------------------------------------------
     def _others_expected(self) -> bool:
@@ -327,6 +338,7 @@ class ScoreBatcher:
     def _count(self, batch: list[_ScoreRequest], busy_s: float) -> None:
         stats = self.stats
         stats.batches += 1
+        stats.window_batches += any(item.images is None for item in batch)
         stats.windows += sum(1 for item in batch if item.images is None)
         stats.images += sum(item.size for item in batch if item.images is not None)
         stats.largest = max(stats.largest, len(batch))

@@ -21,6 +21,10 @@ WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c00719685
 WHISPER_BASE_SIZE = 145_217_532
 
 
+class DeviceUnavailable(RuntimeError):
+    """The device asked for is not there (--device cuda where torch sees no GPU)."""
+
+
 class ModelNotInstalled(RuntimeError):
     """A model wheel is missing: the message names the pip package that provides it."""
 
@@ -111,7 +115,7 @@ def resolve_device(device: str = "auto") -> str:
     if torch.cuda.is_available():
         return "cuda"
     if device == "cuda":
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU")
+        raise DeviceUnavailable("--device cuda was asked for, but torch sees no CUDA GPU (use --device auto or cpu)")
     return "cpu"
 
 

@@ -270,3 +270,23 @@ def test_stopping_a_file_stream_while_it_decodes_never_crashes_the_process():
 
     ends = asyncio.run(main())
     assert all(end.summary["reason"] in ("stopped", "eof") for end in ends)
+
+
+def test_long_asr_passes_behind_settling_words_never_stall_a_replay():
+    """A replay whose ASR waits for 20 s of audio per pass while its words settle 10 s behind: reading must go on
+    while the ASR waits for audio (it once stopped at the 30 s read-ahead bound and every task waited forever)."""
+    class SettlingASR(FakeASR):
+        settle_s = 10.0
+
+    engine = fake_engine()
+    engine.transcriber = SettlingASR
+
+    async def main():
+        pipeline = StreamPipeline("fake", ScriptedSource(80.0), engine, PipelineConfig(asr_fast_step_s=20.0))
+        return await asyncio.wait_for(pipeline.run(), 30)
+
+    try:
+        end = asyncio.run(main())
+    finally:
+        engine.close()
+    assert end.summary["reason"] == "eof" and end.summary["windows"] == 39 and end.summary["duration"] == 80.0

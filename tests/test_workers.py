@@ -90,10 +90,11 @@ def test_errors_reach_their_caller_and_close_fails_the_waiting():
         await asyncio.sleep(0.05)
         queued = asyncio.ensure_future(scheduler.run("b", lambda: 1))
         await asyncio.sleep(0.05)
-        scheduler.close()
-        gate.set()
+        closing = asyncio.ensure_future(asyncio.to_thread(scheduler.close))  # close waits for the busy pass
         with pytest.raises(WorkersClosed):
             await queued
+        gate.set()
+        await closing
         await busy
         with pytest.raises(WorkersClosed):
             await scheduler.run("c", lambda: 1)
@@ -276,3 +277,16 @@ def test_batched_scores_equal_one_by_one_scores_on_real_clips(engine):
             if alone[modality].available:
                 assert batched[modality].score == pytest.approx(alone[modality].score, abs=1e-4)
                 assert batched[modality].confidence == pytest.approx(alone[modality].confidence, abs=1e-4)
+
+
+def test_device_cuda_without_a_gpu_is_one_clear_line_not_a_traceback(capsys):
+    import torch
+
+    import cli
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    clip = need_data("videos", "vna_mosi_2.6.mp4")
+    assert cli.main(["analyze", "--device", "cuda", str(clip)]) == 2
+    err = capsys.readouterr().err
+    assert "torch sees no CUDA GPU" in err and "Traceback" not in err
