@@ -76,20 +76,40 @@ class _Job(_Request):
     seq: int = 0
 
 
-class FairScheduler:
-    """Runs callables on `workers` threads, always the waiting one of the key (stream) that has been served least."""
+class _WorkerThreads:
+    """Threads that serve a queue of requests under one lock; `close()` fails the waiting requests and waits for
+    the one in progress."""
 
-    def __init__(self, workers: int = 1, name: str = "vidsent-asr"):
+    def __init__(self, workers: int, name: str):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._lock = threading.Condition()
-        self._waiting: list[_Job] = []
-        self._served: dict[Hashable, float] = {}  # compute seconds per key
-        self._seq = itertools.count()
+        self._waiting: list = []
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
             thread.start()
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = self._waiting, []
+            self._lock.notify_all()
+        for request in waiting:
+            request.answer(error=WorkersClosed("the engine was closed"))
+        _join(self._threads)
+
+
+class FairScheduler(_WorkerThreads):
+    """Runs callables on `workers` threads, always the waiting one of the key (stream) that has been served least."""
+
+    def __init__(self, workers: int = 1, name: str = "vidsent-asr"):
+        self._served: dict[Hashable, float] = {}  # compute seconds per key
+        self._seq = itertools.count()
+        super().__init__(workers, name)
 
     @property
     def workers(self) -> int:
@@ -142,15 +162,6 @@ class FairScheduler:
                 self._served[job.key] = self._served.get(job.key, 0.0) + time.perf_counter() - started
             job.answer(result, error)
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            waiting, self._waiting = self._waiting, []
-            self._lock.notify_all()
-        for job in waiting:
-            job.answer(error=WorkersClosed("the engine was closed"))
-        _join(self._threads)
-
 
 @dataclass
 class _ScoreRequest(_Request):
@@ -176,7 +187,7 @@ class BatchStats:
     busy_s: float = 0.0
 
 
-class ScoreBatcher:
+class ScoreBatcher(_WorkerThreads):
     """One scoring thread for all streams: requests that arrive together are scored as one batch."""
 
     def __init__(self, scorers, *, max_wait_s: float = 0.005, max_windows: int = 16, max_images: int = 32,
@@ -185,13 +196,9 @@ class ScoreBatcher:
         self.frames_together = frames_together
         self._served: dict[Hashable, float] = {}  # scoring seconds per stream
         self.max_wait_s, self.max_windows, self.max_images = max_wait_s, max_windows, max_images
-        self._lock = threading.Condition()
-        self._waiting: list[_ScoreRequest] = []
         self._active: dict[Hashable, int] = {}  # streams that may send more requests soon (refcounted keys)
-        self._closed = False
         self.stats = BatchStats()
-        self._thread = threading.Thread(target=self._work, name=f"{name}_0", daemon=True)
-        self._thread.start()
+        super().__init__(1, name)
 
     # -- the callers' side -------------------------------------------------------------------------------------
     def join(self, key: Hashable) -> None:
@@ -227,15 +234,6 @@ class ScoreBatcher:
             self._waiting.append(item)
             self._lock.notify()
         return await item.future
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            waiting, self._waiting = self._waiting, []
-            self._lock.notify_all()
-        for item in waiting:
-            item.answer(error=WorkersClosed("the engine was closed"))
-        _join([self._thread])
 
     # -- the scoring thread ------------------------------------------------------------------------------------
     def _others_expected(self) -> bool:
