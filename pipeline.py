@@ -72,13 +72,14 @@ class Engine:
 
     def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
                  fusion: str = "weighted", scorers: ScorerSet | None = None,
-                 transcriber: Callable[[float, bool], Any] | None = None, batch_wait_s: float = 0.005):
+                 transcriber: Callable[[float, bool], Any] | None = None, batch_wait_s: float = 0.005,
+                 text_evidence: bool = True):
         from models.assets import configure_runtime, runtime_plan
 
         if scorers is None or transcriber is None:
             self.device = configure_runtime(device)
             heads = Path(heads_dir) if heads_dir else None
-            scorers = scorers or build_scorers(self.device, heads, fusion)
+            scorers = scorers or build_scorers(self.device, heads, fusion, text_evidence)
             transcriber = transcriber or _whisper_transcriber(asr, self.device)
         else:
             self.device = device

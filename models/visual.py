@@ -309,6 +309,20 @@ class SceneEmbedder:
         state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         self.model = model.eval().to(self.device)
+        self.pooled = pooled_features(self.model)
+        self._onnx = self._cpu_session() if self.device == "cpu" else None
+
+    def _cpu_session(self):
+        import torch
+
+        from models.assets import runtime_plan
+        from models.onnx_cpu import cpu_session
+
+        probe = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, SCENE_SIZE, SCENE_SIZE))
+                                 .astype(np.float32))
+        return cpu_session("scene", self.model_id, self.pooled, (probe,), ["pixels"],
+                           ["features"], {"pixels": {0: "n"}, "features": {0: "n"}},
+                           threads=runtime_plan().torch_threads)
 
     @staticmethod
     def preprocess(image: np.ndarray) -> np.ndarray:
@@ -331,11 +345,30 @@ class SceneEmbedder:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 batch = np.stack([self.preprocess(im) for im in images[start:start + batch_size]])
+                if self._onnx is not None:
+                    pixels = (batch.transpose(0, 3, 1, 2).astype(np.float32) - SCENE_PIXEL_MEAN) / SCENE_PIXEL_STD
+                    out.append(self._onnx.run(None, {"pixels": pixels})[0])
+                    continue
                 x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
                 x = (x - SCENE_PIXEL_MEAN) / SCENE_PIXEL_STD
-                features = self.model.extract_features(x)
-                out.append(features.mean(dim=(2, 3)).float().cpu().numpy())
+                out.append(self.pooled(x).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
+
+
+def pooled_features(model):
+    """EfficientNet's last feature map averaged over space, as a torch module: what the scene head reads (and
+    what is exported to ONNX)."""
+    import torch
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels):
+            return self.model.extract_features(pixels).mean(dim=(2, 3))
+
+    return PooledFeatures().eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+TAIL_SPEECH_S = 0.8  # speech left after a final pass's last word that is decoded again rather than dropped
 _NON_LEXICAL = re.compile(r"^\s*[\[(♪*].*|.*[\])♪*]\s*$")  # "[Music]", "(upbeat music)", "♪", "*laughs*"
 
 
@@ -257,16 +258,23 @@ class IncrementalASR:
         language: str = "en",
         beam_size: int = 1,
         pause_s: float = 0.6,
-        max_buffer_s: float = 10.0,
+        max_buffer_s: float | None = None,
         max_gap_fill_s: float = 2.0,
         vad_threshold: float = 0.5,
         prompt_chars: int = 200,
         use_prompt: bool = False,
-        encoder_window_s: float = 20.0,
+        encoder_window_s: float | None = None,
         catch_up: bool = True,
     ) -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
+        # Steps of up to 10 s (live, and files replayed in 5-10 s passes): a 10 s buffer and a 20 s encoder
+        # window. Longer steps (`analyze --fast`: 20 s) need the buffer to hold a step and what is left over, and
+        # a full 30 s window: fewer passes, each a Whisper window as faster-whisper's own transcribe() runs it.
+        if max_buffer_s is None:
+            max_buffer_s = 10.0 if step_s <= 10 else min(25.0, step_s + 5.0)
+        if encoder_window_s is None:
+            encoder_window_s = 20.0 if step_s <= 10 else 30.0
         if max_buffer_s < 4 * pause_s or max_buffer_s > 25:
             raise ValueError(f"max_buffer_s must lie between {4 * pause_s:.1f} and 25 s, got {max_buffer_s}")
         self.step_s = step_s
@@ -435,6 +443,9 @@ class IncrementalASR:
                 # no silence after it.
                 audio = np.concatenate([audio, np.zeros(int(0.5 * SAMPLE_RATE), dtype=np.float32)])
             decoded = self._whisper(audio, start, self._prompt())
+            if final or paused:
+                # this pass commits all it hears and drops the buffer: speech after where Whisper stopped would be lost
+                self._hear_the_rest(decoded, audio, start, speech)
             decoded.words = [
                 Word(w.start, min(w.end, stop), w.text, w.probability) for w in decoded.words if w.start < stop
             ]
@@ -462,6 +473,26 @@ class IncrementalASR:
         # committed words (one pass alone sometimes skips a word, and must not get it cut away).
         following = [w.start for w in (self._pending[:1] + previous[len(to_commit) : len(to_commit) + 1])]
         return new + self._cut_buffer(speech, paused, min(following, default=end))
+
+    def _hear_the_rest(self, decoded: _Decoded, audio: np.ndarray, start: float, speech: _Speech,
+                       passes: int = 2) -> None:
+        """Whisper's one decode sometimes ends early, at a segment end, with seconds of speech still to come (seen on
+        vna_original_2: "... I was loudly" and then end of text, though "exclaiming why at the end of the film"
+        followed). Decode again from the last word heard while the VAD still finds at least TAIL_SPEECH_S of
+        speech after it; the extra words are appended to `decoded`."""
+        for _ in range(passes):
+            if decoded.rejected:
+                return
+            heard_until = decoded.words[-1].end if decoded.words else start
+            left = sum(max(0.0, b - max(a, heard_until)) for a, b in speech.regions)
+            if left < TAIL_SPEECH_S:
+                return
+            at = int(round((heard_until - start) * SAMPLE_RATE))
+            rest = self._whisper(audio[at:], heard_until)
+            more = [w for w in rest.words if w.start >= heard_until - 0.05]
+            if rest.rejected or not more:
+                return
+            decoded.words = decoded.words + more
 
     @staticmethod
     def _lexical(words: list[Word], speech: _Speech) -> list[Word]:

@@ -42,11 +42,28 @@ async def test_analyze_writes_json_and_csv_and_reports_a_bad_file_without_stoppi
     assert good["label"] == "negative" and len(good["windows"]) == 6
     assert "sugar coat" in good["transcript"].lower()
     assert {"index", "t_start", "t_end", "modalities", "fused", "rolling", "transcript"} <= set(good["windows"][0])
+    spoken = [w for w in good["windows"] if w["modalities"]["text"]["available"]]
+    assert spoken and all("key_words" in w["modalities"]["text"]["details"] for w in spoken)
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(r["file"] == str(clip) for r in rows)
     assert [float(r["t_end"]) for r in rows] == [w["t_end"] for w in good["windows"]]
     assert all(0.0 <= float(r["fused_score"]) <= 1.0 for r in rows)
+
+
+async def test_analyze_fast_keeps_the_windows_words_and_verdict_without_the_key_words(tmp_path):
+    clip = need_data("videos", "vna_original_2.mp4")
+    out_json = tmp_path / "fast.json"
+    code, out, err = await run("analyze", "--fast", str(clip), "--json", str(out_json))
+    assert code == 0, err
+    (result,) = json.loads(out_json.read_text())
+    # as the full analysis grades it (negative, 0.39): Slight Negative, with negative speech
+    assert result["graded"] == "Slight Negative" and result["score"] < 0.45 and len(result["windows"]) == 6
+    assert result["modalities"]["text"]["score"] < 0.35
+    assert "sugarcoat" in result["transcript"].lower().replace(" ", "") and "end of the film" in result["transcript"]
+    spoken = [w for w in result["windows"] if w["modalities"]["text"]["available"]]
+    assert spoken and not any("key_words" in w["modalities"]["text"]["details"] for w in spoken)
+    assert all(w["modalities"]["visual"]["available"] for w in result["windows"])  # a frame every 2 s is enough
 
 
 async def test_watch_prints_each_window_and_the_end_in_process():

@@ -114,6 +114,7 @@ def finetune_top_layers(embedder: TextEmbedder, texts: list[str] | FrozenBottom,
     from sklearn.metrics import f1_score
 
     torch.manual_seed(config.seed)
+    embedder.use_torch()  # its weights change in place below; an exported copy would go stale
     model = embedder.model
     n_layers = len(model.encoder.layer)
     n_frozen = n_layers - config.tune_layers
