@@ -11,7 +11,8 @@ Sections (`--only a,b,...`; default all of them, `--quick`: material,streams,wor
             real clip (speech/*.flac over a black frame, videos/*.mp4, musicvideos/*/*.mp4) re-encoded to one format
             (640x360 25 fps H.264 ultrafast, AAC 48 kHz stereo), then joined without re-encoding (ffmpeg's concat
             demuxer, stream copy) into eight 10-minute streams (one sequence of all the clips, speech repeated
-            three times, each stream starting at another speech clip), a 60-minute one (six of them back to back)
+            three times, each stream starting at another speech clip), a 61-minute one (six of them back to back,
+            then a minute of a seventh)
             and `fast120.mp4`: the speech and talking-head clips alone, 120 s. A `.parts.json` stamp beside each
             file says what it was made of; a file whose parts changed is made again.
   streams   1, 2, 4 and 8 concurrent real-time streams (different 10-minute mixes) through a `vidsent serve`
@@ -360,7 +361,7 @@ PICTURE = "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw
 class Material:
     cache: Path
     mixes: list[str]  # 10-minute streams, names inside `cache`
-    long: str  # the 60-minute stream
+    long: str  # the 61-minute stream (RSS is read at its 10th and 60th minute)
     fast: str  # the first 120 s of mixes[0]
     made_s: dict[str, float] = field(default_factory=dict)  # what had to be made this run, and how long it took
     durations: dict[str, float] = field(default_factory=dict)
@@ -431,7 +432,8 @@ def make_material(cache: Path, n_mixes: int = 8, mix_s: float = 600.0, long_part
             order.append(segments[k])
             total += lengths[k]
         jobs.append((name, order, mix_s))
-    jobs.append((material.long, [cache / m for m in material.mixes[:long_parts]], None))
+    # a minute past the last RSS mark: a stream's last window ends a little before its container's duration
+    jobs.append((material.long, [cache / m for m in material.mixes[:long_parts + 1]], long_parts * mix_s + 60.0))
     # the fast file: speech and talking heads only (music videos hold little speech for Whisper to transcribe)
     jobs.append((material.fast, [seg for seg, kind in zip(segments, kinds) if kind != "musicvideos"], fast_s))
     for name, parts, limit in jobs:
