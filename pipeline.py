@@ -48,7 +48,7 @@ class PipelineConfig:
     hop_s: float = 2.0
     sample_fps: float = 2.0  # frames sampled per second of media for the visual scorer
     half_life_s: float = 6.0  # of the rolling EMA, in media seconds
-    asr_step_s: float = 1.0  # new audio per ASR pass at real-time pace
+    asr_step_s: float = 0.75  # new audio per ASR pass at real-time pace (words still settle on passes 1 s apart)
     asr_fast_step_s: float = 5.0  # new audio per ASR pass when a file is replayed as fast as possible
     asr_grace_s: float = 1.0  # how long a real-time window waits for ASR to reach its end
     frame_backlog: int = 8  # sampled frames that may wait for the visual scorer before the oldest are dropped

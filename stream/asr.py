@@ -265,6 +265,7 @@ class IncrementalASR:
         use_prompt: bool = False,
         encoder_window_s: float | None = None,
         catch_up: bool = True,
+        agree_after_s: float = 1.0,
     ) -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
@@ -281,6 +282,9 @@ class IncrementalASR:
         # Live, a pass that fell behind takes up to twice the step to catch up. A file replayed as fast as possible
         # (catch_up=False) takes exactly one step per pass: the same passes, so the same transcript, every run.
         self.catch_up = catch_up
+        # A word is settled when this pass and one whose audio ended at least agree_after_s earlier hear it alike.
+        # Two passes on nearly the same audio (half a second apart) tend to agree on the same mishearing.
+        self.agree_after_s = agree_after_s
         self.pause_s = pause_s
         self.max_buffer_s = max_buffer_s
         self.soft_buffer_s = 0.6 * max_buffer_s
@@ -302,6 +306,7 @@ class IncrementalASR:
         self._committed: list[Word] = []
         self._committed_until = float("-inf")
         self._pending: list[Word] = []
+        self._earlier: deque[tuple[float, list[Word]]] = deque(maxlen=8)  # (audio end, pending) of recent passes
 
     # ---- called from the event loop -------------------------------------------------------------------------
     def insert_audio(self, samples: np.ndarray, t: float) -> None:
@@ -384,6 +389,7 @@ class IncrementalASR:
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_t0 = None
         self._pending = []
+        self._earlier.clear()
 
     def _take_queued(self, limit_s: float, committed: list[Word]) -> None:
         """Move up to limit_s of queued audio into the buffer, bridging small gaps with silence."""
@@ -462,17 +468,42 @@ class IncrementalASR:
         else:
             # Agreement of two passes, or a pause inside the buffer: the speech before it is finished, so what
             # this pass heard of it is as good as it will get.
-            settled = agreed_prefix_length(previous, hypothesis)
+            settled = agreed_prefix_length(self._reference(end), hypothesis)
             if speech.last_pause(self.pause_s) is not None:
                 before = speech.last_pause(self.pause_s) + 0.2
                 settled = max(settled, sum(1 for _ in itertools.takewhile(lambda w: w.end <= before, hypothesis)))
             to_commit = hypothesis[:settled]
         new = self._commit(to_commit)
         self._pending = [] if (final or paused) else hypothesis[len(to_commit) :]
+        self._remember(end, to_commit, final or paused)
         # Where uncommitted speech may begin: the earlier of what this pass and the previous one put after the
         # committed words (one pass alone sometimes skips a word, and must not get it cut away).
         following = [w.start for w in (self._pending[:1] + previous[len(to_commit) : len(to_commit) + 1])]
         return new + self._cut_buffer(speech, paused, min(following, default=end))
+
+    def _reference(self, end: float) -> list[Word]:
+        """The pending words of the latest pass whose audio ended at least agree_after_s before `end`."""
+        for until, pending in reversed(self._earlier):
+            if until <= end - self.agree_after_s + 0.05:
+                return pending
+        return []
+
+    def _remember(self, end: float, committed: list[Word], flushed: bool) -> None:
+        """Keep this pass's pending words for the passes that follow."""
+        if flushed:
+            self._earlier.clear()
+            return
+        self._forget_committed(committed)
+        self._earlier.append((end, list(self._pending)))
+
+    def _forget_committed(self, committed: list[Word]) -> None:
+        """Earlier passes lose the words just committed, or are forgotten when they heard those words differently
+        (they could agree with nothing that follows)."""
+        said = [normalise_word(w.text) for w in committed]
+        kept = [(until, pending[len(said) :]) for until, pending in self._earlier
+                if [normalise_word(w.text) for w in pending[: len(said)]] == said]
+        self._earlier.clear()
+        self._earlier.extend(kept)
 
     def _hear_the_rest(self, decoded: _Decoded, audio: np.ndarray, start: float, speech: _Speech,
                        passes: int = 2) -> None:
@@ -593,6 +624,7 @@ class IncrementalASR:
             older = list(itertools.takewhile(lambda w: w.end <= limit, self._pending))
             self._pending = self._pending[len(older) :]
             forced = self._commit(older)
+            self._forget_committed(older)
             cut = max(cut, limit)
         if cut > t0:
             drop = min(len(self._buffer), int(round((cut - t0) * SAMPLE_RATE)))

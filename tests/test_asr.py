@@ -96,6 +96,28 @@ def test_two_cities_streamed_is_accurate_ordered_and_never_repeats(whisper):
     assert max(u.compute_s for u in updates) > 0
 
 
+def test_passes_closer_than_the_agreement_distance_settle_words_on_an_older_pass(whisper):
+    """The live step (0.75 s) is shorter than agree_after_s (1 s): a word settles when the pass 1.5 s back heard it
+    alike, not the one 0.75 s back (passes on nearly the same audio agree on the same mishearing)."""
+    asr = IncrementalASR(whisper, step_s=0.75, agree_after_s=1.0)
+    heard = lambda *texts: [Word(i, i + 0.5, t, 0.9) for i, t in enumerate(texts)]  # noqa: E731
+    asr._pending = heard(" it", " was")
+    asr._remember(10.0, [], flushed=False)
+    asr._pending = heard(" that", " was")
+    asr._remember(10.75, [], flushed=False)
+    assert text(asr._reference(11.5)) == "it was"  # 10.75 is only 0.75 s back
+    assert text(asr._reference(10.9)) == ""  # no pass is 1 s older yet
+    # words committed since are taken off the earlier passes that heard them alike; the others are forgotten
+    asr._forget_committed(heard(" it"))
+    assert [text(p) for _, p in asr._earlier] == ["was"]
+
+    audio = decode(SPEECH / "two_cities.flac")
+    words = committed(stream(asr, audio, chunk_s=0.25))
+    assert word_error_rate(TWO_CITIES, text(words)) <= 0.10, text(words)
+    for a, b in zip(words, words[1:]):
+        assert a.start < b.start and a.end <= b.start, (a, b)
+
+
 def test_beckett_gives_the_exact_words(whisper):
     words = committed(stream(IncrementalASR(whisper, step_s=1.0), decode(SPEECH / "beckett.flac")))
     assert normalise_text(text(words)) == normalise_text(BECKETT)
