@@ -22,7 +22,7 @@ Sections (`--only a,b,...`; default all of them, `--quick`: material,streams,wor
             words against the reference transcript (lost = reference words deleted in the alignment), lag slope.
   fast      the `fast` file: `vidsent analyze --fast FILE` as a subprocess (its own per-file time, model load excluded;
             the total wall time too) vs faster-whisper alone (the pipeline's model, threads and beam; VAD; words)
-            vs decoding alone (FileSource as fast as possible, frames sampled at 1 fps, as --fast).
+            vs decoding alone (FileSource as fast as possible, frames sampled at --fast's rate).
   cold      `vidsent serve` process start → port answers → first `window` of a stream started at once.
   rss       the server's RSS after 10 and 60 media minutes of the 60-minute stream (as fast as possible, or
             `--rss-realtime`).
@@ -665,7 +665,10 @@ def whisper_alone(path: Path) -> tuple[float, float, str]:
 async def decode_alone(path: Path) -> float:
     from stream.sources import FileSource
 
-    source = FileSource(path, realtime=False, sample_fps=1.0)
+    from cli import fast_analysis_config
+    from pipeline import PipelineConfig
+
+    source = FileSource(path, realtime=False, sample_fps=fast_analysis_config(PipelineConfig()).sample_fps)
     started = time.monotonic()
     try:
         async for _ in source:
@@ -689,7 +692,7 @@ async def section_fast(args, material: Material, log_dir: Path) -> tuple[list[Ro
         Row("fast", f"`vidsent analyze --fast` {r.media_s:.0f} s file: replay (load excluded) / whole command",
             f"{r.analyze_s:.1f} s ({r.media_s / r.analyze_s:.1f}x real time) / {r.analyze_total_s:.1f} s "
             f"(models {r.analyze_load_s:.1f} s)"),
-        Row("fast", f"faster-whisper alone ({r.whisper_settings}) / decode alone (FileSource, 1 fps)",
+        Row("fast", f"faster-whisper alone ({r.whisper_settings}) / decode alone (FileSource, --fast frame rate)",
             f"{r.whisper_s:.1f} s / {r.decode_s:.1f} s"),
         Row("fast", "analyze / whisper alone", f"{r.over_whisper:.2f}", f"≤ {ANALYZE_OVER_WHISPER:g}",
             r.over_whisper <= ANALYZE_OVER_WHISPER),
