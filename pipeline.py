@@ -1,7 +1,7 @@
 """Where a frame becomes a verdict: one stream's pipeline from a source to protocol messages.
 
     source ──ingest──▶ AudioRing ─────────────┐
-       │                 └─▶ IncrementalASR ──┤ (words)
+       │                 └─▶ IncrementalASR ──┤ (words; a file under `analyze --fast`: WholeFileASR)
        └──▶ FrameQueue ──▶ VisualAnalyzer ────┤ (per-frame faces + scene)
                                               ▼
                     WindowSchedule → Window → scorers (text | audio | visual) → fuse → rolling EMA → WindowMessage
@@ -38,6 +38,8 @@ from workers import FairScheduler, ScoreBatcher
 log = logging.getLogger(__name__)
 
 FRAME_BATCH = 4
+# windows of a file replayed as fast as possible that are scored in one batch when they are ready together
+REPLAY_WINDOW_BATCH = 4
 # this much video without a single audio sample: the audio track is empty (a file's track without packets)
 EMPTY_AUDIO_AFTER_S = 10.0
 
@@ -50,6 +52,8 @@ class PipelineConfig:
     half_life_s: float = 6.0  # of the rolling EMA, in media seconds
     asr_step_s: float = 0.75  # new audio per ASR pass at real-time pace (words still settle on passes 1 s apart)
     asr_fast_step_s: float = 5.0  # new audio per ASR pass when a file is replayed as fast as possible
+    # a file replayed as fast as possible is transcribed whole, as faster-whisper's transcribe() does (analyze --fast)
+    asr_whole_file: bool = False
     asr_grace_s: float = 1.0  # how long a real-time window waits for ASR to reach its end
     frame_backlog: int = 8  # sampled frames that may wait for the visual scorer before the oldest are dropped
     status_every_s: float = 2.0
@@ -67,25 +71,28 @@ class Engine:
 
     A plain container: `scorers` (models.scoring.ScorerSet, or anything with its score/fuse/frames.analyze, such
     as models.ray_scorers' client) and `transcriber` ((step_s, realtime) → an IncrementalASR-like object with
-    insert_audio/process/finish/pending_audio_s/step_s). Without them it builds the real ones from the options;
-    tests pass fakes and run pipelines without any model."""
+    insert_audio/process/finish/pending_audio_s/step_s), and `whole_file_transcriber` (path → a WholeFileASR-like
+    object, for files replayed as fast as possible with PipelineConfig.asr_whole_file; None: never). Without them
+    it builds the real ones from the options; tests pass fakes and run pipelines without any model."""
 
     def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
                  fusion: str = "weighted", scorers: ScorerSet | None = None,
                  transcriber: Callable[[float, bool], Any] | None = None, batch_wait_s: float = 0.005,
-                 text_evidence: bool = True):
+                 text_evidence: bool = True, whole_file_transcriber: Callable[[Path], Any] | None = None):
         from models.assets import configure_runtime, runtime_plan
 
         if scorers is None or transcriber is None:
             self.device = configure_runtime(device)
             heads = Path(heads_dir) if heads_dir else None
             scorers = scorers or build_scorers(self.device, heads, fusion, text_evidence)
-            transcriber = transcriber or _whisper_transcriber(asr, self.device)
+            if transcriber is None:
+                transcriber, whole_file_transcriber = _whisper_transcribers(asr, self.device)
         else:
             self.device = device
         self.plan = runtime_plan()
         self.scorers = scorers
         self.transcriber = transcriber
+        self.whole_file_transcriber = whole_file_transcriber
         self.asr_workers = FairScheduler(self.plan.asr_workers, "vidsent-asr")
         self.batcher = ScoreBatcher(scorers, max_wait_s=batch_wait_s, max_windows=self.plan.batch_windows,
                                     max_images=self.plan.batch_images, frames_together=self.device == "cuda")
@@ -118,12 +125,14 @@ class Engine:
         self.batcher.close()
 
 
-def _whisper_transcriber(size: str, device: str) -> Callable[[float, bool], Any]:
+def _whisper_transcribers(size: str, device: str) -> tuple[Callable[[float, bool], Any], Callable[[Path], Any]]:
+    """The streaming and the whole-file transcriber, over the process's one Whisper model."""
     from models.whisper import load_whisper
-    from stream.asr import IncrementalASR
+    from stream.asr import IncrementalASR, WholeFileASR
 
     whisper = load_whisper(size, device)
-    return lambda step_s, realtime: IncrementalASR(whisper, step_s=step_s, catch_up=realtime)
+    return (lambda step_s, realtime: IncrementalASR(whisper, step_s=step_s, catch_up=realtime),
+            lambda path: WholeFileASR(whisper, path))
 
 
 class _Overall:
@@ -229,8 +238,12 @@ class StreamPipeline:
         self.emit(StatusMessage(self.stream_id, "running", source=self.info.to_json(),
                                 detail=self._missing_tracks_detail()))
         if self.info.has_audio:
-            self.asr = self.engine.new_asr(self.config.asr_step_s if self.realtime else self.config.asr_fast_step_s,
-                                           self.realtime)
+            try:
+                self.asr = await self._open_asr()
+            except asyncio.CancelledError:
+                self.engine.leave(self)
+                await self.source.close()
+                raise
         self.engine.join(self)
         workers = [asyncio.create_task(self._ingest(), name=f"{self.stream_id}-ingest"),
                    asyncio.create_task(self._windows(), name=f"{self.stream_id}-windows"),
@@ -333,7 +346,27 @@ class StreamPipeline:
         asr_backlog = self.asr.pending_audio_s if self.asr is not None else 0.0
         return ahead < ring_s / 2 and asr_backlog < 4 * self.config.asr_fast_step_s
 
+    async def _open_asr(self):
+        """The stream's transcriber: a file replayed as fast as possible with asr_whole_file is transcribed whole
+        (its audio decoded once more, up front); anything else, or a file whose audio that decode fails on, in
+        streaming passes over the audio as it arrives."""
+        path = getattr(self.source, "path", None)
+        if (not self.realtime and self.config.asr_whole_file and path is not None
+                and self.engine.whole_file_transcriber is not None):
+            try:
+                return await self.engine.in_asr_thread(self, self.engine.whole_file_transcriber, path)
+            except Exception as exc:  # noqa: BLE001 - the streaming passes read the audio the source decodes
+                log.warning("%s: transcribing in passes, the whole-file decode failed: %s: %s",
+                            self.stream_id, type(exc).__name__, exc)
+        return self.engine.new_asr(self.config.asr_step_s if self.realtime else self.config.asr_fast_step_s,
+                                   self.realtime)
+
     async def _transcribe(self) -> None:
+        if getattr(self.asr, "whole_file", False):
+            while not self.asr.done:  # a segment at a time, in fair turn with other streams' passes
+                self._take_asr_update(await self._asr_pass(self.asr.process))
+                await self._notify()
+            return
         step = self.asr.step_s
         while True:
             await self._wait_for(lambda: self.eof or self.asr.pending_audio_s >= step)
@@ -417,38 +450,53 @@ class StreamPipeline:
             # At real-time pace a window waits only briefly for speech recognition and uses the unconfirmed
             # words for its tail; a file replayed as fast as possible waits for every word.
             await self._wait_for(lambda: self._asr_ready(t1), self.config.asr_grace_s if self.realtime else None)
-            await self._emit_window(index, t0, t1)
-            self.schedule.advance()
+            spans = [(index, t0, t1)] + ([] if self.realtime else self._ready_spans_after(REPLAY_WINDOW_BATCH - 1))
+            await self._emit_windows(spans)
+            for _ in spans:
+                self.schedule.advance()
             await self._notify()
         # the end of the media: the last words, the last frames, then a closing window over what is left
         await self._wait_for(lambda: self._asr_ready(self.audio_end) and self._frames_ready(float("inf")))
         span = self.schedule.final_span(self._media_end())
         if span is not None:
-            await self._emit_window(*span)
+            await self._emit_windows([span])
             self.schedule.advance()
 
-    async def _emit_window(self, index: int, t0: float, t1: float) -> None:
-        window = Window(
+    def _ready_spans_after(self, most: int) -> list[tuple[int, float, float]]:
+        """Up to `most` windows after the next one whose media, frames and final words are all in already (a file
+        replayed as fast as possible): they are scored in one batch with it."""
+        spans = []
+        for ahead in range(1, most + 1):
+            index, t0, t1 = self.schedule.next_span(ahead)
+            if not (self.watermark >= t1 and self._frames_ready(t1) and self._asr_ready(t1)):
+                break
+            spans.append((index, t0, t1))
+        return spans
+
+    async def _emit_windows(self, spans: list[tuple[int, float, float]]) -> None:
+        """Score the windows of `spans` (together: the batcher takes them as one batch), then send them in order."""
+        windows = [Window(
             index=index, t_start=t0, t_end=t1,
             audio=self.ring.read(t0, t1),
             frames=self.frame_results.between(t0, t1),
             words=self.words.between(t0, t1),
             pending_words=words_between(self.pending_words, t0, t1),
-        )
-        scorers = self.engine.scorers
-        scores = await self.engine.score_window(self, window, self.info.has_audio, self.info.has_video)
-        fused = scorers.fuse(scores)
-        rolling = self.rolling.update(fused.score, t1)
-        self.overall.add(scores)
-        latency = self._latency(t1)
-        self.emit(WindowMessage(
-            stream=self.stream_id, index=index, t_start=round(t0, 3), t_end=round(t1, 3),
-            modalities={m: s.to_json() for m, s in scores.items()},
-            fused=fused.to_json(),
-            rolling=self._rolling_json(rolling),
-            transcript=window.transcript,
-            latency_s=latency,
-        ))
+        ) for index, t0, t1 in spans]
+        all_scores = await asyncio.gather(*(self.engine.score_window(self, window, self.info.has_audio,
+                                                                     self.info.has_video) for window in windows))
+        for window, scores in zip(windows, all_scores):
+            fused = self.engine.scorers.fuse(scores)
+            rolling = self.rolling.update(fused.score, window.t_end)
+            self.overall.add(scores)
+            self.emit(WindowMessage(
+                stream=self.stream_id, index=window.index, t_start=round(window.t_start, 3),
+                t_end=round(window.t_end, 3),
+                modalities={m: s.to_json() for m, s in scores.items()},
+                fused=fused.to_json(),
+                rolling=self._rolling_json(rolling),
+                transcript=window.transcript,
+                latency_s=self._latency(window.t_end),
+            ))
 
     def _rolling_json(self, score: float | None) -> dict:
         return {

@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -76,6 +78,19 @@ class _Job(_Request):
     seq: int = 0
 
 
+def lower_thread_priority(nice: int = 10, native_id: int | None = None) -> bool:
+    """Lower one thread's CPU priority (the calling thread's by default) by `nice` steps below the caller's; the
+    threads it starts from then on inherit it. Linux alone gives each thread its own nice value: False elsewhere,
+    or when it fails."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, native_id or 0, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    except (OSError, TypeError):  # TypeError: a thread that has not started has no native id yet
+        return False
+    return True
+
+
 class _WorkerThreads:
     """Threads that serve a queue of requests under one lock; `close()` fails the waiting requests and waits for
     the one in progress."""
@@ -92,6 +107,10 @@ class _WorkerThreads:
 
     def _work(self) -> None:
         raise NotImplementedError
+
+    def lower_priority(self, nice: int = 10) -> bool:
+        """Run these threads `nice` steps below the calling thread's CPU priority; False where that is not possible."""
+        return all(lower_thread_priority(nice, thread.native_id) for thread in self._threads)
 
     def close(self) -> None:
         with self._lock:

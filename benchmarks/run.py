@@ -644,6 +644,7 @@ def whisper_alone(path: Path) -> tuple[float, float, str]:
     """faster-whisper's own transcribe() on the whole file with the model, threads and beam the pipeline uses."""
     from models.assets import configure_runtime, runtime_plan
     from models.whisper import load_whisper
+    from stream.asr import transcribe_options
 
     import numpy as np
 
@@ -656,7 +657,7 @@ def whisper_alone(path: Path) -> tuple[float, float, str]:
     settings = (f"tiny.en {device}, beam 1, {getattr(plan, 'asr_threads', '?')} thread(s), "
                 f"{getattr(plan, 'asr_workers', 1)} worker(s), vad_filter, word timestamps")
     started = time.monotonic()
-    segments, _ = model.transcribe(str(path), language="en", beam_size=1, vad_filter=True, word_timestamps=True)
+    segments, _ = model.transcribe(str(path), **transcribe_options())
     for _ in segments:
         pass
     return time.monotonic() - started, load_s, settings

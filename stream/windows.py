@@ -52,9 +52,10 @@ class WindowSchedule:
         self.index = 0
         self.covered_until = 0.0
 
-    def next_span(self) -> tuple[int, float, float]:
-        t0 = self.index * self.hop_s
-        return self.index, t0, t0 + self.window_s
+    def next_span(self, ahead: int = 0) -> tuple[int, float, float]:
+        """The next window's (index, start, end), or the one `ahead` windows after it."""
+        t0 = (self.index + ahead) * self.hop_s
+        return self.index + ahead, t0, t0 + self.window_s
 
     def advance(self) -> None:
         _, _, t1 = self.next_span()

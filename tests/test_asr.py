@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import DATA, need_data
-from stream.asr import AsrUpdate, IncrementalASR, agreed_prefix_length, normalise_text, word_error_rate
+from stream.asr import (AsrUpdate, IncrementalASR, WholeFileASR, agreed_prefix_length, normalise_text,
+                        transcribe_options, word_error_rate)
 from stream.media import SAMPLE_RATE, Word
 
 SPEECH = DATA / "speech"
@@ -211,3 +212,40 @@ def test_local_agreement_and_wer_helpers():
     assert agreed_prefix_length([], words("anything")) == 0
     assert word_error_rate("It was the best of times.", "it was the best of times") == 0.0
     assert word_error_rate("a b c d", "a x c") == pytest.approx(0.5)
+
+
+def transcribe_whole(asr: WholeFileASR) -> tuple[list[Word], list[float]]:
+    words, final = [], []
+    while not asr.done:
+        update = asr.process()
+        words += update.committed
+        final.append(update.final_until)
+    return words, final
+
+
+def test_a_whole_file_is_heard_as_faster_whisper_alone_hears_it(whisper):
+    path = need(SPEECH / "two_cities.flac")
+    words, final = transcribe_whole(WholeFileASR(whisper, path))
+    alone = [w for segment in whisper.transcribe(str(path), **transcribe_options())[0] for w in segment.words]
+    assert [w.text for w in words] == [w.word for w in alone]
+    assert all(abs(a.start - b.start) < 0.02 and abs(a.end - b.end) < 0.02 for a, b in zip(words, alone))
+    assert all(a.end <= b.start for a, b in zip(words, words[1:]))
+    # the transcript is final up to each segment's end, and everywhere once the last one is out
+    assert final == sorted(final) and final[-1] == float("inf") and final[-2] >= words[-1].end - 0.05
+    assert word_error_rate(TWO_CITIES, text(words)) <= 0.03
+    assert "we were all going direct to heaven" in " ".join(normalise_text(text(words)))
+
+
+def test_a_long_file_is_transcribed_in_pieces_cut_where_it_is_quiet(whisper):
+    path = need(SPEECH / "two_cities.flac")
+    asr = WholeFileASR(whisper, path, piece_s=20.0)
+    audio = asr.audio
+    pieces = asr.pieces
+    assert len(pieces) == 3 and pieces[0][0] == 0 and pieces[-1][1] == len(audio)
+    assert all(a[1] == b[0] and b[0] - a[0] <= 20 * SAMPLE_RATE for a, b in zip(pieces, pieces[1:]))
+    for _, cut in pieces[:-1]:  # each cut lies in a pause between words, far quieter than the speech
+        around = audio[cut - 160 : cut + 160]
+        assert np.sqrt(np.mean(around**2)) < 0.1 * np.sqrt(np.mean(audio**2))
+    words, _ = transcribe_whole(asr)
+    assert all(a.end <= b.start for a, b in zip(words, words[1:]))
+    assert word_error_rate(TWO_CITIES, text(words)) <= 0.05

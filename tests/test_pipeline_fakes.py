@@ -290,3 +290,80 @@ def test_long_asr_passes_behind_settling_words_never_stall_a_replay():
     finally:
         engine.close()
     assert end.summary["reason"] == "eof" and end.summary["windows"] == 39 and end.summary["duration"] == 80.0
+
+
+class ScriptedFile(ScriptedSource):
+    """A scripted source that says which file it replays, as FileSource does (the whole-file transcriber reads it)."""
+
+    path = "scripted.mp4"
+
+
+class FakeWholeFileASR:
+    """Reports as stream.asr.WholeFileASR does: per call, the words of one more two-second segment, final up to its
+    end; then done, with the transcript final everywhere. The first call takes first_call_s (Whisper's first window
+    and the VAD over the whole file)."""
+
+    whole_file = True
+    pending_audio_s = 0.0
+    step_s = 600.0
+
+    def __init__(self, path, seconds: float, first_call_s: float = 0.0):
+        self.path, self.seconds, self.first_call_s = path, seconds, first_call_s
+        self.t, self.done, self.calls = 0.0, False, 0
+
+    def insert_audio(self, samples, t):
+        pass
+
+    def process(self) -> AsrUpdate:
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.first_call_s)
+        if self.t >= self.seconds:
+            self.done = True
+            return AsrUpdate([], [], self.seconds, final_until=float("inf"))
+        i = int(self.t)
+        words = [Word(self.t + k + 0.2, self.t + k + 0.8, " " + FakeASR.names[(i + k) % len(FakeASR.names)])
+                 for k in range(2) if self.t + k < self.seconds]
+        self.t += 2.0
+        return AsrUpdate(words, [], min(self.t, self.seconds), final_until=min(self.t, self.seconds))
+
+
+def test_a_replay_transcribed_whole_waits_for_final_words_and_scores_ready_windows_together():
+    made = []
+
+    def whole_file(path):
+        made.append(FakeWholeFileASR(path, 9.0, first_call_s=0.3))
+        return made[-1]
+
+    engine = fake_engine()
+    engine.transcriber = lambda step_s, realtime: pytest.fail("the streaming transcriber was built")
+    engine.whole_file_transcriber = whole_file
+    messages, end = run(ScriptedFile(9.0), engine, asr_whole_file=True)
+    assert [m.path for m in made] == ["scripted.mp4"] and made[0].done
+    spans = [(w.index, w.t_start, w.t_end) for w in windows(messages)]
+    assert spans == [(0, 0.0, 4.0), (1, 2.0, 6.0), (2, 4.0, 8.0), (3, 5.0, 9.0)]  # in order, each once
+    assert windows(messages)[0].transcript == "zero one two three"
+    assert windows(messages)[-1].transcript == "five six seven eight"
+    assert end.summary["transcript"].split() == FakeASR.names[:9]
+    # the source read on while the first segment was decoded: the windows that were then ready went as one batch
+    assert engine.scorers.text.calls < len(spans) and engine.batcher.stats.largest > 1
+
+
+def test_a_replay_whose_whole_file_decode_fails_is_transcribed_in_passes(caplog):
+    def whole_file(path):
+        raise RuntimeError("undecodable audio")
+
+    engine = fake_engine()
+    engine.whole_file_transcriber = whole_file
+    with caplog.at_level("WARNING", logger="pipeline"):
+        messages, end = run(ScriptedFile(9.0), engine, asr_whole_file=True)
+    assert "transcribing in passes, the whole-file decode failed: RuntimeError: undecodable audio" in caplog.text
+    assert end.summary["reason"] == "eof" and end.summary["transcript"].split() == FakeASR.names[:9]
+
+
+@pytest.mark.parametrize("realtime,whole_file", [(True, True), (False, False)])
+def test_only_a_replay_as_fast_as_possible_with_asr_whole_file_is_transcribed_whole(realtime, whole_file):
+    engine = fake_engine()
+    engine.whole_file_transcriber = lambda path: pytest.fail("the whole-file transcriber was built")
+    messages, end = run(ScriptedFile(5.0, realtime=realtime), engine, asr_whole_file=whole_file)
+    assert end.summary["transcript"].split() == FakeASR.names[:5]

@@ -5,6 +5,8 @@ share, one stream's bad request fails only that request, and the thread plan fol
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
@@ -290,3 +292,16 @@ def test_device_cuda_without_a_gpu_is_one_clear_line_not_a_traceback(capsys):
     assert cli.main(["analyze", "--device", "cuda", str(clip)]) == 2
     err = capsys.readouterr().err
     assert "torch sees no CUDA GPU" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="only Linux gives each thread its own nice value")
+def test_the_scoring_thread_can_yield_the_cpu_to_whisper():
+    batcher = ScoreBatcher(scorers=None)
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert batcher.lower_priority(10)
+        (thread,) = batcher._threads
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == min(19, mine + 10)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the caller's own priority is untouched
+    finally:
+        batcher.close()
