@@ -119,6 +119,28 @@ def test_passes_closer_than_the_agreement_distance_settle_words_on_an_older_pass
         assert a.start < b.start and a.end <= b.start, (a, b)
 
 
+def test_live_passes_keep_the_last_committed_seconds_as_context(whisper):
+    """After a cut without a pause, a live pass still hears the 3 s of committed speech before the new words (without
+    them tiny.en heard two_cities' "We were all going" as "We're all going" in every other pass)."""
+    from stream.asr import _Speech
+
+    audio = decode(SPEECH / "two_cities.flac", seconds=9.0)
+    starts = {}
+    for step in (0.75, 5.0):
+        asr = IncrementalASR(whisper, step_s=step)
+        asr.insert_audio(audio, 0.0)
+        asr._take_queued(9.0, [])
+        asr._committed = [Word(0.3, 5.9, " It was the best of times, it was the worst of times,", 0.9)]
+        asr._committed_until = 5.9
+        asr._cut_buffer(_Speech([(0.3, 8.9)], 9.0), paused=False, next_start=6.0)
+        starts[step] = asr._buffer_t0
+    assert starts[0.75] == pytest.approx(5.9 - 3.0, abs=0.01)  # live: 3 s of context kept
+    assert starts[5.0] > 5.5  # a replay's 5 s passes hold enough speech of their own: cut at the committed end
+
+    words = committed(stream(IncrementalASR(whisper, step_s=0.75), decode(SPEECH / "two_cities.flac"), 0.1))
+    assert word_error_rate(TWO_CITIES, text(words)) <= 0.03, text(words)
+
+
 def test_beckett_gives_the_exact_words(whisper):
     words = committed(stream(IncrementalASR(whisper, step_s=1.0), decode(SPEECH / "beckett.flac")))
     assert normalise_text(text(words)) == normalise_text(BECKETT)
