@@ -97,7 +97,8 @@ class ScoringReplica:
         self.scorers = build_scorers(self.device, Path(heads_dir) if heads_dir else None, fusion)
         self.asked = app_settings(device, heads_dir, fusion, replicas)
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="vidsent-replica")
-        self.batches = {"score": [0, 0, 0], "analyze": [0, 0, 0]}  # batches, requests, the largest batch
+        # batches, requests, the largest batch (in requests), items (windows or images: a request may carry several)
+        self.batches = {"score": [0, 0, 0, 0], "analyze": [0, 0, 0, 0]}
 
     def settings(self) -> dict:
         """The settings this application was deployed with, the device it resolved to and its fusion."""
@@ -105,12 +106,14 @@ class ScoringReplica:
                 "fusion_params": self.scorers.fusion_params}
 
     def stats(self) -> dict:
-        """How much batching happened on this replica: {score|analyze: {batches, requests, largest}}."""
-        return {kind: dict(zip(("batches", "requests", "largest"), counts)) for kind, counts in self.batches.items()}
+        """How much batching happened on this replica: {score|analyze: {batches, requests, largest, items}}."""
+        return {kind: dict(zip(("batches", "requests", "largest", "items"), counts))
+                for kind, counts in self.batches.items()}
 
-    async def in_worker(self, kind: str, fn, scorers_part, requests):
+    async def in_worker(self, kind: str, fn, scorers_part, requests, items: int):
         counts = self.batches[kind]
         counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + len(requests), max(counts[2], len(requests))
+        counts[3] += items
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, scorers_part, requests)
 
 
@@ -129,11 +132,13 @@ def scoring_deployment(serve, settings: dict):
     class ScoringDeployment(ScoringReplica):
         @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
         async def score(self, requests: list[tuple[list[ScoringRequest], list[bool], list[bool]]]):
-            return await self.in_worker("score", score_requests, self.scorers, requests)
+            return await self.in_worker("score", score_requests, self.scorers, requests,
+                                        sum(len(windows) for windows, _, _ in requests))
 
         @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
         async def analyze(self, requests: list[list[np.ndarray]]):
-            return await self.in_worker("analyze", analyze_requests, self.scorers.frames, requests)
+            return await self.in_worker("analyze", analyze_requests, self.scorers.frames, requests,
+                                        sum(len(images) for images in requests))
 
     return ScoringDeployment.bind(settings["device"], settings["heads_dir"], settings["fusion"], settings["replicas"])
 

@@ -161,7 +161,9 @@ def test_concurrent_streams_on_ray_score_exactly_as_in_process(engine, ray_score
         assert_same_windows(mine, theirs)
     stats = ray_scorers.handle.stats.remote().result(timeout_s=30)
     print(f"replica batches: {stats}")
-    assert stats["score"]["requests"] == sum(len(r["windows"]) for r in remote)
+    # every window was scored on Ray exactly once (a replay sends the windows that are ready together in one request)
+    assert stats["score"]["items"] == sum(len(r["windows"]) for r in remote)
+    assert stats["score"]["requests"] <= stats["score"]["items"]
 
 
 def test_an_existing_application_with_the_same_settings_is_reused(ray_scorers):
