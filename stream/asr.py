@@ -80,6 +80,32 @@ class _Speech:
         return any(start < b + margin and end > a - margin for a, b in self.regions)
 
 
+def in_time_order(words: list[Word], after: float) -> list[Word]:
+    """The words as committed: each starts no earlier than the one before it ends (and than `after`), lasts at least
+    10 ms, and has its times rounded to the millisecond."""
+    out: list[Word] = []
+    last_end = after
+    for w in words:
+        start = max(w.start, last_end)
+        end = max(w.end, start + 0.01)
+        out.append(Word(round(start, 3), round(end, 3), w.text, w.probability))
+        last_end = out[-1].end
+    return out
+
+
+def quietest_sample(audio: np.ndarray, a: int, b: int) -> tuple[int, float]:
+    """The centre (a sample index) of the quietest 20 ms of audio[a:b], on a 5 ms grid, and its energy; (a, inf)
+    when the span is shorter than 20 ms."""
+    frame, hop = int(0.02 * SAMPLE_RATE), int(0.005 * SAMPLE_RATE)
+    a, b = max(0, a), min(len(audio), b)
+    if b - a < frame:
+        return a, float("inf")
+    x = audio[a:b].astype(np.float64) ** 2
+    energy = np.convolve(x, np.ones(frame), mode="valid")[::hop]
+    i = int(np.argmin(energy))
+    return a + i * hop + frame // 2, float(energy[i])
+
+
 def normalise_word(text: str) -> str:
     """Lower case without punctuation, for comparing words across passes and against references."""
     return re.sub(r"[^\w']+", "", text.lower()).strip("'")
@@ -259,11 +285,8 @@ class WholeFileASR:
         """Sample ranges of at most piece_s each; a cut goes to the quietest 20 ms of the 30 s before it."""
         pieces, start, n = [], 0, len(self.audio)
         longest, search = int(piece_s * SAMPLE_RATE), int(min(30.0, piece_s / 4) * SAMPLE_RATE)
-        frame = int(0.02 * SAMPLE_RATE)
         while n - start > longest:
-            lo = start + longest - search
-            energy = np.convolve(self.audio[lo : start + longest].astype(np.float64) ** 2, np.ones(frame), "valid")
-            cut = lo + int(np.argmin(energy[::80])) * 80 + frame // 2
+            cut, _ = quietest_sample(self.audio, start + longest - search, start + longest)
             pieces.append((start, cut))
             start = cut
         if n > start:
@@ -294,23 +317,13 @@ class WholeFileASR:
             self.done = True
             self.audio = np.zeros(0, dtype=np.float32)
             return AsrUpdate([], [], self.duration, time.perf_counter() - started, final_until=float("inf"))
-        words = []
-        for w in segment.words or []:
-            if not normalise_word(w.word) or _NON_LEXICAL.match(w.word):
-                continue
-            start = max(self._piece_t0 + w.start, self._committed_until)
-            end = max(self._piece_t0 + w.end, start + 0.01)
-            words.append(Word(round(start, 3), round(end, 3), w.word, float(w.probability)))
-            self._committed_until = end
+        heard = [Word(self._piece_t0 + w.start, self._piece_t0 + w.end, w.word, float(w.probability))
+                 for w in segment.words or [] if normalise_word(w.word) and not _NON_LEXICAL.match(w.word)]
+        words = in_time_order(heard, self._committed_until)
+        if words:
+            self._committed_until = words[-1].end
         until = float(min(self.duration, self._piece_t0 + segment.end))
         return AsrUpdate(words, [], until, time.perf_counter() - started, final_until=until)
-
-    def finish(self) -> AsrUpdate:
-        """All the words not yet returned."""
-        started, words = time.perf_counter(), []
-        while not self.done:
-            words += self.process().committed
-        return AsrUpdate(words, [], self.duration, time.perf_counter() - started, final_until=float("inf"))
 
 
 def transcribe_options(language: str = "en", beam_size: int = 1) -> dict:
@@ -656,14 +669,7 @@ class IncrementalASR:
         return kept
 
     def _commit(self, words: list[Word]) -> list[Word]:
-        out: list[Word] = []
-        last_end = self._committed_until
-        for w in words:
-            start = max(w.start, last_end)
-            end = max(w.end, start + 0.01)
-            word = Word(round(start, 3), round(end, 3), w.text, w.probability)
-            out.append(word)
-            last_end = word.end
+        out = in_time_order(words, self._committed_until)
         if out:
             self._committed += out
             self._committed = self._committed[-200:]
@@ -709,15 +715,12 @@ class IncrementalASR:
         """The centre of the quietest 20 ms in [lo, hi] (media time) and its energy."""
         assert self._buffer_t0 is not None
         t0 = self._buffer_t0
-        frame, hop = int(0.02 * SAMPLE_RATE), int(0.005 * SAMPLE_RATE)
-        a = max(0, int((lo - t0) * SAMPLE_RATE))
-        b = min(len(self._buffer), int((hi - t0) * SAMPLE_RATE) + frame)
-        if b - a < frame:
-            return max(t0, lo), float("inf")
-        x = self._buffer[a:b].astype(np.float64) ** 2
-        energy = np.convolve(x, np.ones(frame), mode="valid")[::hop]
-        i = int(np.argmin(energy))
-        return t0 + (a + i * hop + frame // 2) / SAMPLE_RATE, float(energy[i])
+        frame = int(0.02 * SAMPLE_RATE)
+        sample, energy = quietest_sample(self._buffer, int((lo - t0) * SAMPLE_RATE),
+                                         int((hi - t0) * SAMPLE_RATE) + frame)
+        if energy == float("inf"):
+            return max(t0, lo), energy
+        return t0 + sample / SAMPLE_RATE, energy
 
     def _cut_buffer(self, speech: _Speech, paused: bool, next_start: float) -> list[Word]:
         """Drop audio before the cut point; returns words committed by force at the hard cap."""
