@@ -77,12 +77,12 @@ def fast_analysis_config(config):
 
 
 def _favour_whisper(engine) -> None:
-    """`analyze --fast` is bound by Whisper. The scoring thread, the event loop and the decoding threads it starts
-    from now on run at nice +10, so they fill Whisper's idle moments instead of slowing its passes (120 s file,
-    2 cores: 5.0 s instead of 5.3 s). Whisper's threads started with the models and keep their priority."""
+    """`analyze --fast` is bound by Whisper. The scoring (its thread and the audio encoder's CTranslate2 worker),
+    the event loop and the decoding threads it starts from now on run at nice +10, so they fill Whisper's idle
+    moments instead of slowing its passes. Whisper's threads started with the models and keep their priority."""
     from workers import lower_thread_priority
 
-    engine.batcher.lower_priority(10)
+    engine.lower_scoring_priority(10)
     lower_thread_priority(10)
 
 

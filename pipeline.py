@@ -33,7 +33,7 @@ from stream.buffers import AudioRing, FrameQueue, TimedResults
 from stream.media import AudioChunk, VideoFrame, Word
 from stream.sources import FileSource, MediaSource, SourceError, SourceEvent, SourceInfo
 from stream.windows import Window, WindowSchedule, WordStore, join_words, words_between
-from workers import FairScheduler, ScoreBatcher
+from workers import FairScheduler, ScoreBatcher, lower_thread_priority, native_thread_ids
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,15 @@ class Engine:
                  text_evidence: bool = True, whole_file_transcriber: Callable[[Path], Any] | None = None):
         from models.assets import configure_runtime, runtime_plan
 
+        self._scorer_runtime_threads: set[int] = set()
         if scorers is None or transcriber is None:
             self.device = configure_runtime(device)
-            heads = Path(heads_dir) if heads_dir else None
-            scorers = scorers or build_scorers(self.device, heads, fusion, text_evidence)
-            if transcriber is None:
+            if transcriber is None:  # first, so that Whisper's own threads are not counted as the scorers'
                 transcriber, whole_file_transcriber = _whisper_transcribers(asr, self.device)
+            if scorers is None:
+                before = native_thread_ids()
+                scorers = build_scorers(self.device, Path(heads_dir) if heads_dir else None, fusion, text_evidence)
+                self._scorer_runtime_threads = native_thread_ids() - before
         else:
             self.device = device
         self.plan = runtime_plan()
@@ -119,6 +122,16 @@ class Engine:
     async def analyze_frames(self, stream: Hashable, images: list) -> list:
         """The frame analyzer's result per image, in a batch with the other streams' waiting frames."""
         return await self.batcher.analyze(stream, images)
+
+    def lower_scoring_priority(self, nice: int = 10) -> bool:
+        """Run the scoring below Whisper: the batcher's thread and the threads the scorers' runtimes started for
+        themselves (CTranslate2 runs the audio encoder on a worker thread of its own, started with the models),
+        `nice` steps below the caller. False where a thread's priority cannot be set (not Linux)."""
+        lowered = self.batcher.lower_priority(nice)
+        alive = native_thread_ids()
+        for native_id in self._scorer_runtime_threads & alive:
+            lowered = lower_thread_priority(nice, native_id) and lowered
+        return lowered
 
     def close(self) -> None:
         self.asr_workers.close()

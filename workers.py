@@ -91,6 +91,15 @@ def lower_thread_priority(nice: int = 10, native_id: int | None = None) -> bool:
     return True
 
 
+def native_thread_ids() -> set[int]:
+    """The kernel ids of this process's threads now, those that Python did not start too (a model runtime's own
+    workers); empty where /proc is not there."""
+    try:
+        return {int(name) for name in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
 class _WorkerThreads:
     """Threads that serve a queue of requests under one lock; `close()` fails the waiting requests and waits for
     the one in progress."""

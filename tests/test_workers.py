@@ -20,7 +20,7 @@ from models.scoring import ScorerSet
 from models.whisper import compute_type
 from pipeline import Engine, PipelineConfig, StreamPipeline, analyze_file
 from protocol import WindowMessage
-from test_pipeline_fakes import Brightness, ConstantScorer, FakeASR, ScriptedSource, fake_engine
+from test_pipeline_fakes import Brightness, ConstantScorer, FakeASR, ScriptedSource, SlowFrames, fake_engine
 from workers import FairScheduler, ScoreBatcher, WorkersClosed
 
 
@@ -305,3 +305,44 @@ def test_the_scoring_thread_can_yield_the_cpu_to_whisper():
         assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the caller's own priority is untouched
     finally:
         batcher.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="only Linux gives each thread its own nice value")
+def test_analyze_fast_lowers_the_scorers_runtime_threads_but_not_whispers(monkeypatch):
+    """A model runtime may compute on threads of its own (CTranslate2 runs the audio encoder on a worker started
+    with the model): Engine.lower_scoring_priority lowers the threads started while the scorers were built, and
+    leaves those started while Whisper was loaded."""
+    import pipeline
+
+    stop = threading.Event()
+    started: dict[str, threading.Thread] = {}
+
+    def runtime_thread(name: str) -> None:
+        thread = threading.Thread(target=stop.wait, name=name, daemon=True)
+        thread.start()
+        started[name] = thread
+
+    def whisper_transcribers(size, device):
+        runtime_thread("whisper-runtime")
+        return FakeASR, None
+
+    def build_scorers(device, heads_dir, fusion, text_evidence):
+        runtime_thread("encoder-runtime")
+        return ScorerSet(ConstantScorer("text", 0.5), ConstantScorer("audio", 0.5), ConstantScorer("visual", 0.5),
+                         frames=SlowFrames(0.0))
+
+    monkeypatch.setattr(pipeline, "_whisper_transcribers", whisper_transcribers)
+    monkeypatch.setattr(pipeline, "build_scorers", build_scorers)
+    engine = Engine(device="cpu")
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert engine.lower_scoring_priority(10)
+        nice = {name: os.getpriority(os.PRIO_PROCESS, thread.native_id) for name, thread in started.items()}
+        (batcher_thread,) = engine.batcher._threads
+        assert nice["encoder-runtime"] == min(19, mine + 10)
+        assert os.getpriority(os.PRIO_PROCESS, batcher_thread.native_id) == min(19, mine + 10)
+        assert nice["whisper-runtime"] == mine
+        assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+    finally:
+        stop.set()
+        engine.close()
