@@ -11,9 +11,13 @@ import sys
 from conftest import ROOT, VIDEOS, need_data
 from pipeline import PipelineConfig
 from server import SourcePolicy, StreamHub
+from stream.asr import normalise_text, word_error_rate
 from test_server import RunningServer
 
 VIDSENT = [sys.executable, str(ROOT / "cli.py")]
+# what vna_original_2.mp4 says
+SPOKEN = ("Now I'm not even gonna sugar coat this, this movie frustrated me to such an extreme and I was loudly "
+          "exclaiming why at the end of the film.")
 
 
 async def run(*args: str, timeout: float = 240) -> tuple[int, str, str]:
@@ -40,7 +44,8 @@ async def test_analyze_writes_json_and_csv_and_reports_a_bad_file_without_stoppi
     assert results[0]["error"]["code"] == "not_media" and results[0]["windows"] == []
     good = results[1]
     assert good["label"] == "negative" and len(good["windows"]) == 6
-    assert "sugar coat" in good["transcript"].lower()
+    # the spoken words (tiny.en's int8 kernels differ by CPU: one word may be misheard where a 5 s pass cuts it)
+    assert word_error_rate(SPOKEN, good["transcript"]) <= 0.1, good["transcript"]
     assert {"index", "t_start", "t_end", "modalities", "fused", "rolling", "transcript"} <= set(good["windows"][0])
     spoken = [w for w in good["windows"] if w["modalities"]["text"]["available"]]
     assert spoken and all("key_words" in w["modalities"]["text"]["details"] for w in spoken)
@@ -72,7 +77,8 @@ async def test_watch_prints_each_window_and_the_end_in_process():
     assert code == 0, err
     window_lines = [line for line in out.splitlines() if line.startswith("[")]
     assert len(window_lines) == 1 and "rolling" in window_lines[0] and "impressive" in window_lines[0].lower()
-    assert "» I mean that was impressive." in out
+    heard = [line for line in out.splitlines() if line.startswith("  » ")]
+    assert normalise_text(" ".join(heard)) == ["i", "mean", "that", "was", "impressive"], heard
     assert out.strip().splitlines()[-1].startswith("end (eof): 1 windows, overall positive")
 
 
