@@ -6,6 +6,10 @@
                                               ▼
                     WindowSchedule → Window → scorers (text | audio | visual) → fuse → rolling EMA → WindowMessage
 
+A window's audio and visual are scored as soon as its media and frames are in; its text once its words are (live:
+after at most a short grace; a file replayed as fast as possible: once they are final), so the scoring runs while
+speech recognition still works on the window.
+
 `Engine` holds the models (loaded once per process, shared by every stream: the scorers behind the interface of
 models/scoring.py, and speech recognition) and the workers that run all inference off the event loop (workers.py):
 Whisper passes in fair turn across streams, and one scoring thread that scores the windows and frames of all
@@ -26,7 +30,7 @@ from typing import Any, Callable, Hashable
 
 from models.base import MODALITIES, ModalityScore, label_for
 from models.fusion import FusedScore, RollingSentiment, grade_for_score
-from models.scoring import ScorerSet, build_scorers
+from models.scoring import MEDIA_MODALITIES, ScorerSet, build_scorers
 from models.tracking import PeopleTracker
 from protocol import EndMessage, ErrorMessage, Message, StatusMessage, TranscriptMessage, WindowMessage
 from stream.buffers import AudioRing, FrameQueue, TimedResults
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 FRAME_BATCH = 4
 # windows of a file replayed as fast as possible that are scored in one batch when they are ready together
 REPLAY_WINDOW_BATCH = 4
+# windows after the next one whose audio and visual may be scored while they wait for their words
+MEDIA_SCORES_AHEAD = 32
 # this much video without a single audio sample: the audio track is empty (a file's track without packets)
 EMPTY_AUDIO_AFTER_S = 10.0
 
@@ -115,9 +121,11 @@ class Engine:
         """fn(*args) on an ASR worker, in fair turn with the other streams' passes."""
         return await self.asr_workers.run(stream, fn, *args)
 
-    async def score_window(self, stream: Hashable, window: Window, has_audio: bool, has_video: bool):
-        """Every modality's score of one window, scored in a batch with the other streams' waiting windows."""
-        return await self.batcher.score(stream, window, has_audio, has_video)
+    async def score_window(self, stream: Hashable, window: Window, has_audio: bool, has_video: bool,
+                           modalities: tuple[str, ...] = MODALITIES, scored: dict | None = None):
+        """The scores of one window (of `modalities`, with the earlier ones of `scored`), scored in a batch with
+        the other streams' waiting windows."""
+        return await self.batcher.score(stream, window, has_audio, has_video, modalities, scored)
 
     async def analyze_frames(self, stream: Hashable, images: list) -> list:
         """The frame analyzer's result per image, in a batch with the other streams' waiting frames."""
@@ -206,6 +214,8 @@ class StreamPipeline:
         self.asr_final_until = 0.0  # media time before which the transcript will not change any more
         self.asr_busy_s = 0.0  # compute seconds of this stream's ASR passes (asr_busy_s / asr_until: real-time factor)
         self.frames_inflight_t: float | None = None
+        # (index, start, end) of a window → its audio and visual scores, started before its words were in
+        self.media_scores: dict[tuple[int, float, float], tuple[asyncio.Task, bool, bool]] = {}
         self.eof = False
         self.end_reason = "eof"
         self.state = "starting"
@@ -260,7 +270,8 @@ class StreamPipeline:
         self.engine.join(self)
         workers = [asyncio.create_task(self._ingest(), name=f"{self.stream_id}-ingest"),
                    asyncio.create_task(self._windows(), name=f"{self.stream_id}-windows"),
-                   asyncio.create_task(self._status_loop(), name=f"{self.stream_id}-status")]
+                   asyncio.create_task(self._status_loop(), name=f"{self.stream_id}-status"),
+                   asyncio.create_task(self._score_media_ahead(), name=f"{self.stream_id}-media-scores")]
         if self.asr is not None:
             workers.append(asyncio.create_task(self._transcribe(), name=f"{self.stream_id}-asr"))
         if self.info.has_video:
@@ -282,9 +293,10 @@ class StreamPipeline:
             self.emit(ErrorMessage("internal", f"the stream failed on an internal error ({type(exc).__name__}); "
                                                "the server's log has the details", self.stream_id))
         finally:
-            for task in [*workers, stopper]:
+            early = [task for task, _, _ in self.media_scores.values()]
+            for task in [*workers, stopper, *early]:
                 task.cancel()
-            await asyncio.gather(*workers, stopper, return_exceptions=True)
+            await asyncio.gather(*workers, stopper, *early, return_exceptions=True)
             self.engine.leave(self)
             await self.source.close()
         end = EndMessage(self.stream_id, self._summary())
@@ -453,6 +465,49 @@ class StreamPipeline:
             return True
         return (self.asr_until if self.realtime else self.asr_final_until) >= t1 - 0.05
 
+    def _media_in(self, t1: float) -> bool:
+        return self.watermark >= t1 and self._frames_ready(t1)
+
+    def _waiting_for_words(self) -> list[tuple[int, float, float]]:
+        """The windows from the next one on whose media and frames are in but whose words are not, and whose audio
+        and visual are not being scored yet."""
+        spans = []
+        for ahead in range(MEDIA_SCORES_AHEAD + 1):
+            span = self.schedule.next_span(ahead)
+            if not self._media_in(span[2]):
+                break
+            if span not in self.media_scores and not self._asr_ready(span[2]):
+                spans.append(span)
+        return spans
+
+    async def _score_media_ahead(self) -> None:
+        """Scores the audio and visual of each window whose words are still to come, as soon as its media is in: its
+        message then waits only for the scoring of its text (see _scores_of)."""
+        while True:
+            await self._wait_for(lambda: bool(self._waiting_for_words()))
+            flags = (self.info.has_audio, self.info.has_video)
+            for index, t0, t1 in self._waiting_for_words():
+                window = self._window(index, t0, t1)
+                task = asyncio.create_task(self.engine.score_window(self, window, *flags, MEDIA_MODALITIES))
+                self.media_scores[(index, t0, t1)] = (task, *flags)
+
+    def _window(self, index: int, t0: float, t1: float) -> Window:
+        return Window(index=index, t_start=t0, t_end=t1, audio=self.ring.read(t0, t1),
+                      frames=self.frame_results.between(t0, t1), words=self.words.between(t0, t1),
+                      pending_words=words_between(self.pending_words, t0, t1))
+
+    async def _scores_of(self, window: Window) -> dict[str, ModalityScore]:
+        """Every modality's score of a window: its text alone where its audio and visual were scored ahead (with
+        the tracks it still has), else all three in one request."""
+        flags = (self.info.has_audio, self.info.has_video)
+        early = self.media_scores.pop((window.index, window.t_start, window.t_end), None)
+        if early is not None and tuple(early[1:]) == flags:
+            scored = await early[0]
+            return await self.engine.score_window(self, window, *flags, ("text",), scored)
+        if early is not None:
+            early[0].cancel()
+        return await self.engine.score_window(self, window, *flags)
+
     async def _windows(self) -> None:
         while True:
             index, t0, t1 = self.schedule.next_span()
@@ -488,15 +543,8 @@ class StreamPipeline:
 
     async def _emit_windows(self, spans: list[tuple[int, float, float]]) -> None:
         """Score the windows of `spans` (together: the batcher takes them as one batch), then send them in order."""
-        windows = [Window(
-            index=index, t_start=t0, t_end=t1,
-            audio=self.ring.read(t0, t1),
-            frames=self.frame_results.between(t0, t1),
-            words=self.words.between(t0, t1),
-            pending_words=words_between(self.pending_words, t0, t1),
-        ) for index, t0, t1 in spans]
-        all_scores = await asyncio.gather(*(self.engine.score_window(self, window, self.info.has_audio,
-                                                                     self.info.has_video) for window in windows))
+        windows = [self._window(index, t0, t1) for index, t0, t1 in spans]
+        all_scores = await asyncio.gather(*(self._scores_of(window) for window in windows))
         for window, scores in zip(windows, all_scores):
             fused = self.engine.scorers.fuse(scores)
             rolling = self.rolling.update(fused.score, window.t_end)
@@ -510,6 +558,8 @@ class StreamPipeline:
                 transcript=window.transcript,
                 latency_s=self._latency(window.t_end),
             ))
+            # what observers queued after this window (an alert it raised) goes out before the next window
+            await asyncio.sleep(0)
 
     def _rolling_json(self, score: float | None) -> dict:
         return {

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
+from models.base import MODALITIES
+
 log = logging.getLogger(__name__)
 
 
@@ -196,6 +198,8 @@ class _ScoreRequest(_Request):
     window: Any = None
     has_audio: bool = True
     has_video: bool = True
+    modalities: tuple[str, ...] = ()  # of a window request: the modalities to score now
+    scored: dict | None = None  # of a window request: the scores an earlier request gave for the others
     images: list | None = None  # a frames request when set
 
     @property
@@ -243,9 +247,12 @@ class ScoreBatcher(_WorkerThreads):
                 self._active.pop(key, None)
                 self._served.pop(key, None)
 
-    async def score(self, key: Hashable, window, has_audio: bool = True, has_video: bool = True) -> dict:
-        """Every modality's score of one window (ScorerSet.score of a batch that may hold other streams')."""
-        return await self._submit(key, window=window, has_audio=has_audio, has_video=has_video)
+    async def score(self, key: Hashable, window, has_audio: bool = True, has_video: bool = True,
+                    modalities: tuple[str, ...] = MODALITIES, scored: dict | None = None) -> dict:
+        """The scores of one window (ScorerSet.score of a batch that may hold other streams'): of `modalities`,
+        and those of `scored` (an earlier request's, for the other modalities) with them."""
+        return await self._submit(key, window=window, has_audio=has_audio, has_video=has_video,
+                                  modalities=tuple(modalities), scored=scored)
 
     async def analyze(self, key: Hashable, images: list) -> list:
         """The frame analyzer's result for each image, in order."""
@@ -311,10 +318,9 @@ class ScoreBatcher(_WorkerThreads):
             started = time.perf_counter()
             windows = [item for item in batch if item.images is None]
             frames = [item for item in batch if item.images is not None]
-            if windows:
-                self._run(windows, lambda items: self.scorers.score(
-                    [item.window for item in items], [item.has_audio for item in items],
-                    [item.has_video for item in items]))
+            # one ScorerSet.score per set of modalities asked for (all of them, the media's or the text alone)
+            for modalities in dict.fromkeys(item.modalities for item in windows):
+                self._run([item for item in windows if item.modalities == modalities], self._score_windows)
             window_s = time.perf_counter() - started
             if frames and self.frames_together:
                 self._run(frames, self._analyze_all)
@@ -327,6 +333,13 @@ class ScoreBatcher(_WorkerThreads):
             if windows:
                 self._charge(windows, window_s)
             self._count(batch, time.perf_counter() - started)
+
+    def _score_windows(self, items: list[_ScoreRequest]) -> list[dict]:
+        """One ScorerSet.score over the windows of requests that ask for the same modalities."""
+        scored = [item.scored or {} for item in items]
+        return self.scorers.score([item.window for item in items], [item.has_audio for item in items],
+                                  [item.has_video for item in items], items[0].modalities,
+                                  scored if any(scored) else None)
 
     def _charge(self, items: list[_ScoreRequest], seconds: float) -> None:
         """Scoring time on the streams' accounts, shared equally among the requests of a batch."""

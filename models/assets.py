@@ -8,10 +8,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 # transformers and huggingface_hub must never reach for the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -182,6 +188,29 @@ def configure_runtime(device: str = "auto") -> str:
 
     threadpool_limits(_plan.torch_threads, user_api="blas")
     return resolved
+
+
+_side_thread: ThreadPoolExecutor | None = None
+_side_thread_lock = threading.Lock()
+
+
+def beside(side: Callable[[], T], here: Callable[[], U]) -> tuple[T, U]:
+    """(side(), here()), side() run on the scorers' side thread while here() runs in the calling thread: the two
+    independent halves of one scoring batch whose runtimes release the GIL (the audio encoder and the numpy prosody
+    of the same windows; the scene model and the face models of the same frames), so that a batch uses two cores
+    where two are free (the end of `analyze --fast`, once Whisper is done). The side thread starts on first use,
+    from the scoring thread, and so runs at that thread's priority."""
+    global _side_thread
+    with _side_thread_lock:
+        if _side_thread is None:
+            _side_thread = ThreadPoolExecutor(1, thread_name_prefix="vidsent-score-side")
+    pending = _side_thread.submit(side)
+    try:
+        here_result = here()
+    except BaseException:
+        pending.exception()  # the side half finishes before the batch is given up: its models stay single-user
+        raise
+    return pending.result(), here_result
 
 
 ASR_MODELS = ("tiny.en", "base")

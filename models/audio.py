@@ -394,11 +394,14 @@ class AudioEmbedder:
         """(n, dim) float32: [mean of encoder frames, std of encoder frames, prosody features, tonal features]."""
         if not clips:
             return np.zeros((0, self.dim), dtype=np.float32)
+        from models.assets import beside
+
         audios = [_as_clip(c) for c in clips]
-        rows = []
-        for audio, states in zip(audios, self.encoder_states(audios)):
-            rows.append(np.concatenate([states.mean(axis=0), states.std(axis=0), prosody_features(audio),
-                                        tonal_features(audio)]))
+        all_states, features = beside(lambda: self.encoder_states(audios),
+                                      lambda: [np.concatenate([prosody_features(a), tonal_features(a)])
+                                               for a in audios])
+        rows = [np.concatenate([states.mean(axis=0), states.std(axis=0), own])
+                for states, own in zip(all_states, features)]
         return np.stack(rows).astype(np.float32)
 
 

@@ -65,15 +65,33 @@ class ScoringRequest:
 
 # -- the batching, without Ray (the replica's logic; unit-tested on fake scorers) ------------------------------
 
-def score_requests(scorers: ScorerSet, requests: Sequence[tuple[Sequence[WindowParts], Sequence[bool], Sequence[bool]]]
-                   ) -> list[list[dict[str, ModalityScore]]]:
-    """Each request's scores, in request order: the windows of all requests, with each window's own (has_audio,
-    has_video), scored by one `ScorerSet.score` call, so that windows from many streams share one model batch."""
-    windows = [w for ws, _, _ in requests for w in ws]
-    audio_flags = [bool(f) for _, flags, _ in requests for f in flags]
-    video_flags = [bool(f) for _, _, flags in requests for f in flags]
-    scores = iter(scorers.score(windows, audio_flags, video_flags) if windows else [])
-    return [[next(scores) for _ in ws] for ws, _, _ in requests]
+@dataclass
+class ScoreCall:
+    """One RayScorerSet.score call: its windows, each with its own tracks, the modalities to score now and the scores
+    an earlier call gave for the others."""
+
+    windows: list[ScoringRequest]
+    has_audio: list[bool]
+    has_video: list[bool]
+    modalities: tuple[str, ...] = MODALITIES
+    scored: list[dict[str, ModalityScore]] | None = None
+
+
+def score_requests(scorers: ScorerSet, requests: Sequence[ScoreCall]) -> list[list[dict[str, ModalityScore]]]:
+    """Each request's scores, in request order: the windows of all requests that ask for the same modalities, with
+    each window's own (has_audio, has_video) and earlier scores, scored by one `ScorerSet.score` call, so that
+    windows from many streams share one model batch."""
+    out: list[list[dict[str, ModalityScore]]] = [[] for _ in requests]
+    for modalities in dict.fromkeys(request.modalities for request in requests):
+        group = [i for i, request in enumerate(requests) if request.modalities == modalities]
+        windows = [w for i in group for w in requests[i].windows]
+        scored = [done for i in group for done in (requests[i].scored or [{}] * len(requests[i].windows))]
+        scores = iter(scorers.score(windows, [bool(f) for i in group for f in requests[i].has_audio],
+                                    [bool(f) for i in group for f in requests[i].has_video], modalities,
+                                    scored if any(scored) else None) if windows else [])
+        for i in group:
+            out[i] = [next(scores) for _ in requests[i].windows]
+    return out
 
 
 def analyze_requests(frames, requests: Sequence[Sequence[np.ndarray]]) -> list[list[Any]]:
@@ -99,6 +117,7 @@ class ScoringReplica:
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="vidsent-replica")
         # batches, requests, the largest batch (in requests), items (windows or images: a request may carry several)
         self.batches = {"score": [0, 0, 0, 0], "analyze": [0, 0, 0, 0]}
+        self.window_scores = {m: 0 for m in MODALITIES}  # windows scored per modality
 
     def settings(self) -> dict:
         """The settings this application was deployed with, the device it resolved to and its fusion."""
@@ -106,9 +125,15 @@ class ScoringReplica:
                 "fusion_params": self.scorers.fusion_params}
 
     def stats(self) -> dict:
-        """How much batching happened on this replica: {score|analyze: {batches, requests, largest, items}}."""
-        return {kind: dict(zip(("batches", "requests", "largest", "items"), counts))
-                for kind, counts in self.batches.items()}
+        """How much batching happened on this replica: {score|analyze: {batches, requests, largest, items}}, and
+        {modalities: {text|audio|visual: windows}} (a window's text and media may come in separate requests)."""
+        return {**{kind: dict(zip(("batches", "requests", "largest", "items"), counts))
+                   for kind, counts in self.batches.items()}, "modalities": dict(self.window_scores)}
+
+    def count_window_scores(self, requests: Sequence[ScoreCall]) -> None:
+        for request in requests:
+            for modality in request.modalities:
+                self.window_scores[modality] += len(request.windows)
 
     async def in_worker(self, kind: str, fn, scorers_part, requests, items: int):
         counts = self.batches[kind]
@@ -131,9 +156,10 @@ def scoring_deployment(serve, settings: dict):
                       max_ongoing_requests=4 * MAX_BATCH_SIZE, max_constructor_retry_count=1)
     class ScoringDeployment(ScoringReplica):
         @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
-        async def score(self, requests: list[tuple[list[ScoringRequest], list[bool], list[bool]]]):
+        async def score(self, requests: list[ScoreCall]):
+            self.count_window_scores(requests)
             return await self.in_worker("score", score_requests, self.scorers, requests,
-                                        sum(len(windows) for windows, _, _ in requests))
+                                        sum(len(request.windows) for request in requests))
 
         @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
         async def analyze(self, requests: list[list[np.ndarray]]):
@@ -176,22 +202,27 @@ class RayScorerSet:
         self.started_ray = started_ray
 
     def score(self, windows: Sequence[WindowParts], has_audio: bool | Sequence[bool] = True,
-              has_video: bool | Sequence[bool] = True) -> list[dict[str, ModalityScore]]:
-        """Every modality of every window, as ScorerSet.score (one flag per track, or one per window); when the cluster fails, every modality of these
-        windows is missing with that reason (the stream goes on), as a failing in-process scorer would be."""
+              has_video: bool | Sequence[bool] = True, modalities: Sequence[str] = MODALITIES,
+              scored: Sequence[dict[str, ModalityScore]] | None = None) -> list[dict[str, ModalityScore]]:
+        """The scores of every window, as ScorerSet.score (one flag per track, or one per window; the modalities
+        to score now and the earlier scores of the others); when the cluster fails, the modalities asked for are
+        missing with that reason (the stream goes on), as a failing in-process scorer's would be."""
         if not windows:
             return []
         n = len(windows)
-        request = ([ScoringRequest.of(w) for w in windows],
-                   [bool(has_audio)] * n if isinstance(has_audio, bool) else [bool(f) for f in has_audio],
-                   [bool(has_video)] * n if isinstance(has_video, bool) else [bool(f) for f in has_video])
+        request = ScoreCall([ScoringRequest.of(w) for w in windows],
+                            [bool(has_audio)] * n if isinstance(has_audio, bool) else [bool(f) for f in has_audio],
+                            [bool(has_video)] * n if isinstance(has_video, bool) else [bool(f) for f in has_video],
+                            tuple(modalities), list(scored) if scored else None)
         try:
             return self.handle.score.remote(request).result(timeout_s=REQUEST_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the remote scorers' failure must not end the stream
             log.error("the Ray scorers failed on window(s) %s: %s: %s", [w.index for w in windows],
                       type(exc).__name__, _first_line(exc))
             reason = f"remote scorers failed: {type(exc).__name__}"
-            return [{m: ModalityScore.missing(reason) for m in MODALITIES} for _ in windows]
+            rows = [{**(done or {}), **{m: ModalityScore.missing(reason) for m in modalities}}
+                    for done in (scored or [None] * n)]
+            return [{m: row[m] for m in MODALITIES if m in row} for row in rows]
 
     def fuse(self, scores: dict[str, ModalityScore]) -> FusedScore:
         return fuse(scores, self.fusion, self.fusion_params)

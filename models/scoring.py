@@ -8,12 +8,16 @@ fake ones, so the pipeline runs without any model.
 
     window(s) ─▶ ScorerSet.score(windows, has_audio, has_video) ─▶ [{text, audio, visual: ModalityScore}]
               ─▶ ScorerSet.fuse(scores) ─▶ FusedScore
+
+A window's audio and visual scores need only its media, its text score needs its words, which speech recognition
+may deliver much later: the pipeline scores MEDIA_MODALITIES as soon as a window's media is in and the text once the
+words are (`modalities=` and `scored=` of `ScorerSet.score`), so the scoring runs while Whisper still works.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -24,6 +28,9 @@ from models.base import MODALITIES, ModalityScore
 from models.fusion import FusedScore, FusionParams, fuse
 
 log = logging.getLogger(__name__)
+
+# the modalities that a window's media alone decides (its text needs its words)
+MEDIA_MODALITIES = ("audio", "visual")
 
 
 class WindowParts(Protocol):
@@ -79,15 +86,23 @@ class ScorerSet:
         return {"text": self.text, "audio": self.audio, "visual": self.visual}
 
     def score(self, windows: Sequence[WindowParts], has_audio: bool | Sequence[bool] = True,
-              has_video: bool | Sequence[bool] = True) -> list[dict[str, ModalityScore]]:
-        """Every modality of every window, each modality as one batch. has_audio / has_video: one flag for all
+              has_video: bool | Sequence[bool] = True, modalities: Sequence[str] = MODALITIES,
+              scored: Sequence[dict[str, ModalityScore]] | None = None) -> list[dict[str, ModalityScore]]:
+        """The scores of every window, each modality as one batch. has_audio / has_video: one flag for all
         windows, or one per window (a batch across streams). A modality whose track is absent is missing with that
-        reason; a scorer that raises marks its modality missing for the windows it fails on, never the others."""
+        reason; a scorer that raises marks its modality missing for the windows it fails on, never the others.
+
+        modalities: the ones to score now (default all). scored: per window, the scores of the other modalities
+        that an earlier call gave (the pipeline scores MEDIA_MODALITIES before the words are in); each row holds
+        those and `modalities`. The call that scores the text, which reads the words, adds to an available audio
+        score what the audio heard: speech where the recogniser found words, silence, the rest (music, sounds)."""
         n = len(windows)
         audio_flags = [has_audio] * n if isinstance(has_audio, bool) else list(has_audio)
         video_flags = [has_video] * n if isinstance(has_video, bool) else list(has_video)
-        out: list[dict[str, ModalityScore]] = [{} for _ in windows]
+        out: list[dict[str, ModalityScore]] = [dict(done) for done in scored] if scored else [{} for _ in windows]
         for modality, scorer in self.by_modality().items():
+            if modality not in modalities:
+                continue
             track = "video" if modality == "visual" else "audio"
             present = [i for i, has in enumerate(video_flags if track == "video" else audio_flags) if has]
             for i in set(range(n)) - set(present):
@@ -96,12 +111,13 @@ class ScorerSet:
                 scores = self._score_isolated(modality, scorer, [windows[i] for i in present])
                 for i, score in zip(present, scores):
                     out[i][modality] = score
-        for window, row in zip(windows, out):
-            audio = row["audio"]
-            if audio.available and len(window.audio):
-                # what the audio heard: speech where the recogniser found words, silence, the rest (music, sounds)
-                audio.details.update(heard_shares(window.audio, window.speech_spans))
-        return [{m: row[m] for m in MODALITIES} for row in out]
+        if "text" in modalities:
+            for window, row in zip(windows, out):
+                audio = row.get("audio")
+                if audio is not None and audio.available and len(window.audio):
+                    row["audio"] = replace(audio, details={**audio.details,
+                                                           **heard_shares(window.audio, window.speech_spans)})
+        return [{m: row[m] for m in MODALITIES if m in row} for row in out]
 
     @staticmethod
     def _score_isolated(modality: str, scorer: Scorer, windows: Sequence[WindowParts]) -> list[ModalityScore]:

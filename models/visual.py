@@ -428,11 +428,13 @@ class VisualAnalyzer:
         return faces
 
     def analyze(self, images: list[np.ndarray]) -> list[FrameAnalysis]:
+        from models.assets import beside
+
         images = [check_image(im) for im in images]
-        embeddings = self.scene.embed(images)
+        embeddings, all_faces = beside(lambda: self.scene.embed(images),
+                                       lambda: [self.analyze_faces(image) for image in images])
         results = []
-        for image, embedding in zip(images, embeddings):
-            faces = self.analyze_faces(image)
+        for image, embedding, faces in zip(images, embeddings, all_faces):
             size = (image.shape[0], image.shape[1])
             results.append(FrameAnalysis(faces=faces, face_valence=_weighted_valence(faces, size),
                                          scene_embedding=embedding, image_size=size))

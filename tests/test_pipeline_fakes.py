@@ -292,6 +292,44 @@ def test_long_asr_passes_behind_settling_words_never_stall_a_replay():
     assert end.summary["reason"] == "eof" and end.summary["windows"] == 39 and end.summary["duration"] == 80.0
 
 
+def test_a_windows_audio_and_visual_are_scored_while_its_words_are_still_to_come():
+    """Words that settle 6 s behind the audio: each window's audio and visual are scored as soon as its media is in,
+    ahead of the words; its text once they are final. Every modality of every window is scored exactly once, and
+    the messages carry all three."""
+    events: list[tuple[str, int, bool]] = []  # (modality, window, whether its words were final when it was scored)
+    pipelines: list[StreamPipeline] = []
+
+    class Logged(ConstantScorer):
+        def score_batch(self, batch):
+            events.extend((self.modality, w.index, pipelines[0].asr_final_until >= w.t_end - 0.05) for w in batch)
+            return super().score_batch(batch)
+
+    class SettlingASR(FakeASR):
+        settle_s = 6.0
+
+    scorers = ScorerSet(Logged("text", 0.8), Logged("audio", 0.7), Logged("visual", 0.6), SlowFrames())
+    engine = Engine(scorers=scorers, transcriber=SettlingASR, device="cpu")
+    messages: list = []
+    pipelines.append(StreamPipeline("fake", ScriptedSource(20.0), engine, PipelineConfig(asr_fast_step_s=2.0),
+                                    emit=messages.append))
+    try:
+        asyncio.run(pipelines[0].run())
+    finally:
+        engine.close()
+    sent = windows(messages)
+    assert [w.index for w in sent] == list(range(9))
+    for modality in ("text", "audio", "visual"):
+        assert sorted(i for m, i, _ in events if m == modality) == list(range(9)), modality
+    assert all(final for m, _, final in events if m == "text")  # the text waited for its words
+    ahead = [i for m, i, final in events if m == "audio" and not final]
+    assert len(ahead) >= 5, events  # most windows' audio went before their words were final
+    first_text = next(k for k, (m, _, _) in enumerate(events) if m == "text")
+    assert ("audio", 2) in [(m, i) for m, i, _ in events[:first_text]]  # windows ahead of the first one's text
+    for w in sent:
+        assert {m: s["score"] for m, s in w.modalities.items()} == {"text": 0.8, "audio": 0.7, "visual": 0.6}
+    assert not pipelines[0].media_scores  # nothing scored ahead was left behind
+
+
 class ScriptedFile(ScriptedSource):
     """A scripted source that says which file it replays, as FileSource does (the whole-file transcriber reads it)."""
 

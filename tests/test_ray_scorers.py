@@ -11,7 +11,7 @@ import pytest
 from conftest import need_data
 
 from models.base import ModalityScore
-from models.ray_scorers import ScoringRequest, analyze_requests, score_requests
+from models.ray_scorers import ScoreCall, ScoringRequest, analyze_requests, score_requests
 from models.scoring import ScorerSet
 from stream.media import Word
 from stream.windows import Window
@@ -45,9 +45,9 @@ def fake_scorers(calls: list) -> ScorerSet:
     return ScorerSet(Recording("text", calls), Recording("audio", calls), Recording("visual", calls), CountingFrames())
 
 
-def request(indices, has_audio, has_video):
+def request(indices, has_audio, has_video, modalities=("text", "audio", "visual"), scored=None):
     windows = [ScoringRequest(i, f"words {i}", np.zeros(16, np.float32), [], []) for i in indices]
-    return windows, [has_audio] * len(windows), [has_video] * len(windows)
+    return ScoreCall(windows, [has_audio] * len(windows), [has_video] * len(windows), modalities, scored)
 
 
 def test_a_batch_of_mixed_tracks_gives_each_request_its_own_results_in_order():
@@ -57,8 +57,8 @@ def test_a_batch_of_mixed_tracks_gives_each_request_its_own_results_in_order():
     results = score_requests(fake_scorers(calls), requests)
 
     assert [len(r) for r in results] == [2, 1, 1, 2, 1]
-    for (windows, audio_flags, video_flags), scores in zip(requests, results):
-        for window, has_audio, has_video, row in zip(windows, audio_flags, video_flags, scores):
+    for call, scores in zip(requests, results):
+        for window, has_audio, has_video, row in zip(call.windows, call.has_audio, call.has_video, scores):
             assert list(row) == ["text", "audio", "visual"]
             for modality, present in (("text", has_audio), ("audio", has_audio), ("visual", has_video)):
                 if present:
@@ -69,6 +69,23 @@ def test_a_batch_of_mixed_tracks_gives_each_request_its_own_results_in_order():
                     assert row[modality].reason == f"no {'video' if modality == 'visual' else 'audio'} track"
     # one ScorerSet.score for the whole batch: each modality scores every window that has its track, in one call
     assert calls == [("text", [1, 2, 4, 5, 6]), ("audio", [1, 2, 4, 5, 6]), ("visual", [1, 2, 3, 5, 6, 7])]
+
+
+def test_requests_for_the_media_and_for_the_text_are_batched_apart_and_merge_the_earlier_scores():
+    calls: list = []
+    early = ModalityScore.of(0.9)
+    requests = [request([1], True, True, ("audio", "visual")),
+                request([2], True, True, ("text",), [{"audio": early, "visual": early}]),
+                request([3], True, False, ("audio", "visual")),
+                request([4], True, True, ("text",), [{"audio": early, "visual": early}])]
+    one, two, three, four = score_requests(fake_scorers(calls), requests)
+
+    assert list(one[0]) == ["audio", "visual"] and list(three[0]) == ["audio", "visual"]
+    assert three[0]["visual"].reason == "no video track"
+    assert list(two[0]) == ["text", "audio", "visual"] and two[0]["text"].score == pytest.approx(0.02)
+    assert two[0]["audio"].score == four[0]["visual"].score == pytest.approx(0.9)  # the earlier scores, kept
+    # one ScorerSet.score per set of modalities: the media's windows together, the text's together
+    assert calls == [("audio", [1, 3]), ("visual", [1]), ("text", [2, 4])]
 
 
 def test_frames_of_a_batch_are_analysed_in_one_call_and_split_back():
@@ -161,9 +178,11 @@ def test_concurrent_streams_on_ray_score_exactly_as_in_process(engine, ray_score
         assert_same_windows(mine, theirs)
     stats = ray_scorers.handle.stats.remote().result(timeout_s=30)
     print(f"replica batches: {stats}")
-    # every window was scored on Ray exactly once (a replay sends the windows that are ready together in one request)
-    assert stats["score"]["items"] == sum(len(r["windows"]) for r in remote)
-    assert stats["score"]["requests"] <= stats["score"]["items"]
+    # every modality of every window was scored on Ray exactly once (a replay sends the windows that are ready
+    # together in one request; a window's audio and visual may come before its words, its text after them)
+    windows = sum(len(r["windows"]) for r in remote)
+    assert stats["modalities"] == {"text": windows, "audio": windows, "visual": windows}
+    assert stats["score"]["requests"] <= stats["score"]["items"] <= 2 * windows
 
 
 def test_an_existing_application_with_the_same_settings_is_reused(ray_scorers):

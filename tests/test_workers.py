@@ -233,6 +233,66 @@ def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
     assert scorers.frames.slow_images >= 40  # ~8 s of the slow stream's 4 fps at 0.1 s each, not starved
 
 
+def test_media_and_text_requests_are_scored_apart_and_the_text_call_adds_what_the_audio_heard():
+    from models.audio import heard_shares
+
+    class SpokenWindow(FakeWindow):
+        def __init__(self, index: int):
+            super().__init__(index)
+            self.audio = np.full(4 * 16000, 0.1, np.float32)  # 4 s of sound, speech in its first second
+            self.speech_spans = [(0.0, 1.0)]
+
+    async def main():
+        scorers = recording_set()
+        batcher = ScoreBatcher(scorers, max_wait_s=0.2)
+        for stream in ("a", "b"):
+            batcher.join(stream)
+        try:
+            media = await asyncio.gather(batcher.score("a", SpokenWindow(1), modalities=("audio", "visual")),
+                                         batcher.score("b", SpokenWindow(2), modalities=("audio", "visual")))
+            both = await asyncio.gather(
+                batcher.score("a", SpokenWindow(1), modalities=("text",), scored=media[0]),
+                batcher.score("b", SpokenWindow(3)))
+        finally:
+            batcher.close()
+        return scorers, media, both
+
+    scorers, (media_a, media_b), (text_a, all_b) = asyncio.run(main())
+    assert list(media_a) == ["audio", "visual"] and "speech_share" not in media_a["audio"].details
+    assert list(text_a) == list(all_b) == list(MODALITIES)
+    assert text_a["audio"].score == media_a["audio"].score and text_a["text"].score == pytest.approx(0.11)
+    # the call that reads the words says what the audio heard; the earlier score itself is left as it was
+    for row in (text_a, all_b):
+        heard = row["audio"].details
+        assert heard == heard_shares(SpokenWindow(0).audio, [(0.0, 1.0)])
+        assert heard["speech_share"] == pytest.approx(0.25, abs=0.01) and heard["silence_share"] == 0.0
+    assert media_a["audio"].details == {}
+    # the media of both streams in one batch; then the text-only request and the whole one, each their own call
+    assert scorers.audio.batches == [2, 1] and scorers.text.batches == [1, 1]
+
+
+def test_beside_runs_two_halves_at_once_and_keeps_the_side_half_single_user():
+    from models.assets import beside
+
+    gate = threading.Barrier(2, timeout=5)  # both halves must be running at the same time to pass it
+    assert beside(lambda: gate.wait() is not None and "side", lambda: gate.wait() is not None and "here") == \
+        ("side", "here")
+    finished = []
+
+    def slow_side():
+        time.sleep(0.2)
+        finished.append("side")
+
+    def failing_here():
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        beside(slow_side, failing_here)
+    assert finished == ["side"]  # the side half ended before the error was raised
+    with pytest.raises(KeyError):
+        beside(lambda: {}["missing"], lambda: None)
+
+
 def test_thread_plan_follows_the_cores_and_the_device():
     assert usable_cores() >= 1
     small = thread_plan("cpu", 2)
@@ -247,6 +307,8 @@ def test_thread_plan_follows_the_cores_and_the_device():
 
 # ---------------------------------------------------------------------------- real models: batch == one by one
 def test_batched_scores_equal_one_by_one_scores_on_real_clips(engine):
+    """Windows of three clips scored together (their media before their words, their text after) give each window
+    the scores that one ScorerSet.score of that window alone gives."""
     clips = [need_data("videos", name) for name in ("vna_mosi_2.6.mp4", "pyfeat_single_face.mp4",
                                                      "vna_original_2.mp4")]
     shared = Engine(scorers=engine.scorers, transcriber=engine.transcriber, device=engine.device,
@@ -254,9 +316,9 @@ def test_batched_scores_equal_one_by_one_scores_on_real_clips(engine):
     seen: list[tuple] = []
     score_window = shared.score_window
 
-    async def recording(stream, window, has_audio, has_video):
-        scores = await score_window(stream, window, has_audio, has_video)
-        seen.append((window, has_audio, has_video, scores))
+    async def recording(stream, window, has_audio, has_video, modalities=MODALITIES, scored=None):
+        scores = await score_window(stream, window, has_audio, has_video, modalities, scored)
+        seen.append((window, has_audio, has_video, modalities, scores))
         return scores
 
     shared.score_window = recording
@@ -268,17 +330,24 @@ def test_batched_scores_equal_one_by_one_scores_on_real_clips(engine):
         results = asyncio.run(main())
     finally:
         shared.close()
-    assert all("error" not in r for r in results) and len(seen) == sum(len(r["windows"]) for r in results)
+    final = [(window, has_audio, has_video, scores) for window, has_audio, has_video, modalities, scores in seen
+             if "text" in modalities]
+    assert all("error" not in r for r in results) and len(final) == sum(len(r["windows"]) for r in results)
+    assert len(seen) > len(final)  # some windows had their audio and visual scored before their words were in
     assert shared.batcher.stats.multi_stream > 0  # windows of different clips were scored together
     assert any("impressive" in r["transcript"].lower() for r in results)
-    for window, has_audio, has_video, batched in seen:
+    for window, has_audio, has_video, batched in final:
         alone = engine.scorers.score([window], has_audio, has_video)[0]
+        assert list(batched) == list(MODALITIES)
         for modality in MODALITIES:
             assert batched[modality].available == alone[modality].available, (window.index, modality)
             assert batched[modality].reason == alone[modality].reason
             if alone[modality].available:
                 assert batched[modality].score == pytest.approx(alone[modality].score, abs=1e-4)
                 assert batched[modality].confidence == pytest.approx(alone[modality].confidence, abs=1e-4)
+        if alone["audio"].available:  # what the audio heard, from the words the text was scored with
+            shares = ("speech_share", "silence_share", "other_sound_share")
+            assert [batched["audio"].details[k] for k in shares] == [alone["audio"].details[k] for k in shares]
 
 
 def test_device_cuda_without_a_gpu_is_one_clear_line_not_a_traceback(capsys):
