@@ -216,6 +216,7 @@ class StreamPipeline:
         self.frames_inflight_t: float | None = None
         # (index, start, end) of a window → its audio and visual scores, started before its words were in
         self.media_scores: dict[tuple[int, float, float], tuple[asyncio.Task, bool, bool]] = {}
+        self.sending_from = 0  # index of the first window whose message is not being scored and sent yet
         self.eof = False
         self.end_reason = "eof"
         self.state = "starting"
@@ -476,7 +477,7 @@ class StreamPipeline:
             span = self.schedule.next_span(ahead)
             if not self._media_in(span[2]):
                 break
-            if span not in self.media_scores and not self._asr_ready(span[2]):
+            if span[0] >= self.sending_from and span not in self.media_scores and not self._asr_ready(span[2]):
                 spans.append(span)
         return spans
 
@@ -544,6 +545,7 @@ class StreamPipeline:
     async def _emit_windows(self, spans: list[tuple[int, float, float]]) -> None:
         """Score the windows of `spans` (together: the batcher takes them as one batch), then send them in order."""
         windows = [self._window(index, t0, t1) for index, t0, t1 in spans]
+        self.sending_from = spans[-1][0] + 1  # a live window may go before its words: none is scored ahead again
         all_scores = await asyncio.gather(*(self._scores_of(window) for window in windows))
         for window, scores in zip(windows, all_scores):
             fused = self.engine.scorers.fuse(scores)

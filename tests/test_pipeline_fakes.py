@@ -292,42 +292,84 @@ def test_long_asr_passes_behind_settling_words_never_stall_a_replay():
     assert end.summary["reason"] == "eof" and end.summary["windows"] == 39 and end.summary["duration"] == 80.0
 
 
-def test_a_windows_audio_and_visual_are_scored_while_its_words_are_still_to_come():
-    """Words that settle 6 s behind the audio: each window's audio and visual are scored as soon as its media is in,
-    ahead of the words; its text once they are final. Every modality of every window is scored exactly once, and
-    the messages carry all three."""
-    events: list[tuple[str, int, bool]] = []  # (modality, window, whether its words were final when it was scored)
+def logged_run(source: MediaSource, asr, text_delay: float = 0.0,
+               **config) -> tuple[list, list[tuple[str, int]], list, StreamPipeline]:
+    """Runs a pipeline whose scorers log (modality, window) as they score, and whose engine logs each scoring request
+    as (modalities, window, whether the window's words were final when it was asked for)."""
+    scored: list[tuple[str, int]] = []
+    requests: list[tuple[tuple[str, ...], int, bool]] = []
     pipelines: list[StreamPipeline] = []
 
     class Logged(ConstantScorer):
         def score_batch(self, batch):
-            events.extend((self.modality, w.index, pipelines[0].asr_final_until >= w.t_end - 0.05) for w in batch)
+            scored.extend((self.modality, w.index) for w in batch)
             return super().score_batch(batch)
 
-    class SettlingASR(FakeASR):
-        settle_s = 6.0
+    scorers = ScorerSet(Logged("text", 0.8, delay=text_delay), Logged("audio", 0.7), Logged("visual", 0.6),
+                        SlowFrames())
+    engine = Engine(scorers=scorers, transcriber=asr, device="cpu")
+    score_window = engine.score_window
 
-    scorers = ScorerSet(Logged("text", 0.8), Logged("audio", 0.7), Logged("visual", 0.6), SlowFrames())
-    engine = Engine(scorers=scorers, transcriber=SettlingASR, device="cpu")
+    async def logged(stream, window, has_audio, has_video, modalities=("text", "audio", "visual"), done=None):
+        requests.append((tuple(modalities), window.index, pipelines[0].asr_final_until >= window.t_end - 0.05))
+        return await score_window(stream, window, has_audio, has_video, modalities, done)
+
+    engine.score_window = logged
     messages: list = []
-    pipelines.append(StreamPipeline("fake", ScriptedSource(20.0), engine, PipelineConfig(asr_fast_step_s=2.0),
-                                    emit=messages.append))
+    pipelines.append(StreamPipeline("fake", source, engine, PipelineConfig(**config), emit=messages.append))
     try:
         asyncio.run(pipelines[0].run())
     finally:
         engine.close()
-    sent = windows(messages)
-    assert [w.index for w in sent] == list(range(9))
+    return messages, scored, requests, pipelines[0]
+
+
+def assert_each_modality_scored_once(scored, sent: list[WindowMessage]) -> None:
     for modality in ("text", "audio", "visual"):
-        assert sorted(i for m, i, _ in events if m == modality) == list(range(9)), modality
-    assert all(final for m, _, final in events if m == "text")  # the text waited for its words
-    ahead = [i for m, i, final in events if m == "audio" and not final]
-    assert len(ahead) >= 5, events  # most windows' audio went before their words were final
-    first_text = next(k for k, (m, _, _) in enumerate(events) if m == "text")
-    assert ("audio", 2) in [(m, i) for m, i, _ in events[:first_text]]  # windows ahead of the first one's text
+        assert sorted(i for m, i in scored if m == modality) == [w.index for w in sent], modality
     for w in sent:
         assert {m: s["score"] for m, s in w.modalities.items()} == {"text": 0.8, "audio": 0.7, "visual": 0.6}
-    assert not pipelines[0].media_scores  # nothing scored ahead was left behind
+
+
+class SlowASR(FakeASR):
+    pass_s = 0.1  # each pass takes this long: the source reads on ahead of the words
+
+    def process(self):
+        time.sleep(self.pass_s)
+        return super().process()
+
+
+def test_a_windows_audio_and_visual_are_scored_while_its_words_are_still_to_come():
+    """Words that settle 6 s behind the audio: each window's audio and visual are asked for as soon as its media is
+    in, ahead of the words; its text once they are final. Every modality of every window is scored exactly once, and
+    the messages carry all three."""
+    class SettlingASR(SlowASR):
+        settle_s = 6.0
+
+    messages, scored, requests, pipeline = logged_run(ScriptedSource(20.0), SettlingASR, asr_fast_step_s=2.0)
+    sent = windows(messages)
+    assert [w.index for w in sent] == list(range(9))
+    assert_each_modality_scored_once(scored, sent)
+    ahead = [i for modalities, i, final in requests if modalities == ("audio", "visual") and not final]
+    assert len(ahead) >= 5, requests  # most windows' media went before their words were final
+    # then each of those windows asked for its text alone; every text waited for its words
+    assert sorted(i for modalities, i, _ in requests if modalities == ("text",)) == ahead
+    assert all(final for modalities, _, final in requests if "text" in modalities)
+    assert not pipeline.media_scores  # nothing scored ahead was left behind
+
+
+def test_a_live_window_sent_before_its_words_is_scored_once():
+    """Live, a window goes after a short grace even when speech recognition has not reached its end: its media,
+    scored while it waited, is not scored again while its (slow) text is."""
+    class SlowerASR(SlowASR):
+        pass_s = 0.6
+
+    messages, scored, requests, pipeline = logged_run(ScriptedSource(7.0, realtime=True), SlowerASR,
+                                                      text_delay=0.3, asr_grace_s=0.2)
+    sent = windows(messages)
+    assert len(sent) == 3
+    assert_each_modality_scored_once(scored, sent)
+    assert not pipeline.media_scores
 
 
 class ScriptedFile(ScriptedSource):
