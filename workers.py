@@ -318,9 +318,8 @@ class ScoreBatcher(_WorkerThreads):
             started = time.perf_counter()
             windows = [item for item in batch if item.images is None]
             frames = [item for item in batch if item.images is not None]
-            # one ScorerSet.score per set of modalities asked for (all of them, the media's or the text alone)
-            for modalities in dict.fromkeys(item.modalities for item in windows):
-                self._run([item for item in windows if item.modalities == modalities], self._score_windows)
+            if windows:
+                self._run(windows, self._score_windows)
             window_s = time.perf_counter() - started
             if frames and self.frames_together:
                 self._run(frames, self._analyze_all)
@@ -335,11 +334,10 @@ class ScoreBatcher(_WorkerThreads):
             self._count(batch, time.perf_counter() - started)
 
     def _score_windows(self, items: list[_ScoreRequest]) -> list[dict]:
-        """One ScorerSet.score over the windows of requests that ask for the same modalities."""
-        scored = [item.scored or {} for item in items]
+        """One ScorerSet.score over the requests' windows, each with its own tracks, modalities and earlier scores."""
         return self.scorers.score([item.window for item in items], [item.has_audio for item in items],
-                                  [item.has_video for item in items], items[0].modalities,
-                                  scored if any(scored) else None)
+                                  [item.has_video for item in items], [item.modalities for item in items],
+                                  [item.scored or {} for item in items])
 
     def _charge(self, items: list[_ScoreRequest], seconds: float) -> None:
         """Scoring time on the streams' accounts, shared equally among the requests of a batch."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from models.base import MODALITIES, ModalityScore
 from models.fusion import FusedScore, FusionParams, fuse
-from models.scoring import ScorerSet, WindowParts
+from models.scoring import ScorerSet, WindowParts, modalities_per_window
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +68,27 @@ class ScoringRequest:
 @dataclass
 class ScoreCall:
     """One RayScorerSet.score call: its windows, each with its own tracks, the modalities to score now and the scores
-    an earlier call gave for the others."""
+    an earlier call gave for the others (each list: one entry per window)."""
 
     windows: list[ScoringRequest]
     has_audio: list[bool]
     has_video: list[bool]
-    modalities: tuple[str, ...] = MODALITIES
+    modalities: list[tuple[str, ...]]
     scored: list[dict[str, ModalityScore]] | None = None
 
 
 def score_requests(scorers: ScorerSet, requests: Sequence[ScoreCall]) -> list[list[dict[str, ModalityScore]]]:
-    """Each request's scores, in request order: the windows of all requests that ask for the same modalities, with
-    each window's own (has_audio, has_video) and earlier scores, scored by one `ScorerSet.score` call, so that
-    windows from many streams share one model batch."""
-    out: list[list[dict[str, ModalityScore]]] = [[] for _ in requests]
-    for modalities in dict.fromkeys(request.modalities for request in requests):
-        group = [i for i, request in enumerate(requests) if request.modalities == modalities]
-        windows = [w for i in group for w in requests[i].windows]
-        scored = [done for i in group for done in (requests[i].scored or [{}] * len(requests[i].windows))]
-        scores = iter(scorers.score(windows, [bool(f) for i in group for f in requests[i].has_audio],
-                                    [bool(f) for i in group for f in requests[i].has_video], modalities,
-                                    scored if any(scored) else None) if windows else [])
-        for i in group:
-            out[i] = [next(scores) for _ in requests[i].windows]
-    return out
+    """Each request's scores, in request order: the windows of all requests, each with its own (has_audio,
+    has_video), modalities and earlier scores, scored by one `ScorerSet.score` call, so that windows from many
+    streams share one model batch."""
+    windows = [w for request in requests for w in request.windows]
+    scores = iter(scorers.score(
+        windows, [bool(f) for request in requests for f in request.has_audio],
+        [bool(f) for request in requests for f in request.has_video],
+        [m for request in requests for m in request.modalities],
+        [done for request in requests for done in (request.scored or [{}] * len(request.windows))])
+        if windows else [])
+    return [[next(scores) for _ in request.windows] for request in requests]
 
 
 def analyze_requests(frames, requests: Sequence[Sequence[np.ndarray]]) -> list[list[Any]]:
@@ -132,8 +129,9 @@ class ScoringReplica:
 
     def count_window_scores(self, requests: Sequence[ScoreCall]) -> None:
         for request in requests:
-            for modality in request.modalities:
-                self.window_scores[modality] += len(request.windows)
+            for window_modalities in request.modalities:
+                for modality in window_modalities:
+                    self.window_scores[modality] += 1
 
     async def in_worker(self, kind: str, fn, scorers_part, requests, items: int):
         counts = self.batches[kind]
@@ -202,26 +200,28 @@ class RayScorerSet:
         self.started_ray = started_ray
 
     def score(self, windows: Sequence[WindowParts], has_audio: bool | Sequence[bool] = True,
-              has_video: bool | Sequence[bool] = True, modalities: Sequence[str] = MODALITIES,
+              has_video: bool | Sequence[bool] = True,
+              modalities: Sequence[str] | Sequence[Sequence[str]] = MODALITIES,
               scored: Sequence[dict[str, ModalityScore]] | None = None) -> list[dict[str, ModalityScore]]:
         """The scores of every window, as ScorerSet.score (one flag per track, or one per window; the modalities
-        to score now and the earlier scores of the others); when the cluster fails, the modalities asked for are
+        to score now, for all or per window, and the earlier scores of the others); when the cluster fails, the modalities asked for are
         missing with that reason (the stream goes on), as a failing in-process scorer's would be."""
         if not windows:
             return []
         n = len(windows)
+        wanted = modalities_per_window(modalities, n)
         request = ScoreCall([ScoringRequest.of(w) for w in windows],
                             [bool(has_audio)] * n if isinstance(has_audio, bool) else [bool(f) for f in has_audio],
                             [bool(has_video)] * n if isinstance(has_video, bool) else [bool(f) for f in has_video],
-                            tuple(modalities), list(scored) if scored else None)
+                            wanted, list(scored) if scored else None)
         try:
             return self.handle.score.remote(request).result(timeout_s=REQUEST_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the remote scorers' failure must not end the stream
             log.error("the Ray scorers failed on window(s) %s: %s: %s", [w.index for w in windows],
                       type(exc).__name__, _first_line(exc))
             reason = f"remote scorers failed: {type(exc).__name__}"
-            rows = [{**(done or {}), **{m: ModalityScore.missing(reason) for m in modalities}}
-                    for done in (scored or [None] * n)]
+            rows = [{**(done or {}), **{m: ModalityScore.missing(reason) for m in window_modalities}}
+                    for done, window_modalities in zip(scored or [None] * n, wanted)]
             return [{m: row[m] for m in MODALITIES if m in row} for row in rows]
 
     def fuse(self, scores: dict[str, ModalityScore]) -> FusedScore:

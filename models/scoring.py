@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 MEDIA_MODALITIES = ("audio", "visual")
 
 
+def modalities_per_window(modalities: Sequence[str] | Sequence[Sequence[str]], n: int) -> list[tuple[str, ...]]:
+    """The modalities to score of each of n windows, given one set for all of them or one set per window."""
+    if all(isinstance(m, str) for m in modalities):
+        return [tuple(modalities)] * n  # type: ignore[arg-type]
+    return [tuple(m) for m in modalities]
+
+
 class WindowParts(Protocol):
     """What a scorer may read of a window (stream.windows.Window has these)."""
 
@@ -86,37 +93,40 @@ class ScorerSet:
         return {"text": self.text, "audio": self.audio, "visual": self.visual}
 
     def score(self, windows: Sequence[WindowParts], has_audio: bool | Sequence[bool] = True,
-              has_video: bool | Sequence[bool] = True, modalities: Sequence[str] = MODALITIES,
+              has_video: bool | Sequence[bool] = True,
+              modalities: Sequence[str] | Sequence[Sequence[str]] = MODALITIES,
               scored: Sequence[dict[str, ModalityScore]] | None = None) -> list[dict[str, ModalityScore]]:
         """The scores of every window, each modality as one batch. has_audio / has_video: one flag for all
         windows, or one per window (a batch across streams). A modality whose track is absent is missing with that
         reason; a scorer that raises marks its modality missing for the windows it fails on, never the others.
 
-        modalities: the ones to score now (default all). scored: per window, the scores of the other modalities
-        that an earlier call gave (the pipeline scores MEDIA_MODALITIES before the words are in); each row holds
-        those and `modalities`. The call that scores the text, which reads the words, adds to an available audio
-        score what the audio heard: speech where the recogniser found words, silence, the rest (music, sounds)."""
+        modalities: the ones to score now (default all), for all windows or one set per window. scored: per
+        window, the scores of the other modalities that an earlier call gave (the pipeline scores MEDIA_MODALITIES
+        before the words are in); each row holds those and its modalities. Scoring a window's text, which reads
+        its words, adds to its available audio score what the audio heard: speech where the recogniser found
+        words, silence, the rest (music, sounds)."""
         n = len(windows)
         audio_flags = [has_audio] * n if isinstance(has_audio, bool) else list(has_audio)
         video_flags = [has_video] * n if isinstance(has_video, bool) else list(has_video)
+        wanted = modalities_per_window(modalities, n)
         out: list[dict[str, ModalityScore]] = [dict(done) for done in scored] if scored else [{} for _ in windows]
         for modality, scorer in self.by_modality().items():
-            if modality not in modalities:
-                continue
+            asked = [i for i in range(n) if modality in wanted[i]]
             track = "video" if modality == "visual" else "audio"
-            present = [i for i, has in enumerate(video_flags if track == "video" else audio_flags) if has]
-            for i in set(range(n)) - set(present):
-                out[i][modality] = ModalityScore.missing(f"no {track} track")
+            flags = video_flags if track == "video" else audio_flags
+            present = [i for i in asked if flags[i]]
+            for i in asked:
+                if not flags[i]:
+                    out[i][modality] = ModalityScore.missing(f"no {track} track")
             if present:
                 scores = self._score_isolated(modality, scorer, [windows[i] for i in present])
                 for i, score in zip(present, scores):
                     out[i][modality] = score
-        if "text" in modalities:
-            for window, row in zip(windows, out):
-                audio = row.get("audio")
-                if audio is not None and audio.available and len(window.audio):
-                    row["audio"] = replace(audio, details={**audio.details,
-                                                           **heard_shares(window.audio, window.speech_spans)})
+        for window, row, want in zip(windows, out, wanted):
+            audio = row.get("audio")
+            if "text" in want and audio is not None and audio.available and len(window.audio):
+                row["audio"] = replace(audio, details={**audio.details,
+                                                       **heard_shares(window.audio, window.speech_spans)})
         return [{m: row[m] for m in MODALITIES if m in row} for row in out]
 
     @staticmethod

@@ -47,7 +47,8 @@ def fake_scorers(calls: list) -> ScorerSet:
 
 def request(indices, has_audio, has_video, modalities=("text", "audio", "visual"), scored=None):
     windows = [ScoringRequest(i, f"words {i}", np.zeros(16, np.float32), [], []) for i in indices]
-    return ScoreCall(windows, [has_audio] * len(windows), [has_video] * len(windows), modalities, scored)
+    return ScoreCall(windows, [has_audio] * len(windows), [has_video] * len(windows), [modalities] * len(windows),
+                     scored)
 
 
 def test_a_batch_of_mixed_tracks_gives_each_request_its_own_results_in_order():
@@ -71,7 +72,7 @@ def test_a_batch_of_mixed_tracks_gives_each_request_its_own_results_in_order():
     assert calls == [("text", [1, 2, 4, 5, 6]), ("audio", [1, 2, 4, 5, 6]), ("visual", [1, 2, 3, 5, 6, 7])]
 
 
-def test_requests_for_the_media_and_for_the_text_are_batched_apart_and_merge_the_earlier_scores():
+def test_requests_for_the_media_and_for_the_text_share_one_batch_and_merge_the_earlier_scores():
     calls: list = []
     early = ModalityScore.of(0.9)
     requests = [request([1], True, True, ("audio", "visual")),
@@ -84,8 +85,8 @@ def test_requests_for_the_media_and_for_the_text_are_batched_apart_and_merge_the
     assert three[0]["visual"].reason == "no video track"
     assert list(two[0]) == ["text", "audio", "visual"] and two[0]["text"].score == pytest.approx(0.02)
     assert two[0]["audio"].score == four[0]["visual"].score == pytest.approx(0.9)  # the earlier scores, kept
-    # one ScorerSet.score per set of modalities: the media's windows together, the text's together
-    assert calls == [("audio", [1, 3]), ("visual", [1]), ("text", [2, 4])]
+    # one ScorerSet.score for all of them: each modality scores the windows that ask for it and have its track
+    assert calls == [("text", [2, 4]), ("audio", [1, 3]), ("visual", [1])]
 
 
 def test_frames_of_a_batch_are_analysed_in_one_call_and_split_back():

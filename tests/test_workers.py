@@ -233,7 +233,7 @@ def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
     assert scorers.frames.slow_images >= 40  # ~8 s of the slow stream's 4 fps at 0.1 s each, not starved
 
 
-def test_media_and_text_requests_are_scored_apart_and_the_text_call_adds_what_the_audio_heard():
+def test_media_and_text_requests_share_batches_and_scoring_the_text_adds_what_the_audio_heard():
     from models.audio import heard_shares
 
     class SpokenWindow(FakeWindow):
@@ -267,8 +267,8 @@ def test_media_and_text_requests_are_scored_apart_and_the_text_call_adds_what_th
         assert heard == heard_shares(SpokenWindow(0).audio, [(0.0, 1.0)])
         assert heard["speech_share"] == pytest.approx(0.25, abs=0.01) and heard["silence_share"] == 0.0
     assert media_a["audio"].details == {}
-    # the media of both streams in one batch; then the text-only request and the whole one, each their own call
-    assert scorers.audio.batches == [2, 1] and scorers.text.batches == [1, 1]
+    # the media of both streams in one batch; then the text-only request and the whole one in one batch too
+    assert scorers.audio.batches == [2, 1] and scorers.text.batches == [2] and scorers.visual.batches == [2, 1]
 
 
 def test_beside_runs_two_halves_at_once_and_keeps_the_side_half_single_user():
