@@ -545,9 +545,13 @@ class StreamPipeline:
     async def _emit_windows(self, spans: list[tuple[int, float, float]]) -> None:
         """Score the windows of `spans` (together: the batcher takes them as one batch), then send them in order."""
         windows = [self._window(index, t0, t1) for index, t0, t1 in spans]
+        words_behind = [self._words_behind(window) for window in windows]
         self.sending_from = spans[-1][0] + 1  # a live window may go before its words: none is scored ahead again
         all_scores = await asyncio.gather(*(self._scores_of(window) for window in windows))
-        for window, scores in zip(windows, all_scores):
+        for window, scores, behind in zip(windows, all_scores, words_behind):
+            if behind is not None and "text" in scores and not scores["text"].available:
+                scores = {**scores, "text": ModalityScore.missing(
+                    f"words not in yet (speech recognition {behind:.1f} s behind)")}
             fused = self.engine.scorers.fuse(scores)
             rolling = self.rolling.update(fused.score, window.t_end)
             self.overall.add(scores)
@@ -562,6 +566,13 @@ class StreamPipeline:
             ))
             # what observers queued after this window (an alert it raised) goes out before the next window
             await asyncio.sleep(0)
+
+    def _words_behind(self, window: Window) -> float | None:
+        """How far speech recognition is behind the end of a live window that goes out without any words (after
+        its grace), or None: its text is then missing because its words are late, not because nobody spoke."""
+        if not self.realtime or window.transcript or self._asr_ready(window.t_end):
+            return None
+        return window.t_end - self.asr_until
 
     def _rolling_json(self, score: float | None) -> dict:
         return {

@@ -81,16 +81,19 @@ def active_level_db(audio: np.ndarray) -> float:
     return float(np.percentile(frame_rms_db(audio), 95))
 
 
+_PITCH_WINDOW = np.hanning(_PITCH_FRAME)
+# Dividing by the window's own (normalised) autocorrelation undoes the taper's bias toward short lags (Boersma 1993).
+_PITCH_WINDOW_ACF = np.fft.irfft(np.abs(np.fft.rfft(_PITCH_WINDOW, n=_PITCH_FFT)) ** 2)[:_PITCH_FRAME]
+_PITCH_WINDOW_ACF = _PITCH_WINDOW_ACF / _PITCH_WINDOW_ACF[0]
+
+
 def _pitch_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per 10 ms frame: F0 in Hz (0 where unvoiced) and the normalised autocorrelation peak (periodicity)."""
     frames = _frames(audio.astype(np.float64), _PITCH_FRAME, _HOP)
     frames = frames - frames.mean(axis=1, keepdims=True)
-    window = np.hanning(_PITCH_FRAME)
-    spec = np.fft.rfft(frames * window, n=_PITCH_FFT, axis=1)
+    spec = np.fft.rfft(frames * _PITCH_WINDOW, n=_PITCH_FFT, axis=1)
     acf = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :_PITCH_FRAME]
-    # Dividing by the window's own autocorrelation undoes the taper's bias toward short lags (Boersma 1993).
-    win_acf = np.fft.irfft(np.abs(np.fft.rfft(window, n=_PITCH_FFT)) ** 2)[:_PITCH_FRAME]
-    acf = acf / (acf[:, :1] + _EPS) / (win_acf / win_acf[0])
+    acf = acf / (acf[:, :1] + _EPS) / _PITCH_WINDOW_ACF
     lo, hi = int(SAMPLE_RATE / _MAX_F0), int(SAMPLE_RATE / _MIN_F0)
     band = acf[:, lo:hi + 1]
     k = np.argmax(band, axis=1)

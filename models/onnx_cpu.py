@@ -57,10 +57,11 @@ def _export(module, inputs: tuple, path: Path, input_names: Sequence[str], outpu
             os.unlink(tmp)
 
 
-def _options(threads: int):
+def _options(threads: int, arena: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -71,8 +72,12 @@ def _options(threads: int):
 
 
 def cpu_session(name: str, key: str, module, inputs: tuple, input_names: Sequence[str],
-                output_names: Sequence[str], dynamic_axes: dict[str, dict[int, str]], threads: int = 1):
-    """An onnxruntime InferenceSession equal to `module(*inputs)` (its first output), or None (torch stays)."""
+                output_names: Sequence[str], dynamic_axes: dict[str, dict[int, str]], threads: int = 1,
+                arena: bool = True):
+    """An onnxruntime InferenceSession equal to `module(*inputs)` (its first output), or None (torch stays).
+
+    arena=False: the session allocates its tensors per run and frees them after, instead of keeping them in
+    ONNX Runtime's memory arena, which grows to the largest input the session has seen and never shrinks."""
     import torch
 
     path = onnx_path(name, key)
@@ -82,7 +87,7 @@ def cpu_session(name: str, key: str, module, inputs: tuple, input_names: Sequenc
         if not path.exists():
             log.info("exporting %s to ONNX (once per model version): %s", name, path)
             _export(module, inputs, path, input_names, output_names, dynamic_axes)
-        session = ort.InferenceSession(str(path), _options(threads), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), _options(threads, arena), providers=["CPUExecutionProvider"])
         with torch.inference_mode():
             expected = module(*inputs)
         got = session.run(None, feeds(input_names, inputs))[0]

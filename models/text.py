@@ -111,9 +111,12 @@ class TextEmbedder:
 
             probe = self.tokenize(["an example sentence to check the export", "short one"])
             inputs = tuple(probe[name] for name in _ENCODER_INPUTS)
+            # No arena: batches of transcripts (and their leave-one-word-out variants) vary in count and length,
+            # and the arena kept the buffers of the largest batch so far (64 texts of 128 tokens: 270 MiB for good),
+            # so a server's RSS crept up as longer transcripts came. MiniLM runs as fast without it.
             session = cpu_session("minilm", self.model_id, hidden_states_module(self.model), inputs, _ENCODER_INPUTS,
                                   ["hidden"], {name: {0: "n", 1: "tokens"} for name in (*_ENCODER_INPUTS, "hidden")},
-                                  threads=runtime_plan().torch_threads)
+                                  threads=runtime_plan().torch_threads, arena=False)
             if session is None:
                 self.onnx = False
                 return None

@@ -194,46 +194,51 @@ class _Decoder:
         self._lock = threading.Lock()  # one of read_batch (worker thread) or close at a time
         self._closed = False
 
-    def _media_time(self, frame: av.frame.Frame) -> float | None:
-        if frame.pts is None or frame.time_base is None:
+    def _media_time(self, pts: int | None, time_base: tuple[int, int] | None) -> float | None:
+        if pts is None or time_base is None:
             return None
-        t = float(frame.pts * frame.time_base)
+        t = pts * time_base[0] / time_base[1]  # as float(pts * Fraction) rounds it, without making Fractions
         if self._origin is None:
             self._origin = t
         return t - self._origin + self.time_offset
 
-    def _audio_items(self, frame: av.AudioFrame) -> list[AudioChunk]:
-        t = self._media_time(frame)
+    def _audio_items(self, frame: av.AudioFrame, time_base: tuple[int, int] | None) -> list[AudioChunk]:
+        t = self._media_time(frame.pts, time_base)
         return self._audio.push(frame, max(t if t is not None else self.time_offset, self.time_offset))
 
-    def _video_item(self, frame: av.VideoFrame) -> VideoFrame | None:
-        t = self._media_time(frame)
+    def _video_item(self, frame: av.VideoFrame, time_base: tuple[int, int] | None) -> VideoFrame | None:
+        t = self._media_time(frame.pts, time_base)
         return None if t is None else self._frames.sample(frame, t)
 
     def _iterate(self) -> Iterator[AudioChunk | VideoFrame]:
         streams = [s for s in (self.audio_stream, self.video_stream) if s is not None]
+        # a track's time base, read once: PyAV makes a new Fraction at every read of a packet's or frame's, and
+        # a decoded frame keeps its track's
+        time_bases = {s.index: (s.time_base.numerator, s.time_base.denominator) if s.time_base else None
+                      for s in streams}
         consecutive_errors = 0
         last_decoded: dict[int, float] = {}  # track index → time of its last packet that decoded (or its first)
         for packet in self.container.demux(*streams):
-            t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
+            time_base = time_bases.get(packet.stream_index)
+            t = packet.pts * time_base[0] / time_base[1] if packet.pts is not None and time_base else None
             try:
                 frames = packet.decode()
                 consecutive_errors = 0
                 if t is not None:
-                    last_decoded[packet.stream.index] = t
+                    last_decoded[packet.stream_index] = t
             except av.error.FFmpegError as exc:
                 # a corrupt packet: skip it, as players do, unless a track has been nothing but errors for a while
                 self.decode_errors += 1
                 consecutive_errors += 1
-                since = t - last_decoded.setdefault(packet.stream.index, t) if t is not None else 0.0
+                since = t - last_decoded.setdefault(packet.stream_index, t) if t is not None else 0.0
                 if since > MAX_UNDECODABLE_S or consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS:
                     raise SourceError("corrupt_media", f"the media stopped decoding ({exc.strerror or exc})") from exc
                 continue
             for frame in frames:
                 if isinstance(frame, av.AudioFrame):
-                    yield from self._audio_items(frame)
+                    yield from self._audio_items(frame, time_base)
                 elif isinstance(frame, av.VideoFrame):
-                    item = self._video_item(frame)
+                    item = self._video_item(frame, time_base)
                     if item is not None:
                         yield item
         yield from self._audio.flush()

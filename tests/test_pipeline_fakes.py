@@ -372,6 +372,30 @@ def test_a_live_window_sent_before_its_words_is_scored_once():
     assert not pipeline.media_scores
 
 
+def test_a_live_window_that_goes_before_any_of_its_words_says_so():
+    """Live, a window goes after a short grace even when speech recognition is behind (its first pass is slow, as
+    a model warming up is): a window that has no words yet has its text missing because they are late, not "no
+    speech"; the windows after it, once recognition caught up, have their text."""
+    class ColdASR(FakeASR):
+        first_pass_s = 5.0
+
+        def process(self):
+            time.sleep(self.first_pass_s)
+            self.first_pass_s = 0.0
+            return super().process()
+
+    engine = fake_engine()
+    engine.transcriber = ColdASR
+    messages, _ = run(ScriptedSource(9.0, realtime=True), engine, asr_grace_s=0.2)
+    sent = windows(messages)
+    first, last = sent[0], sent[-1]
+    assert first.transcript == ""
+    assert not first.modalities["text"]["available"]
+    assert first.modalities["text"]["reason"].startswith("words not in yet (speech recognition ")
+    assert first.fused["missing"] == ["text"] and first.fused["used"] == ["audio", "visual"]
+    assert last.transcript and last.modalities["text"]["available"]
+
+
 class ScriptedFile(ScriptedSource):
     """A scripted source that says which file it replays, as FileSource does (the whole-file transcriber reads it)."""
 
