@@ -20,6 +20,7 @@ from models.base import MODALITIES, ModalityScore
 from models.scoring import ScorerSet
 from models.whisper import compute_type
 from pipeline import Engine, PipelineConfig, StreamPipeline, analyze_file
+from stream.windows import Window
 from protocol import WindowMessage
 from test_pipeline_fakes import Brightness, ConstantScorer, FakeASR, ScriptedSource, SlowFrames, fake_engine
 from workers import FairScheduler, ScoreBatcher, WorkersClosed
@@ -192,9 +193,12 @@ def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
     """Stream "slow" is replayed as fast as possible and every one of its frames costs the analyzer 0.1 s; stream
     "live" plays at real-time pace. Each request of the live stream (its frames, its windows' scores) waits at most
     for the slow stream's request in progress and one more, never a backlog of them, and the slow stream has the
-    analyzer the rest of the time. Counted in the order things happen, not timed, so a busy machine cannot fail it."""
+    analyzer the rest of the time. Counted in the order things happen (a request is served when the batcher
+    starts on it), not timed, so a busy machine cannot fail it."""
     order = itertools.count()
     slow_starts: list[int] = []  # when each of the slow stream's analyses started
+    live_frames_served: list[int] = []  # when each analysis of the live stream's frames started
+    live_windows_served: dict[int, int] = {}  # id of a live window → when the batch that scored it started
 
     class SlowForWideFrames:
         def __init__(self):
@@ -202,8 +206,7 @@ def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
 
         def analyze(self, images):
             wide = sum(image.shape[1] > 64 for image in images)
-            if wide:
-                slow_starts.append(next(order))
+            (slow_starts if wide else live_frames_served).append(next(order))
             self.slow_images += wide
             time.sleep(0.1 * wide)
             return [Brightness(float(image.mean())) for image in images]
@@ -218,18 +221,27 @@ def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
     scorers = fake_engine().scorers
     scorers.frames = SlowForWideFrames()
     engine = Engine(scorers=scorers, transcriber=FakeASR, device="cpu")
-    live_requests: list[tuple[str, int, int]] = []  # (what, asked, answered) of each request of the live stream
-    analyze_frames, score_window = engine.analyze_frames, engine.score_window
+    frames_asked: list[int] = []  # when the live stream asked for each analysis of its frames
+    windows_asked: dict[int, tuple[Window, int]] = {}  # id → (a live window, when its scores were asked for);
+    # the windows are kept, so no other object takes one's id
+    analyze_frames, score_window, score = engine.analyze_frames, engine.score_window, scorers.score
 
-    async def logged(what, call, stream, *args):
-        asked = next(order)
-        result = await call(stream, *args)
+    async def logged_frames(stream, images):
         if stream.stream_id == "live":
-            live_requests.append((what, asked, next(order)))
-        return result
+            frames_asked.append(next(order))
+        return await analyze_frames(stream, images)
 
-    engine.analyze_frames = lambda stream, *args: logged("frames", analyze_frames, stream, *args)
-    engine.score_window = lambda stream, *args: logged("score", score_window, stream, *args)
+    async def logged_window(stream, window, *args):
+        if stream.stream_id == "live":
+            windows_asked[id(window)] = (window, next(order))
+        return await score_window(stream, window, *args)
+
+    def logged_score(windows, *args):
+        started = next(order)
+        live_windows_served.update((id(w), started) for w in windows if id(w) in windows_asked)
+        return score(windows, *args)
+
+    engine.analyze_frames, engine.score_window, scorers.score = logged_frames, logged_window, logged_score
     live: list[WindowMessage] = []
 
     async def main():
@@ -246,9 +258,11 @@ def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
     finally:
         engine.close()
     assert len(live) == 3
-    assert {what for what, _, _ in live_requests} == {"frames", "score"}
-    for what, asked, answered in live_requests:
-        started_meanwhile = sum(asked < start < answered for start in slow_starts)
+    waits = [("frames", asked, served) for asked, served in zip(frames_asked, live_frames_served, strict=True)]
+    waits += [("window", asked, live_windows_served[key]) for key, (_, asked) in windows_asked.items()]
+    assert len(waits) >= 6
+    for what, asked, served in waits:
+        started_meanwhile = sum(asked < start < served for start in slow_starts)
         assert started_meanwhile <= 1, (what, started_meanwhile)
     assert scorers.frames.slow_images >= 40  # ~8 s of the slow stream's 4 fps at 0.1 s each, not starved
 
