@@ -20,8 +20,8 @@ from models.base import MODALITIES, ModalityScore
 from models.scoring import ScorerSet
 from models.whisper import compute_type
 from pipeline import Engine, PipelineConfig, StreamPipeline, analyze_file
-from stream.windows import Window
 from protocol import WindowMessage
+from stream.windows import Window
 from test_pipeline_fakes import Brightness, ConstantScorer, FakeASR, ScriptedSource, SlowFrames, fake_engine
 from workers import FairScheduler, ScoreBatcher, WorkersClosed
 
