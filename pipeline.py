@@ -252,12 +252,17 @@ class StreamPipeline:
     async def run(self) -> EndMessage:
         self.emit(StatusMessage(self.stream_id, "starting", detail="opening source"))
         try:
-            self.info = await self.source.open()
+            self.info = await self._open_unless_stopped()
         except (SourceError, asyncio.TimeoutError, TimeoutError) as exc:
             await self.source.close()  # whatever the open left behind (a peer connection, sockets)
             if isinstance(exc, SourceError):
                 return self._finish_with_error(exc.code, exc.message)
             return self._finish_with_error("timeout", "the source did not answer in time")
+        if self.info is None:  # stopped while the source was still opening
+            await self.source.close()
+            end = EndMessage(self.stream_id, self._summary())
+            self.emit(end)
+            return end
         self.state = "running"
         self.emit(StatusMessage(self.stream_id, "running", source=self.info.to_json(),
                                 detail=self._missing_tracks_detail()))
@@ -298,11 +303,31 @@ class StreamPipeline:
             for task in [*workers, stopper, *early]:
                 task.cancel()
             await asyncio.gather(*workers, stopper, *early, return_exceptions=True)
+            # an error's traceback holds this frame: without the tasks in it, the frame, the tasks and the error
+            # make no cycle, and the stream's data goes when the stream does, not at the next cyclic collection
+            workers.clear()
+            early.clear()
             self.engine.leave(self)
             await self.source.close()
         end = EndMessage(self.stream_id, self._summary())
         self.emit(end)
         return end
+
+    async def _open_unless_stopped(self) -> SourceInfo | None:
+        """The source's open raced against stop(): a camera still connecting or a browser that never completes ICE
+        must not keep a stream from ending (None when the stop came first)."""
+        opening = asyncio.create_task(self.source.open(), name=f"{self.stream_id}-open")
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait([opening, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (opening, stopper):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(opening, stopper, return_exceptions=True)
+        if opening.cancelled():
+            return None
+        return opening.result()
 
     def _media_end(self) -> float:
         """Where the media ended: the audio's end, or for video alone the file's duration (a still image lasts one

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hmac
+import ipaddress
 import itertools
 import json
 import logging
@@ -25,13 +27,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import SimpleCookie
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
+from websockets.protocol import State
 
 from monitor.alerts import AlertMonitor, AlertRule, load_rules
 from monitor.history import KEEP_S, MAX_BYTES, History
@@ -41,9 +44,9 @@ from monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from monitor.metrics import ServerMetrics
 from models.assets import DeviceUnavailable
 from pipeline import Engine, PipelineConfig, StreamPipeline
-from protocol import (MAX_REQUEST_BYTES, PROTOCOL_VERSION, EndMessage, ErrorMessage, HelloMessage, MediaMessage,
+from protocol import (MAX_MESSAGE_BYTES, PROTOCOL_VERSION, EndMessage, ErrorMessage, HelloMessage, MediaMessage,
                       Message, ProtocolError, StatusMessage, StreamsMessage, SubscribedMessage, WebRTCAnswerMessage,
-                      parse_request)
+                      parse_request, quoted)
 from stream.sources import MediaSource, SourceError, open_source, redact_url
 
 log = logging.getLogger("vidsent.server")
@@ -78,7 +81,8 @@ class SourcePolicy:
             host, port = self._host_port(url)
         except ValueError:  # a port that is not a number
             return False
-        return (host, None) in self.rtsp_hosts or (host, port or 554) in self.rtsp_hosts
+        default_port = 322 if urlsplit(url).scheme.lower() == "rtsps" else 554  # FFmpeg's defaults, as it connects
+        return (host, None) in self.rtsp_hosts or (host, port or default_port) in self.rtsp_hosts
 
     def resolve(self, spec: str) -> str:
         scheme = urlsplit(spec).scheme.lower()
@@ -87,16 +91,35 @@ class SourcePolicy:
                 raise SourceError("not_allowed", f"RTSP host of {redact_url(spec)} is not on the server's allow-list")
             return spec
         if scheme and len(scheme) > 1:
-            raise SourceError("not_allowed", f"source scheme {scheme!r} is not allowed")
+            raise SourceError("not_allowed", f"source scheme {quoted(scheme)} is not allowed")
         if self.media_dir is None:
             raise SourceError("not_allowed", "this server has no media folder: start it with --media-dir")
+        relative = self.relative_path(spec)
         try:
-            path = (self.media_dir / spec).resolve()
-        except (ValueError, OSError):  # a NUL byte, a name too long
+            path = (self.media_dir / relative).resolve()
+        except (ValueError, OSError):  # a name too long, a loop of links
             raise SourceError("not_allowed", "that is not a usable file name") from None
-        if not path.is_relative_to(self.media_dir):
-            raise SourceError("not_allowed", f"{spec!r} is outside the server's media folder")
+        if not path.is_relative_to(self.media_dir):  # a link inside the folder that leads out of it
+            raise SourceError("not_allowed", f"{quoted(spec)} is outside the server's media folder")
         return str(path)
+
+    @staticmethod
+    def relative_path(spec: str) -> PurePosixPath:
+        """A client's file path, judged on its text alone (so no answer depends on what lies outside the folder):
+        relative, without `..`, hidden parts or control characters, as `list_media` names files."""
+        if not spec or any(not c.isprintable() for c in spec) or "\\" in spec:
+            raise SourceError("not_allowed", "that is not a usable file name")
+        path = PurePosixPath(spec)
+        if path.is_absolute():
+            raise SourceError("not_allowed", "give a path relative to the server's media folder (as list_media "
+                                             "names it), not an absolute one")
+        if any(part == ".." for part in path.parts):
+            raise SourceError("not_allowed", "'..' is not allowed in a media path")
+        if any(part.startswith(".") for part in path.parts):
+            raise SourceError("not_allowed", "hidden files and folders are not served")
+        if any(len(part.encode()) > 255 for part in path.parts) or len(spec) > 1024:
+            raise SourceError("not_allowed", "that is not a usable file name")
+        return path
 
     def list_media(self, limit: int = MAX_MEDIA_LISTED) -> tuple[list[dict], bool]:
         """The files a client may start ([{path, size}] relative to the media folder, sorted) and whether the list
@@ -117,7 +140,30 @@ class SourcePolicy:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+ANY_ADDRESS = ("0.0.0.0", "::", "")
 TOKEN_COOKIE = "vidsent_token"
+STOP_POLICIES = ("anyone", "starter")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def request_host(request) -> str | None:
+    """The host name of a request's `Host` header, lower case, without port or brackets (None: none or unreadable)."""
+    header = request.headers.get("Host")
+    if not header:
+        return None
+    try:
+        host = urlsplit(f"//{header}").hostname
+    except ValueError:  # a port that is not a number, an unclosed bracket
+        return None
+    return host.rstrip(".") if host else None
 
 
 @dataclass
@@ -130,6 +176,32 @@ class Access:
     max_clients: int = 64
     max_client_streams: int = 4  # streams one client may have started and still running
     max_requests_per_s: float = 20.0  # sustained; bursts of twice that are let through
+    bind_host: str = "127.0.0.1"  # the address the server listens on (serve_forever sets it)
+    allowed_hosts: tuple[str, ...] = ()  # --allow-host: names the server is reached by, besides its address
+    stop_policy: str = "anyone"  # "starter": while its starting client is connected, only that client stops a stream
+
+    def host_allowed(self, request) -> bool:
+        """Whether the request's `Host` names this server. A page whose name re-resolves to this machine (DNS
+        rebinding) sends its own name as Host, so only the names the server is really reached by pass: loopback
+        names and addresses on loopback; the bound address (any address of this machine's when bound to all of
+        them, and loopback) and --allow-host names otherwise."""
+        host = request_host(request)
+        if host is None:
+            return False
+        if host in (h.lower().rstrip(".") for h in self.allowed_hosts):
+            return True
+        bound = self.bind_host.strip("[]").lower()
+        if is_loopback(bound):
+            return is_loopback(host)
+        if bound in ANY_ADDRESS:
+            if is_loopback(host):
+                return True
+            try:  # an address literal cannot be re-bound to another name: it is this machine's if it reached us
+                ipaddress.ip_address(host.strip("[]"))
+                return True
+            except ValueError:
+                return False
+        return host.strip("[]") == bound
 
     def token_of(self, request) -> str | None:
         """The token a request presents: `Authorization: Bearer …`, `?token=…` or the dashboard's cookie."""
@@ -166,6 +238,9 @@ class Access:
 def resolve_token(host: str, token: str | None, insecure: bool) -> tuple[str | None, bool]:
     """(the token to require, whether it was generated here). Off loopback the server never runs without one
     unless --insecure was given: it makes one up and prints it once."""
+    if token is not None and not token.strip():
+        raise ValueError("an empty --token (or VIDSENT_TOKEN) would let anyone in: give a real one, or none on "
+                         "loopback")
     if token:
         return token, False
     if host in LOOPBACK_HOSTS or insecure:
@@ -278,6 +353,7 @@ class LiveStream:
     subscribers: set[Subscriber] = field(default_factory=set)
     last_status: StatusMessage | None = None
     ended: EndMessage | None = None
+    starter: Subscriber | None = None  # the client that started the stream (none for streams started in-process)
     # called with every message of the stream, on the event loop: they must not block (metrics, history, alerts)
     observers: list[Callable[[Message], None]] = field(default_factory=list)
 
@@ -382,6 +458,9 @@ class StreamHub:
             live.publish(ErrorMessage("internal", "the stream failed", live.id))
         finally:
             self.streams.pop(live.id, None)
+            # the pipeline's emit is live.publish: a reference cycle that would keep the ended stream's buffers until
+            # the cyclic garbage collector ran
+            live.pipeline.emit = lambda message: None
             log.info("stream %s ended (%s)", live.id, live.ended.summary.get("reason") if live.ended else "crash")
 
     async def stop_all(self, timeout: float = 4.0) -> None:
@@ -398,19 +477,25 @@ def _http_response(status: HTTPStatus, body: bytes, content_type: str) -> Respon
     return Response(status.value, status.phrase, headers, body)
 
 
+def _dashboard_files() -> dict[str, Path]:
+    """Every file the dashboard serves, by URL path, found once: a request's path is only ever looked up here, so
+    no client text reaches the file system. Files with a known content type (and the vendored LICENSE) only."""
+    files = {}
+    for path in sorted(DASHBOARD_DIR.rglob("*")):
+        if path.is_file() and not path.name.startswith(".") and (path.suffix in CONTENT_TYPES or path.name == "LICENSE"):
+            files["/dashboard/" + path.relative_to(DASHBOARD_DIR).as_posix()] = path
+    files["/"] = DASHBOARD_DIR / "index.html"
+    # what browsers ask for on any page without an icon link (the 401 page's too)
+    files["/favicon.ico"] = DASHBOARD_DIR / "favicon.svg"
+    return files
+
+
+DASHBOARD_FILES = _dashboard_files()
+
+
 def dashboard_file(path: str) -> Path | None:
-    """The dashboard file an HTTP path names (`/` is the page itself, `/favicon.ico` its icon), or None: only files inside
-    client/dashboard/ with a known content type are served."""
-    if path == "/":
-        path = "/dashboard/index.html"
-    elif path == "/favicon.ico":  # what browsers ask for on any page without an icon link (the 401 page's too)
-        path = "/dashboard/favicon.svg"
-    if not path.startswith("/dashboard/"):
-        return None
-    target = (DASHBOARD_DIR / unquote(path[len("/dashboard/"):])).resolve()
-    if not target.is_relative_to(DASHBOARD_DIR) or not target.is_file():
-        return None
-    return target if (target.suffix in CONTENT_TYPES or target.name == "LICENSE") else None
+    """The dashboard file an HTTP path names (`/` is the page itself, `/favicon.ico` its icon), or None."""
+    return DASHBOARD_FILES.get(unquote(path))  # %-escapes that are no UTF-8 become U+FFFD: no file has that name
 
 
 class Server:
@@ -418,16 +503,29 @@ class Server:
         self.hub = hub
         self.access = access or Access()
         self.clients = 0
+        self.connected: set[Subscriber] = set()
         self.metrics = ServerMetrics(streams=lambda: hub.streams, clients=lambda: self.clients)
         hub.observers.append(self.metrics.observe)
 
     def http(self, connection, request):
         """Plain HTTP on the websocket's port: the dashboard at `/` and `/dashboard/…`, JSON at `/health`, Prometheus
         text at `/metrics`;
-        a websocket upgrade on any path goes on to the protocol (after the origin, token and client-count checks);
-        anything else is 404. With a token, only `/health` answers without it, and says nothing of streams."""
+        a websocket upgrade on any path goes on to the protocol (after the host, origin, token and client-count
+        checks); anything else is 404. With a token, only `/health` answers without it, and says nothing of streams.
+        A request whose `Host` is not a name of this server gets 421, whatever it asks for."""
+        try:
+            return self._http(request)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not fill the log with tracebacks
+            log.warning("HTTP request failed: %s: %s", type(exc).__name__, exc)
+            log.debug("HTTP request failed", exc_info=True)  # the traceback, with -v
+            return _http_response(HTTPStatus.BAD_REQUEST, b"bad request\n", "text/plain; charset=utf-8")
+
+    def _http(self, request):
         access = self.access
         text = "text/plain; charset=utf-8"
+        if not access.host_allowed(request):
+            return _http_response(HTTPStatus.MISDIRECTED_REQUEST,
+                                  b"this server is not reached by that host name (see --allow-host)\n", text)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if not access.origin_allowed(request):
                 return _http_response(HTTPStatus.FORBIDDEN, b"origin not allowed\n", text)
@@ -460,8 +558,11 @@ class Server:
     async def handle(self, ws: ServerConnection) -> None:
         self.clients += 1
         client = Subscriber(ws, self.access.max_requests_per_s)
+        self.connected.add(client)
+        from models.fusion import sentiment_scale
+
         client.send(HelloMessage(server="vidsent", streams=[s.describe() for s in self.hub.streams.values()],
-                                 ice_servers=self._ice_servers_for_browsers()))
+                                 ice_servers=self._ice_servers_for_browsers(), scale=sentiment_scale()))
         try:
             async for raw in ws:
                 try:
@@ -475,10 +576,16 @@ class Server:
                         self._dispatch(client, request)
                 except (ProtocolError, SourceError) as exc:
                     client.send(ErrorMessage(exc.code, exc.message))
+                except Exception as exc:  # noqa: BLE001 - one bad request must not end the client's connection
+                    log.error("client %d: a request failed: %s: %s", client.id, type(exc).__name__, exc)
+                    log.debug("client %d: a request failed", client.id, exc_info=True)  # the traceback, with -v
+                    client.send(ErrorMessage("internal", "the request failed on an internal error; the server's "
+                                                         "log has the details"))
         except ConnectionClosed:
             pass
         finally:
             self.clients -= 1
+            self.connected.discard(client)
             for live in self.hub.streams.values():
                 live.subscribers.discard(client)
             await client.close()
@@ -497,6 +604,7 @@ class Server:
     async def _answer_offer(self, client: Subscriber, request: dict) -> None:
         self._check_client_streams(client)
         live, answer = await self.hub.start_webrtc(request["sdp"], request.get("stream"))
+        live.starter = client
         client.started.add(live.id)
         client.send(WebRTCAnswerMessage(live.id, answer))
         self._subscribe(client, live)
@@ -512,6 +620,7 @@ class Server:
         elif kind == "start":
             self._check_client_streams(client)
             live = self.hub.start(request["source"], request.get("stream"), request.get("realtime", True))
+            live.starter = client
             client.started.add(live.id)
             self._subscribe(client, live)
         elif kind == "subscribe":
@@ -527,7 +636,15 @@ class Server:
             live = self.hub.streams.get(request["stream"])
             if live is None:
                 raise SourceError("no_such_stream", f"no stream {request['stream']!r} is running")
+            if self.access.stop_policy == "starter" and not self._may_stop(client, live):
+                raise SourceError("not_allowed", f"stream {live.id!r} was started by another client, which is still "
+                                                 f"connected: only it may stop the stream")
             live.pipeline.stop()
+
+    def _may_stop(self, client: Subscriber, live: LiveStream) -> bool:
+        """--stop-policy starter: the stream's starter while it is connected; anyone once it has gone (a camera's
+        stream would otherwise run on with nobody able to stop it)."""
+        return live.starter is None or live.starter is client or live.starter not in self.connected
 
     def _subscribe(self, client: Subscriber, live: LiveStream, since_s: float | None = None) -> None:
         """With since_s, the stream's last since_s media seconds from the history go out before its live messages
@@ -540,10 +657,35 @@ class Server:
             client.send(live.last_status)
 
 
+class _OneRequestConnection(ServerConnection):
+    """A connection that reads one HTTP request head, then nothing until it has answered. websockets 17.4 parses
+    whatever follows the request in the same packet as websocket frames, fails on a second pipelined request and
+    logs an AssertionError's traceback; a client must wait for the answer before it sends more anyway (RFC 6455,
+    4.1), and HTTP here answers one request per connection."""
+
+    _head_read = False
+    _tail = b""  # the last bytes of the head so far, to find its end across packets
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_read:
+            if self.protocol.state is not State.CONNECTING:
+                super().data_received(data)
+            return
+        window = self._tail + data
+        end = window.find(b"\r\n\r\n")
+        if end == -1:
+            self._tail = window[-3:]
+            super().data_received(data)
+            return
+        self._head_read = True
+        super().data_received(data[:end + 4 - len(self._tail)])
+
+
 async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Event | None = None,
                         stop: asyncio.Event | None = None, access: Access | None = None,
                         keepalive_s: float = 20.0) -> None:
     """keepalive_s: the websocket ping interval, and how long a client may leave a ping unanswered."""
+    access = dataclasses.replace(access or Access(), bind_host=host)
     server = Server(hub, access)
     # websockets' debug log prints every request's headers and path, tokens and cookies included: never below INFO
     ws_log = logging.getLogger("websockets")
@@ -555,8 +697,9 @@ async def serve_forever(host: str, port: int, hub: StreamHub, ready: asyncio.Eve
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not a Unix loop
             pass
-    async with serve(server.handle, host, port, process_request=server.http, max_size=MAX_REQUEST_BYTES,
-                     ping_interval=keepalive_s, ping_timeout=keepalive_s) as ws_server:
+    async with serve(server.handle, host, port, process_request=server.http, max_size=MAX_MESSAGE_BYTES,
+                     ping_interval=keepalive_s, ping_timeout=keepalive_s,
+                     create_connection=_OneRequestConnection) as ws_server:
         bound = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ws_server.sockets)
         log.info("vidsent listening on ws://%s (protocol v%d); dashboard at http://%s/", bound, PROTOCOL_VERSION,
                  bound.split(", ")[0])
@@ -605,6 +748,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=os.environ.get("VIDSENT_TOKEN"),
                         help="the token clients must present (Authorization: Bearer, ?token=, or the dashboard's "
                              "cookie); default $VIDSENT_TOKEN; off loopback one is generated when none is given")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a host name clients reach the server by (its DNS name, behind a proxy: the Host they "
+                             "send), besides its bound address and loopback (repeatable); requests naming any other "
+                             "host get 421, which stops DNS rebinding")
+    parser.add_argument("--stop-policy", choices=STOP_POLICIES, default="anyone",
+                        help="who may stop a stream: anyone (any client, the default) or starter (only the client "
+                             "that started it while that client is connected, then anyone)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow binding off loopback without a token (anyone who reaches the port may use it)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
@@ -718,7 +868,11 @@ def main_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError, sqlite3.Error) as exc:
         log.error("%s", exc)
         return 2
-    token, generated = resolve_token(args.host, args.token, args.insecure)
+    try:
+        token, generated = resolve_token(args.host, args.token, args.insecure)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     if generated:
         # printed once, never logged: the operator hands it to the clients
         print(f"vidsent: no --token given for {args.host}; clients must present this one: {token}", flush=True)
@@ -726,7 +880,11 @@ def main_serve(args: argparse.Namespace) -> int:
         log.warning("binding to %s without a token (--insecure): anyone who reaches the port may use it", args.host)
     access = Access(token=token, allowed_origins=tuple(o.rstrip("/") for o in args.allow_origin),
                     max_clients=args.max_clients, max_client_streams=args.max_client_streams,
-                    max_requests_per_s=args.max_requests_per_s)
+                    max_requests_per_s=args.max_requests_per_s, allowed_hosts=tuple(args.allow_host),
+                    stop_policy=args.stop_policy)
+    for host, port in sorted(policy.rtsp_hosts, key=str):
+        if port is None:
+            log.warning("--allow-rtsp %s allows every port of that host: give HOST:PORT to allow one", host)
     log.info("loading models (asr=%s, device=%s)", args.asr, args.device)
     try:
         engine = build_engine(args)

@@ -164,8 +164,10 @@ class FairScheduler(_WorkerThreads):
         return await future
 
     def forget(self, key: Hashable) -> None:
-        """A stream has ended: its account is dropped."""
+        """A stream has ended: its account is dropped (it holds the key: a stream's pipeline), with its jobs that
+        nobody waits for any more (cancelled), which would only be skipped."""
         with self._lock:
+            self._waiting = [job for job in self._waiting if job.key != key or not job.future.done()]
             if not any(job.key == key for job in self._waiting):
                 self._served.pop(key, None)
 
@@ -181,16 +183,21 @@ class FairScheduler(_WorkerThreads):
 
     def _work(self) -> None:
         while (job := self._take()) is not None:
-            if job.future.done():
-                continue
-            started = time.perf_counter()
-            try:
-                result, error = job.fn(), None
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                result, error = None, exc
-            with self._lock:
-                self._served[job.key] = self._served.get(job.key, 0.0) + time.perf_counter() - started
-            job.answer(result, error)
+            self._serve(job)
+            del job  # it holds its stream (the pipeline, in its callable): not while waiting for the next one
+
+    def _serve(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        started = time.perf_counter()
+        try:
+            result, error = job.fn(), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            result, error = None, exc
+        with self._lock:
+            if job.key in self._served:  # not forgotten while the job ran: its account would stay for good
+                self._served[job.key] += time.perf_counter() - started
+        job.answer(result, error)
 
 
 @dataclass
@@ -312,26 +319,30 @@ class ScoreBatcher(_WorkerThreads):
 
     def _work(self) -> None:
         while (batch := self._take_batch()) is not None:
-            batch = [item for item in batch if not item.future.done()]
-            if not batch:
-                continue
-            started = time.perf_counter()
-            windows = [item for item in batch if item.images is None]
-            frames = [item for item in batch if item.images is not None]
-            if windows:
-                self._run(windows, self._score_windows)
-            window_s = time.perf_counter() - started
-            if frames and self.frames_together:
-                self._run(frames, self._analyze_all)
-            else:
-                # each stream's frames alone, the least-served stream first, each answered as soon as it is done
-                for item in sorted(frames, key=lambda item: self._served.get(item.key, 0.0)):
-                    item_started = time.perf_counter()
-                    self._run([item], self._analyze_all)
-                    self._charge([item], time.perf_counter() - item_started)
-            if windows:
-                self._charge(windows, window_s)
-            self._count(batch, time.perf_counter() - started)
+            self._serve(batch)
+            del batch  # its requests hold their streams (their pipelines): not while waiting for the next one
+
+    def _serve(self, batch: list[_ScoreRequest]) -> None:
+        batch = [item for item in batch if not item.future.done()]
+        if not batch:
+            return
+        started = time.perf_counter()
+        windows = [item for item in batch if item.images is None]
+        frames = [item for item in batch if item.images is not None]
+        if windows:
+            self._run(windows, self._score_windows)
+        window_s = time.perf_counter() - started
+        if frames and self.frames_together:
+            self._run(frames, self._analyze_all)
+        else:
+            # each stream's frames alone, the least-served stream first, each answered as soon as it is done
+            for item in sorted(frames, key=lambda item: self._served.get(item.key, 0.0)):
+                item_started = time.perf_counter()
+                self._run([item], self._analyze_all)
+                self._charge([item], time.perf_counter() - item_started)
+        if windows:
+            self._charge(windows, window_s)
+        self._count(batch, time.perf_counter() - started)
 
     def _score_windows(self, items: list[_ScoreRequest]) -> list[dict]:
         """One ScorerSet.score over the requests' windows, each with its own tracks, modalities and earlier scores."""
@@ -340,9 +351,13 @@ class ScoreBatcher(_WorkerThreads):
                                   [item.scored or {} for item in items])
 
     def _charge(self, items: list[_ScoreRequest], seconds: float) -> None:
-        """Scoring time on the streams' accounts, shared equally among the requests of a batch."""
-        for item in items:
-            self._served[item.key] = self._served.get(item.key, 0.0) + seconds / len(items)
+        """Scoring time on the streams' accounts, shared equally among the requests of a batch. A stream that left
+        meanwhile (its last request answered, its pipeline ended) gets no account again: it would stay for good,
+        and hold the key (the stream's pipeline)."""
+        with self._lock:
+            for item in items:
+                if item.key in self._active:
+                    self._served[item.key] = self._served.get(item.key, 0.0) + seconds / len(items)
 
     def _analyze_all(self, items: list[_ScoreRequest]) -> list[list]:
         images = [image for item in items for image in item.images]

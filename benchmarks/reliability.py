@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/reliability.py soak [--media-hours 24] [--clip PATH] [--sample-minutes 10] [--json OUT]
     .venv/bin/python benchmarks/reliability.py churn [--seconds 60] [--clients 50] [--engine real|fake]
+    .venv/bin/python benchmarks/reliability.py stream-churn [--streams 100] [--at-once 4] [--no-cyclic-gc]
     .venv/bin/python benchmarks/reliability.py slow-client [--seconds 60] [--engine fake|real]
 
 soak: one real clip looped (FileSource(loops=N), realtime=False: `--fast` mode) through StreamPipeline with the
@@ -10,6 +11,11 @@ latency; reports the RSS slope in MiB per media hour (least squares after a warm
 
 churn: an in-process server (serve_forever on loopback) with one live stream of a real clip at real-time pace;
 waves of N clients connect, subscribe, some send `list`, and leave, for S seconds; counts before and after.
+
+stream-churn: the same server; N short real clips (1.3-4 s, 480x360 to 1920x804) are started by clients a few at a
+time, each ends (most as fast as possible, every fourth stopped by its client part-way at real-time pace) and its
+client leaves; threads (FFmpeg's own included) and RSS after each batch, before and after. With --no-cyclic-gc
+Python's cyclic garbage collector is off for the run: what an ended stream held must go without it.
 
 slow-client: a raw TCP websocket client with a tiny receive buffer subscribes and never reads, next to a normal
 client, on a stream replayed as fast as possible (many messages); the process's RSS over time, whether and when the
@@ -23,7 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import ctypes
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -57,6 +65,7 @@ class Holdings:
     tasks: int
     threads: int  # all of them
     other_threads: int  # outside the long-lived pools: what a stream or a client would leave behind
+    native_threads: int  # every thread of the process (/proc/self/task): also those of native libraries (FFmpeg's)
     fds: int
     sockets: int
 
@@ -72,7 +81,13 @@ class Holdings:
         threads = threading.enumerate()
         return cls(rss_mib=rss_mib(), tasks=len(asyncio.all_tasks()), threads=len(threads),
                    other_threads=sum(not t.name.startswith(POOL_THREAD_PREFIXES) for t in threads),
+                   native_threads=len(os.listdir("/proc/self/task")),
                    fds=len(links), sockets=sum(link.startswith("socket:") for link in links))
+
+    @property
+    def native_only_threads(self) -> int:
+        """Threads that Python does not know of: the native libraries' own (FFmpeg's decoder threads)."""
+        return self.native_threads - self.threads
 
 
 def rss_mib() -> float:
@@ -331,6 +346,143 @@ def print_churn(result: ChurnResult) -> None:
         print("RSS MiB over the waves (every tenth):", " ".join(f"{r:.0f}" for r in tenths))
 
 
+# -- stream churn ------------------------------------------------------------------------------------------------
+# real clips of 1.3-4 s in the data's videos folder: 480x360 to 1920x804 (a 1080p decoder holds the most)
+SHORT_CLIPS = ("vna_mosi_2.6.mp4", "vna_0001.mp4", "vna_original_1.mp4", "vna_original_12.mp4",
+               "pyfeat_single_face.mp4", "vna_0008.mp4", "pyfeat_no_face.mp4", "vna_videogpt_raw.mp4")
+
+
+@dataclass
+class StreamChurnResult:
+    streams: int  # counted ones, after the warm-up batch
+    at_once: int
+    cyclic_gc: bool  # whether Python's cyclic garbage collector was on
+    ends: dict[str, int]  # end reason → streams
+    failures: list[str]  # clients that got an error or no end
+    wall_s: float
+    before: Holdings  # after the warm-up batch
+    during_max: Holdings  # the most of each seen after a batch
+    after: Holdings
+    rss_trimmed_before_mib: float  # RSS once the C allocator has given its free memory back (malloc_trim)
+    rss_trimmed_after_mib: float
+    pipelines_left: int  # StreamPipeline objects still in memory at the end (every stream has ended)
+    by_batch: list[tuple[int, Holdings]] = field(default_factory=list)  # (streams ended so far, counts after them)
+
+
+def trimmed_rss_mib() -> float:
+    """RSS once glibc has returned the free memory it keeps (malloc_trim): what is still allocated, without the
+    allocator's high water."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    return rss_mib()
+
+
+def pipelines_in_memory() -> int:
+    """StreamPipeline objects the process holds, ended streams' included until they are freed."""
+    # type(), not isinstance: a weak proxy whose object is gone (websockets keeps some) raises on isinstance
+    return sum(type(o) is StreamPipeline for o in gc.get_objects())
+
+
+async def short_stream(url: str, clip: str, stop_after_s: float | None = None) -> str:
+    """A client starts a stream of `clip` and reads it to its end: as fast as possible, or at real-time pace and
+    stopped by the client `stop_after_s` after it runs. Its end reason."""
+    async with connect(url) as ws:
+        await ws.recv()  # hello
+        realtime = stop_after_s is not None
+        await ws.send(json.dumps({"type": "start", "source": clip, "realtime": realtime}))
+        stream = None
+        async for raw in ws:
+            message = parse_message(raw)
+            if message.type == "subscribed":
+                stream = message.stream
+            elif message.type == "status" and message.state == "running" and stop_after_s is not None:
+                await asyncio.sleep(stop_after_s)
+                await ws.send(json.dumps({"type": "stop", "stream": stream}))
+                stop_after_s = None
+            elif message.type == "error" and message.stream in (None, stream):
+                raise RuntimeError(f"{clip}: {message.code}: {message.message}")
+            elif message.type == "end":
+                return message.summary["reason"]
+    raise RuntimeError(f"{clip}: the connection closed before the stream's end")
+
+
+async def stream_churn(engine: Engine, media_dir: str | Path, clips: tuple[str, ...] = SHORT_CLIPS, *,
+                       streams: int = 100, at_once: int = 4, stop_every: int = 4, stop_after_s: float = 0.5,
+                       cyclic_gc: bool = True, settle_s: float = 10.0) -> StreamChurnResult:
+    """`streams` short streams of `clips` (in `media_dir`), `at_once` at a time, each started and read to its end by
+    its own client on an in-process server on loopback; every `stop_every`-th runs at real-time pace and is stopped
+    by its client `stop_after_s` after it runs (its decoder closed mid-file), the others run as fast as possible.
+    One batch first as a warm-up (the worker pools' threads start, FFmpeg and the allocator's first use), then the
+    counts; `after` once the hub has no stream left and the tasks are back, or after `settle_s`."""
+    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(media_dir), max_streams=max(at_once, 1) + 1)
+    ends: dict[str, int] = {}
+    failures: list[str] = []
+    gc_was_on = gc.isenabled()
+    if not cyclic_gc:
+        gc.collect()
+        gc.disable()
+    try:
+        async with BackgroundServer(hub) as server:
+            async def batch(first: int, count: int) -> None:
+                runs = [short_stream(server.url, clips[n % len(clips)],
+                                     stop_after_s if stop_every and n % stop_every == stop_every - 1 else None)
+                        for n in range(first, first + count)]
+                for outcome in await asyncio.gather(*runs, return_exceptions=True):
+                    if isinstance(outcome, BaseException):
+                        failures.append(f"{type(outcome).__name__}: {outcome}")
+                    else:
+                        ends[outcome] = ends.get(outcome, 0) + 1
+                await until_true(lambda: not hub.streams, settle_s)
+
+            await batch(0, at_once)  # the warm-up: not counted
+            ends.clear()
+            failures.clear()
+            before = Holdings.now()
+            rss_trimmed_before = trimmed_rss_mib()
+            most = before
+            by_batch = []
+            started = time.monotonic()
+            for first in range(at_once, at_once + streams, at_once):
+                count = min(at_once, at_once + streams - first)
+                await batch(first, count)
+                # a thread that has just ended leaves the system's list of them a moment after Python's
+                await until_true(lambda: Holdings.now().native_only_threads <= before.native_only_threads, 1.0)
+                now = Holdings.now()
+                by_batch.append((first - at_once + count, now))
+                most = Holdings(*(max(a, b) for a, b in zip(dataclasses.astuple(most), dataclasses.astuple(now))))
+            wall = time.monotonic() - started
+            # (a worker thread lets go of a stream's last request a moment after answering it)
+            await until_true(lambda: len(asyncio.all_tasks()) <= before.tasks and pipelines_in_memory() == 0
+                             and Holdings.now().native_only_threads <= before.native_only_threads, settle_s)
+            after = Holdings.now()
+            rss_trimmed_after = trimmed_rss_mib()
+            pipelines_left = pipelines_in_memory()
+    finally:
+        if not cyclic_gc and gc_was_on:
+            gc.enable()
+    return StreamChurnResult(streams, at_once, cyclic_gc, ends, failures, round(wall, 2), before, most, after,
+                             round(rss_trimmed_before, 1), round(rss_trimmed_after, 1), pipelines_left, by_batch)
+
+
+def print_stream_churn(result: StreamChurnResult) -> None:
+    print(f"{result.streams} short streams, {result.at_once} at a time, in {result.wall_s:.1f} s, cyclic GC "
+          f"{'on' if result.cyclic_gc else 'off'}: ends {result.ends}, {len(result.failures)} failed")
+    for failure in result.failures[:5]:
+        print("  failed:", failure)
+    print(f"{'':12} {'RSS MiB':>8} {'tasks':>6} {'threads':>8} {'native':>7} {'fds':>5} {'sockets':>8}")
+    for name in ("before", "during_max", "after"):
+        h: Holdings = getattr(result, name)
+        print(f"{name:12} {h.rss_mib:8.1f} {h.tasks:6d} {h.threads:8d} {h.native_threads:7d} {h.fds:5d} "
+              f"{h.sockets:8d}")
+    print(f"RSS after malloc_trim: {result.rss_trimmed_before_mib:.1f} MiB before, "
+          f"{result.rss_trimmed_after_mib:.1f} after; pipelines of ended streams still in memory: "
+          f"{result.pipelines_left}")
+    print("after each batch (streams ended: RSS MiB/native threads):",
+          " ".join(f"{n}:{h.rss_mib:.0f}/{h.native_threads}" for n, h in result.by_batch))
+
+
 # -- a client that never reads -----------------------------------------------------------------------------------
 class StuckClient:
     """A websocket client on a raw TCP socket with a tiny receive buffer: it completes the handshake, sends one
@@ -484,7 +636,7 @@ def make_engine(kind: str, args) -> Engine:
 async def main_async(args) -> None:
     engine = make_engine(getattr(args, "engine", "real"), args)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores, "
-          f"engine {getattr(args, 'engine', 'real')}, clip {args.clip}", flush=True)
+          f"engine {getattr(args, 'engine', 'real')}, clip {getattr(args, 'clip', None) or args.media_dir}", flush=True)
     try:
         if args.command == "soak":
             print_header = True
@@ -510,6 +662,9 @@ async def main_async(args) -> None:
         elif args.command == "churn":
             print_churn(await churn(engine, args.clip, seconds=args.seconds, clients=args.clients,
                                     warmup_s=args.warmup_seconds))
+        elif args.command == "stream-churn":
+            print_stream_churn(await stream_churn(engine, args.media_dir, streams=args.streams, at_once=args.at_once,
+                                                  cyclic_gc=not args.no_cyclic_gc))
         else:
             runs = [await slow_client(engine, args.clip, media_s=args.media_minutes * 60, stuck=stuck,
                                       seconds=args.seconds) for stuck in (False, True)]
@@ -535,12 +690,21 @@ def main(argv: list[str] | None = None) -> None:
     churn_cmd.add_argument("--engine", choices=("real", "fake"), default="real")
     churn_cmd.add_argument("--warmup-seconds", type=float, default=15.0,
                            help="how long the stream runs before the first count (the models' first calls)")
+    streams_cmd = commands.add_parser("stream-churn", help="short file streams started and ended over and over")
+    streams_cmd.add_argument("--streams", type=int, default=100)
+    streams_cmd.add_argument("--at-once", type=int, default=4, help="streams running together")
+    streams_cmd.add_argument("--no-cyclic-gc", action="store_true",
+                             help="Python's cyclic garbage collector off for the run")
+    streams_cmd.add_argument("--engine", choices=("real", "fake"), default="fake")
+    streams_cmd.add_argument("--media-dir", default=str(DEFAULT_CLIP.parent),
+                             help=f"where the short clips are ({', '.join(SHORT_CLIPS[:2])}, ...)")
     slow_cmd = commands.add_parser("slow-client", help="a client that never reads next to a normal one")
     slow_cmd.add_argument("--seconds", type=float, default=60.0, help="wall seconds each of the two runs lasts")
     slow_cmd.add_argument("--media-minutes", type=float, default=600.0, help="media the stream would last")
     slow_cmd.add_argument("--engine", choices=("real", "fake"), default="fake")
-    for command in (soak_cmd, churn_cmd, slow_cmd):
-        command.add_argument("--clip", default=str(DEFAULT_CLIP), help="a real clip (default vna_original_2.mp4)")
+    for command in (soak_cmd, churn_cmd, streams_cmd, slow_cmd):
+        if command is not streams_cmd:
+            command.add_argument("--clip", default=str(DEFAULT_CLIP), help="a real clip (default vna_original_2.mp4)")
         add_model_arguments(command, heads=False)
     asyncio.run(main_async(parser.parse_args(argv)))
 

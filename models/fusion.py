@@ -12,21 +12,27 @@ from pathlib import Path
 
 import numpy as np
 
-from models.base import MODALITIES, ModalityScore, label_for
+from models.base import MODALITIES, NEGATIVE_AT, POSITIVE_AT, ModalityScore, label_for
 
 FUSION_METHODS = ("weighted", "vote", "product", "stacking")
 GRADES = ("Strong Negative", "Negative", "Slight Negative", "Positive")
+# The prototype's graded scale of a fused P(positive): each grade from its lowest score up, highest grade first.
+GRADE_BANDS = (("Positive", 0.5), ("Slight Negative", 0.35), ("Negative", 0.2), ("Strong Negative", 0.0))
 
 
 def grade_for_score(score: float) -> str:
     """The prototype's four grades from a fused P(positive)."""
-    if score >= 0.5:
-        return "Positive"
-    if score >= 0.35:
-        return "Slight Negative"
-    if score >= 0.2:
-        return "Negative"
-    return "Strong Negative"
+    for grade, lowest in GRADE_BANDS:
+        if score >= lowest:
+            return grade
+    return GRADE_BANDS[-1][0]  # below 0 (or NaN): the lowest grade, as before
+
+
+def sentiment_scale() -> dict:
+    """The label thresholds and grade bands, as the `hello` message's `scale` tells clients (the dashboard draws
+    its chart bands and colours from it): {labels: {positive, negative}, grades: [{grade, min}, ...]}."""
+    return {"labels": {"positive": POSITIVE_AT, "negative": NEGATIVE_AT},
+            "grades": [{"grade": grade, "min": lowest} for grade, lowest in GRADE_BANDS]}
 
 
 def grade_for_vote(positive: int, present: int) -> str:

@@ -11,6 +11,9 @@ of those packages needs TensorFlow and OpenCV, so anchor generation, box decodin
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,12 +109,29 @@ def _letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, in
     return canvas, scale, pad_x, pad_y
 
 
+@contextlib.contextmanager
+def _native_stderr_to_devnull():
+    """TensorFlow Lite's runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to file
+    descriptor 2 (no log level or variable turns it off), in the middle of a user's `vidsent analyze` output: the
+    descriptor points at /dev/null while a model loads (milliseconds, once per model)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _tflite_interpreter(path: Path, num_threads: int):
     # These models take a few ms; on a busy 2-core machine a second thread made them 2-3x slower, so 1 by default.
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    with _native_stderr_to_devnull():
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
     return interpreter
 
 

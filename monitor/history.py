@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from protocol import Message
 
@@ -76,9 +77,38 @@ def default_path() -> Path:
     return Path(base) / HISTORY_FILE
 
 
+class NotAHistory(sqlite3.DatabaseError):
+    """The file is not a vidsent history: not SQLite at all, damaged, or another program's database."""
+
+    def __init__(self, path: Path | str, why: str):
+        super().__init__(f"{path} is not a vidsent history ({why})")
+
+
+TABLE_COLUMNS = {"streams": {"run", "stream", "source", "started", "ended", "reason"},
+                 "messages": {"id", "run", "seq", "type", "media_time", "wall", "body"}}
+
+
+def _check_schema(db: sqlite3.Connection, path: Path | str, *, empty_ok: bool = False) -> None:
+    """Raises NotAHistory unless the file holds vidsent's tables (or nothing at all, with empty_ok: a new file)."""
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if empty_ok and not tables - {"sqlite_sequence"}:
+            return
+        for table, columns in TABLE_COLUMNS.items():
+            if table not in tables:
+                raise NotAHistory(path, f"it has no {table} table" if tables else "an empty database or file")
+            missing = columns - {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if missing:
+                raise NotAHistory(path, f"its {table} table lacks the column(s) {', '.join(sorted(missing))}")
+    except NotAHistory:
+        raise
+    except sqlite3.DatabaseError as exc:  # not SQLite, or a damaged header or schema page
+        raise NotAHistory(path, str(exc)) from None
+
+
 def _connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=10)
+    if readonly:  # a URI: a '?', '#' or '%' in the path must be quoted
+        db = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro", uri=True, timeout=10)
     else:  # the writer's connection: opened here, then used by its thread alone
         db = sqlite3.connect(path, timeout=10, check_same_thread=False)
     db.row_factory = sqlite3.Row
@@ -135,6 +165,11 @@ class History:
 
     def _open(self) -> sqlite3.Connection:
         db = _connect(self.path)
+        try:
+            _check_schema(db, self.path, empty_ok=True)  # never add tables to another program's database
+        except NotAHistory:
+            db.close()
+            raise
         # before anything creates the file, so that deleted runs give their pages back (see _prune)
         db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode = WAL")
@@ -311,9 +346,16 @@ class HistoryReader:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise NotAHistory(self.path, "a directory")
         if not self.path.is_file():
             raise FileNotFoundError(f"no history at {self.path}")
         self.db = _connect(self.path, readonly=True)
+        try:
+            _check_schema(self.db, self.path)
+        except NotAHistory:
+            self.db.close()
+            raise
 
     def __enter__(self) -> HistoryReader:
         return self
@@ -325,8 +367,8 @@ class HistoryReader:
         self.db.close()
 
     def runs(self, stream: str | None = None) -> list[dict]:
-        """[{run, stream, source, started, ended, reason, windows}], oldest first."""
-        where, args = ("WHERE stream = ?", (stream,)) if stream else ("", ())
+        """[{run, stream, source, started, ended, reason, windows}], oldest first; every stream's with stream None."""
+        where, args = ("WHERE stream = ?", (stream,)) if stream is not None else ("", ())  # "" matches no run
         rows = self.db.execute(
             "SELECT run, stream, source, started, ended, reason, (SELECT count(*) FROM messages m "
             f"WHERE m.run = s.run AND m.type = 'window') AS windows FROM streams s {where} ORDER BY run", args)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import threading
 import time
+import traceback
+import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Generator
 from urllib.parse import urlsplit
 
 import av
@@ -24,6 +27,7 @@ import numpy as np
 
 from protocol import CodedError
 from stream.media import SAMPLE_RATE, AudioChunk, VideoFrame
+from stream.rtsp_relay import RefusedRedirect, RtspRelay, camera_address, relayed_url
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,10 @@ AUDIO_BATCH_S = 0.1  # resampled audio is handed on in chunks of about this leng
 FILE_AUDIO_RESYNC_S = 0.5  # audio this far from its expected time (packets lost to damage): keep the gap a gap
 MAX_UNDECODABLE_S = 10.0  # a track that decodes nothing for this much media is broken, not damaged in places
 MAX_CONSECUTIVE_DECODE_ERRORS = 1000  # the same, for packets without time stamps
+# Frame threads of a video decoder. FFmpeg's default is one per core plus one (16 at most): on a 16-core server that
+# is 16 threads and about 70 MiB per 1080p stream, and as many frames of delay on a live one, to sample 2 frames a
+# second. Two decode 1080p as fast as its default did on a shared 2-core CPU (7x real time; one thread: 4.4x).
+VIDEO_DECODER_THREADS = 2
 # FFmpeg renders any text file as video through these demuxers; a text file is never what a user meant to analyse.
 TEXT_FORMATS = {"tty", "srt", "ass", "webvtt", "subviewer", "microdvd", "jacosub", "sami", "lrc"}
 
@@ -70,6 +78,53 @@ def _frame_size(width: int, height: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
+class MonoResampler:
+    """Audio frames → 16 kHz mono float32 frames: av.AudioResampler's filter graph (abuffer → aformat → abuffersink,
+    the same samples out), on one thread. FFmpeg gives a filter graph a thread per core by default, which these
+    filters never use: 16 idle threads per stream on a 16-core server."""
+
+    def __init__(self):
+        self._graph: av.filter.Graph | None = None
+        self._input: tuple[str, str, int] | None = None  # the format, layout and rate the graph was built for
+
+    def resample(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        """The frames one input frame completes; None flushes what the graph still holds (at the end)."""
+        if frame is None and self._graph is None:
+            return []
+        if frame is not None:
+            given = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if self._graph is None:
+                self._graph, self._input = self._build(frame), given
+            elif given != self._input:  # as av.AudioResampler: a graph is built for one input
+                raise ValueError(f"the audio changed from {self._input} to {given} mid-stream")
+        self._graph.push(frame)
+        out = []
+        while True:
+            try:
+                out.append(self._graph.pull())
+            except EOFError:
+                break
+            except av.error.FFmpegError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+                break
+        return out
+
+    @staticmethod
+    def _build(frame: av.AudioFrame) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        graph.threads = 1
+        time_base = {"time_base": str(frame.time_base)} if frame.time_base is not None else {}
+        source = graph.add("abuffer", sample_rate=str(frame.sample_rate), sample_fmt=frame.format.name,
+                           channel_layout=frame.layout.name, **time_base)
+        convert = graph.add("aformat", sample_rates=str(SAMPLE_RATE), sample_fmts="flt", channel_layouts="mono")
+        sink = graph.add("abuffersink")
+        source.link_to(convert)
+        convert.link_to(sink)
+        graph.configure()
+        return graph
+
+
 class AudioConverter:
     """Decoded audio frames of any rate and layout → 16 kHz mono float32 AudioChunks of about AUDIO_BATCH_S.
 
@@ -79,7 +134,7 @@ class AudioConverter:
     """
 
     def __init__(self, resync_s: float | None = None):
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._resampler = MonoResampler()
         self.resync_s = resync_s
         self._t: float | None = None  # media time of the next resampled sample
         self._pending: list[np.ndarray] = []
@@ -174,7 +229,13 @@ def sample_video(path: str | Path, sample_fps: float, max_frames: int | None = N
 
 
 class _Decoder:
-    """Demuxes and decodes one opened container into AudioChunk / VideoFrame items (blocking)."""
+    """Demuxes and decodes one opened container into AudioChunk / VideoFrame items (blocking).
+
+    What FFmpeg holds for it (the demuxer; each track's decoder with its frame threads and frame buffers; the audio
+    resampler's graph) is freed by `close`, or when the last reference to the decoder goes, never left to Python's
+    cyclic garbage collector: PyAV frees a track's decoder only with the last reference to its Stream, so a closed
+    decoder drops its streams and its items generator, and that generator refers to the decoder weakly.
+    """
 
     def __init__(self, container: av.container.InputContainer, sample_fps: float, time_offset: float = 0.0):
         self.container = container
@@ -184,11 +245,13 @@ class _Decoder:
             raise SourceError("no_media_streams", "the source has neither an audio nor a video track")
         if self.video_stream is not None:
             self.video_stream.thread_type = "AUTO"
+            self.video_stream.codec_context.thread_count = VIDEO_DECODER_THREADS
         self.time_offset = time_offset
         self._origin: float | None = None
-        self._audio = AudioConverter(resync_s=FILE_AUDIO_RESYNC_S)
+        self._audio: AudioConverter | None = AudioConverter(resync_s=FILE_AUDIO_RESYNC_S)
         self._frames = FrameSampler(sample_fps)
-        self._items = self._iterate()
+        # a generator of a bound method would hold the decoder in a reference cycle with it
+        self._items: Generator[AudioChunk | VideoFrame, None, None] | None = _Decoder._iterate(weakref.proxy(self))
         self.last_t = time_offset
         self.decode_errors = 0
         self._lock = threading.Lock()  # one of read_batch (worker thread) or close at a time
@@ -210,7 +273,7 @@ class _Decoder:
         t = self._media_time(frame.pts, time_base)
         return None if t is None else self._frames.sample(frame, t)
 
-    def _iterate(self) -> Iterator[AudioChunk | VideoFrame]:
+    def _iterate(self) -> Generator[AudioChunk | VideoFrame, None, None]:
         streams = [s for s in (self.audio_stream, self.video_stream) if s is not None]
         # a track's time base, read once: PyAV makes a new Fraction at every read of a packet's or frame's, and
         # a decoded frame keeps its track's
@@ -250,13 +313,19 @@ class _Decoder:
                 return None
             batch: list[AudioChunk | VideoFrame] = []
             start_t = None
-            for item in self._items:
-                batch.append(item)
-                t = item.t_end if isinstance(item, AudioChunk) else item.t
-                self.last_t = max(self.last_t, t)
-                start_t = t if start_t is None else start_t
-                if len(batch) >= max_items or t - start_t >= max_media_s:
-                    return batch
+            try:
+                for item in self._items:
+                    batch.append(item)
+                    t = item.t_end if isinstance(item, AudioChunk) else item.t
+                    self.last_t = max(self.last_t, t)
+                    start_t = t if start_t is None else start_t
+                    if len(batch) >= max_items or t - start_t >= max_media_s:
+                        return batch
+            except BaseException as exc:
+                # the traceback keeps the ended generator's frame, whose locals (the tracks, the last packet) would
+                # keep the FFmpeg decoders alive for as long as the error is kept (a task's exception, in a cycle)
+                traceback.clear_frames(exc.__traceback__)
+                raise
             return batch or None
 
     def close(self) -> None:
@@ -266,10 +335,26 @@ class _Decoder:
             if self._closed:
                 return
             self._closed = True
-            try:
-                self.container.close()
-            except Exception:  # closing a broken network container can fail; nothing is left to release
-                pass
+            self._release()
+
+    def __del__(self) -> None:
+        # A decoder nobody closed (its open was cancelled, its source dropped): PyAV's container and its streams
+        # refer to each other, so they would wait for the cyclic garbage collector. Nothing else can hold it now.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """Free the demuxer, the decoders and their threads now. Closing the container frees only the demuxer:
+        each track's decoder goes with the last reference to its Stream (ours, and the generator's locals)."""
+        items, self._items = self._items, None
+        items.close()  # a generator: its locals go now
+        try:
+            self.container.close()
+        except Exception:  # closing a broken network container can fail; nothing is left to release
+            pass
+        self.audio_stream = self.video_stream = None
+        self._audio = None  # its resampler's filter graph
 
 
 async def close_decoder(decoder: _Decoder) -> None:
@@ -421,11 +506,21 @@ def redact_url(url: str) -> str:
     return url
 
 
+def _close_when_opened(opening: asyncio.Future) -> None:
+    """Closes the decoder an abandoned open returned (off the loop: closing waits for FFmpeg)."""
+    if not opening.cancelled() and opening.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, opening.result().close)
+
+
 class RtspSource(MediaSource):
     """A live RTSP stream read over TCP with PyAV. Every open and read has a timeout; a dropped connection is retried
     with exponential backoff until `give_up_s` passes without media, then the source ends with SourceError('source_lost').
 
     Media time continues across reconnects from where the last connection stopped, so windows stay contiguous.
+
+    FFmpeg reaches the camera only through an RtspRelay on loopback (one per source, kept across reconnects), which
+    connects to the URL's own host and port and refuses RTSP redirects: a camera that redirects ends the source with
+    SourceError('not_allowed').
     """
 
     kind = "rtsp"
@@ -435,6 +530,10 @@ class RtspSource(MediaSource):
                  give_up_s: float = 30.0, backoff_s: tuple[float, float] = (0.5, 8.0)):
         if urlsplit(url).scheme not in ("rtsp", "rtsps"):
             raise SourceError("bad_url", f"not an RTSP URL: {redact_url(url)}")
+        try:
+            self._camera = camera_address(url)
+        except ValueError:
+            raise SourceError("bad_url", f"no usable host and port in {redact_url(url)}") from None
         self.url = url
         self.sample_fps = sample_fps
         self.open_timeout_s = open_timeout_s
@@ -442,15 +541,31 @@ class RtspSource(MediaSource):
         self.give_up_s = give_up_s
         self.backoff_s = backoff_s
         self._decoder: _Decoder | None = None
+        self._relay: RtspRelay | None = None
         self.info: SourceInfo | None = None
 
-    def _connect_blocking(self, time_offset: float) -> _Decoder:
+    def _redirect_error(self, refused: RefusedRedirect) -> SourceError:
+        target = ""
+        if refused.location:
+            try:
+                shown = redact_url(refused.location)
+            except ValueError:
+                shown = "not a URL"
+            # printable ASCII only, cut after redaction (a cut could hide credentials from it)
+            target = " (" + "".join(c for c in shown if " " <= c <= "~")[:200] + ")"
+        return SourceError("not_allowed", f"{redact_url(self.url)} redirected to another address{target}; vidsent does "
+                                          "not follow RTSP redirects: give the final URL")
+
+    def _connect_blocking(self, relay: RtspRelay, time_offset: float) -> _Decoder:
         try:
-            container = _open_container(
-                self.url, options={"rtsp_transport": "tcp"}, timeout=(self.open_timeout_s, self.read_timeout_s))
+            container = _open_container(relayed_url(self.url, relay.port), options={"rtsp_transport": "tcp"},
+                                        timeout=(self.open_timeout_s, self.read_timeout_s))
         except (av.error.FFmpegError, OSError) as exc:
-            # the exception's text repeats the URL, credentials included: keep only its reason
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            if relay.refused is not None:
+                raise self._redirect_error(relay.refused) from exc
+            # the exception's text repeats the URL, credentials included: keep only its reason. FFmpeg only saw the
+            # relay close; the relay knows why the camera could not be reached.
+            reason = relay.upstream_failure() or getattr(exc, "strerror", None) or type(exc).__name__
             raise SourceError("unreachable", f"cannot open {redact_url(self.url)}: {reason}") from exc
         try:
             return _Decoder(container, self.sample_fps, time_offset=time_offset)
@@ -459,12 +574,39 @@ class RtspSource(MediaSource):
             raise
 
     async def _connect(self, time_offset: float) -> _Decoder:
+        if self._relay is None:
+            host, port, tls = self._camera
+            relay = RtspRelay(host, port, tls=tls, connect_timeout_s=self.open_timeout_s)
+            await relay.start()
+            self._relay = relay
+        relay = self._relay
+        try:
+            await asyncio.wait_for(relay.resolve(), self.open_timeout_s)
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = "its host name did not resolve in time" if isinstance(exc, asyncio.TimeoutError) else \
+                f"its host name did not resolve ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+            raise SourceError("unreachable", f"cannot open {redact_url(self.url)}: {reason}") from exc
         # PyAV's own timeout interrupts a stuck open; the outer wait is a second guard in case it does not.
-        return await asyncio.wait_for(asyncio.to_thread(self._connect_blocking, time_offset),
-                                      timeout=self.open_timeout_s * 2 + 5)
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, self._connect_blocking, relay, time_offset)
+        try:
+            return await asyncio.wait_for(asyncio.shield(opening), timeout=self.open_timeout_s * 2 + 5)
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            # a stop (or the guard) came first: the open goes on in its thread, and what it opens is closed after it
+            opening.add_done_callback(_close_when_opened)
+            raise
+
+    async def _close_relay(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            await relay.close()
 
     async def open(self) -> SourceInfo:
-        self._decoder = await self._connect(0.0)
+        try:
+            self._decoder = await self._connect(0.0)
+        except BaseException:
+            await self._close_relay()
+            raise
         self.info = _describe(self._decoder, "rtsp", redact_url(self.url), live=True)
         return self.info
 
@@ -489,6 +631,8 @@ class RtspSource(MediaSource):
                         yield SourceEvent("reconnected", f"reconnected after {attempt} attempt(s)")
                         attempt = 0
                     except (SourceError, asyncio.TimeoutError) as exc:
+                        if isinstance(exc, SourceError) and exc.code == "not_allowed":
+                            raise  # the camera now redirects: trying again would not change that
                         log.info("RTSP reconnect %d failed: %s", attempt, exc)
                     continue
                 try:
@@ -498,6 +642,8 @@ class RtspSource(MediaSource):
                     log.info("RTSP read failed: %s", exc)
                     batch = None
                 if batch is None:  # the server hung up or stopped sending
+                    if self._relay is not None and self._relay.refused is not None:
+                        raise self._redirect_error(self._relay.refused)
                     self._last_t = decoder.last_t
                     # a read may still hang in its worker thread until FFmpeg's own timeout: close after it, and
                     # do not wait for that to reconnect
@@ -511,12 +657,14 @@ class RtspSource(MediaSource):
         finally:
             if decoder is not None:
                 await close_decoder(decoder)
+            await self._close_relay()
 
     _last_t = 0.0
 
     async def close(self) -> None:
         if self._decoder is not None:
             await close_decoder(self._decoder)
+        await self._close_relay()
 
 
 def open_source(spec: str, *, realtime: bool = True, sample_fps: float = 2.0, name: str | None = None,

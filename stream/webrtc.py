@@ -20,6 +20,7 @@ import time
 from typing import AsyncIterator
 
 import aioice.ice
+import aioice.mdns
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -42,6 +43,17 @@ def parse_ice_server(spec: str) -> RTCIceServer:
 
 
 _loopback_only = False  # set by gather_ice_on: remote candidates that are not loopback are then unreachable
+_gathers_on_loopback = False  # set by gather_ice_on: loopback targets are then the browser on this machine
+
+# Remote ICE candidates taken from one offer. A browser offers a handful per media section: a host candidate per
+# interface and address family (or one mDNS name), one or two server-reflexive ones, one relay per TURN server;
+# and a bundled offer (what browsers send) is checked on its first section's candidates only. The server checks
+# every candidate it takes from each of its own addresses, with retransmissions, so these bound what one offer can
+# make it send.
+MAX_CANDIDATES_PER_MEDIA = 8
+MAX_CANDIDATES_PER_OFFER = 16
+_CANDIDATE_TYPES = ("host", "srflx", "relay")  # what aioice accepts from SDP; it rejects any other
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
 def gather_ice_on(addresses: list[str]) -> None:
@@ -51,24 +63,82 @@ def gather_ice_on(addresses: list[str]) -> None:
     (`--allow-loopback-in-peer-connection`) and the tests need 127.0.0.1, and nothing else should be offered then.
     With loopback addresses only, the browser's other candidates are dropped from its offer too, so no check is
     ever sent anywhere but loopback."""
-    global _loopback_only
+    global _loopback_only, _gathers_on_loopback
     chosen = list(addresses)
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [
         a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
     _loopback_only = bool(chosen) and all(ipaddress.ip_address(a).is_loopback for a in chosen)
+    _gathers_on_loopback = any(ipaddress.ip_address(a).is_loopback for a in chosen)
 
 
-def _loopback_candidates_only(sdp: str) -> str:
-    def keep(line: str) -> bool:
-        if not line.startswith("a=candidate:"):
-            return True
-        fields = line.split()
+def _never_a_target(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Addresses a server must never send a connectivity check to, whoever names them: no address at all
+    (0.0.0.0/8, ::), multicast (a whole LAN answers; no option needed to send there), IPv4's reserved 240/4 with the
+    broadcast 255.255.255.255 and IPv6 outside its unicast ranges (::ffff:… IPv4-mapped ones included, which would
+    sidestep these checks), link-local (169.254.169.254 is the cloud's metadata service; a browser's link-local
+    address is no use to a server anyway), and loopback unless the server gathers on loopback itself (a remote
+    browser's loopback is the server's own: its local services). A subnet's broadcast address cannot be told from
+    a host's without the subnet, but the kernel refuses to send there from a socket without SO_BROADCAST."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return True
+    if address.is_loopback:
+        return not _gathers_on_loopback
+    return (address.is_unspecified or address.is_multicast or address.is_reserved or address.is_link_local
+            or address in _THIS_NETWORK)
+
+
+def _candidate_target(line: str) -> tuple[int, tuple] | None:
+    """(priority, what identifies its target) of an `a=candidate:` line the server may check, else None."""
+    fields = line[len("a=candidate:"):].split()
+    if len(fields) < 8 or fields[2].lower() != "udp" or fields[6] != "typ" or fields[7] not in _CANDIDATE_TYPES:
+        return None  # malformed, or TCP (aioice gathers and pairs UDP only)
+    try:
+        component, priority, port = int(fields[1]), int(fields[3]), int(fields[5])
+    except ValueError:
+        return None
+    if component not in (1, 2) or not 0 < port < 65536:  # the components: RTP, and RTCP without rtcp-mux
+        return None
+    host = fields[4].lower()
+    if aioice.mdns.is_mdns_hostname(host):  # a browser hiding its address: resolved on the server's LAN
+        if _loopback_only:
+            return None
+    else:
         try:
-            return len(fields) > 4 and ipaddress.ip_address(fields[4]).is_loopback
-        except ValueError:  # an mDNS name (….local): not loopback
-            return False
+            address = ipaddress.ip_address(host)
+        except ValueError:  # another name: aioice cannot use it
+            return None
+        if _never_a_target(address) or (_loopback_only and not address.is_loopback):
+            return None
+        host = str(address)
+    return priority, (component, host, port)
 
-    return "\r\n".join(line for line in sdp.splitlines() if keep(line)) + "\r\n"
+
+def _bounded_candidates(sdp: str) -> str:
+    """The offer with only the remote candidates the server may check: usable targets (see _never_a_target), each
+    target once, and the MAX_CANDIDATES_PER_MEDIA of highest priority in each media section, MAX_CANDIDATES_PER_OFFER
+    in all (sections in the offer's order). The other lines are untouched."""
+    lines = sdp.splitlines()
+    sections: list[list[tuple[int, int]]] = []  # per media section: (priority, line index) of its usable candidates
+    seen: set[tuple] = set()
+    for index, line in enumerate(lines):
+        if line.startswith("m="):
+            sections.append([])
+            seen = set()
+        elif line.startswith("a=candidate:") and sections:  # at session level a candidate means nothing
+            usable = _candidate_target(line)
+            if usable is not None and usable[1] not in seen:
+                seen.add(usable[1])
+                sections[-1].append((usable[0], index))
+    kept: set[int] = set()
+    for candidates in sections:
+        room = min(MAX_CANDIDATES_PER_MEDIA, MAX_CANDIDATES_PER_OFFER - len(kept))
+        by_priority = sorted(candidates, key=lambda candidate: -candidate[0])  # stable: ties in the offer's order
+        kept.update(index for _, index in by_priority[:room])
+    offered = sum(line.startswith("a=candidate:") for line in lines)
+    if len(kept) < offered:
+        log.debug("WebRTC offer: %d of its %d ICE candidates kept", len(kept), offered)
+    return "\r\n".join(line for index, line in enumerate(lines)
+                        if not line.startswith("a=candidate:") or index in kept) + "\r\n"
 
 
 class _TrackClock:
@@ -149,8 +219,7 @@ class WebRTCSource(MediaSource):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers or [])))
         source = cls(pc, **options)
         try:
-            if _loopback_only:
-                sdp = _loopback_candidates_only(sdp)
+            sdp = _bounded_candidates(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if not source.tracks:
                 raise SourceError("bad_offer", "the offer sends neither audio nor video: share a camera or a microphone")

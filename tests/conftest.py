@@ -37,6 +37,63 @@ def data_dir_of_the_session(tmp_path_factory):
         os.environ["VIDSENT_DATA_DIR"] = before
 
 
+# What the servers of the tests sent that docs/protocol.schema.json does not allow, in the running test.
+SCHEMA_VIOLATIONS: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def server_messages_follow_the_schema():
+    """Every text message a test's websocket client receives (the tests' own connections and VidsentClient's) is
+    checked against the committed schema; a vidsent message it does not allow fails the test that received it.
+    Checked where it is received, not in protocol.parse_message: tests parse hand-made partial messages too."""
+    from websockets.asyncio.client import ClientConnection
+
+    from protocol_schema import received_text_checker
+
+    check = received_text_checker()
+    receive = ClientConnection.recv
+
+    async def receive_checked(self, *args, **kwargs):
+        data = await receive(self, *args, **kwargs)
+        if isinstance(data, str) and (problem := check(data)):
+            SCHEMA_VIOLATIONS.append(problem)
+        return data
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ClientConnection, "recv", receive_checked)  # `async for` on a connection calls recv too
+        yield
+
+
+def _fail_on_schema_violations() -> None:
+    if SCHEMA_VIOLATIONS:
+        found = list(SCHEMA_VIOLATIONS)
+        SCHEMA_VIOLATIONS.clear()
+        pytest.fail(f"the server sent {len(found)} message(s) that docs/protocol.schema.json does not allow:\n"
+                    + "\n".join(found[:5]), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    SCHEMA_VIOLATIONS.clear()
+    result = yield
+    _fail_on_schema_violations()
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    _fail_on_schema_violations()
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    _fail_on_schema_violations()
+    return result
+
+
 def need_data(*parts: str) -> Path:
     """The path of real test data under ../shared/data; the test skips (fails under VIDSENT_REQUIRE_DATA=1) when it
     is absent."""

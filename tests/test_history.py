@@ -9,16 +9,19 @@ import csv
 import json
 import os
 import signal
+import sqlite3
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
-from cli import CSV_FIELDS, build_parser
+from cli import CSV_FIELDS, build_parser, main as cli_main
 from conftest import ROOT, VIDEOS, need_data
-from monitor.history import History, HistoryReader, default_path
+from monitor.history import History, HistoryReader, NotAHistory, default_path
 from pipeline import PipelineConfig, StreamPipeline
 from protocol import ProtocolError, StatusMessage, WindowMessage, parse_request
 from server import SourcePolicy, StreamHub, open_history
@@ -316,6 +319,123 @@ async def test_the_history_command_lists_shows_and_exports_runs(tmp_path):
 
     code, _, err = await vidsent("history", "show", "nobody", *where)
     assert code == 1 and "no stream 'nobody'" in err and "Traceback" not in err
+
+
+def history_command(capsys, *args: str) -> tuple[int, str, str]:
+    """`vidsent history ARGS` in this process: (exit code, stdout, stderr); argparse's exit is its code."""
+    try:
+        code = cli_main(["history", *args])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def small_history(tmp_path_factory):
+    """Two runs of "cam" and one of "lobby", written and closed (no WAL left beside it)."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite3"
+    history = History(path)
+    for stream in ("cam", "cam", "lobby"):
+        fill(history, stream, 6.0)
+    history.close()
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ("show", ""), ("export", "", "--json", "out.json"), ("list", ""), ("show", "cam cam"), ("show", "../cam"),
+    ("show", "x" * 65), ("show", "cam", "--run", "0"), ("show", "cam", "--run", "-1"), ("show", "cam", "--run", "1.5"),
+    ("show", "cam", "--history", ""), ("list", "--history", " "), ("export", "cam", "--json", ""),
+    ("export", "cam", "--csv", ""), ("export", "cam")])
+def test_the_history_command_refuses_bad_arguments_with_exit_code_2(capsys, small_history, args):
+    # `show ""` used to show the newest run of any stream, `--history ""` to read the default file
+    where = () if "--history" in args else ("--history", str(small_history))
+    code, out, err = history_command(capsys, *args, *where)
+    assert code == 2 and out == "", (code, out)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("vidsent history"), err
+
+
+def not_histories(good: Path, folder: Path) -> dict[str, Path]:
+    """Files that are not a readable vidsent history, by what they are."""
+    data = good.read_bytes()
+    files = {"text": b"a text file\n", "empty": b"", "truncated header": data[:100],
+             "truncated half way": data[:len(data) // 2],
+             "pages after the first overwritten": data[:4096] + b"\xa5" * (len(data) - 4096)}
+    paths = {}
+    for kind, content in files.items():
+        paths[kind] = folder / f"{kind}.sqlite3"
+        paths[kind].write_bytes(content)
+    paths["directory"] = folder / "a-directory"
+    paths["directory"].mkdir()
+    paths["missing"] = folder / "missing.sqlite3"
+    for kind, sql in (("another schema", "CREATE TABLE streams (id, name); CREATE TABLE messages (x)"),
+                      ("another program's tables", "CREATE TABLE songs (title, artist)")):
+        paths[kind] = folder / f"{kind}.db"
+        with sqlite3.connect(paths[kind]) as db:
+            db.executescript(sql)
+        db.close()
+    paths["a stored message that is not JSON"] = folder / "bad-body.sqlite3"
+    paths["a stored message that is not JSON"].write_bytes(data)
+    with sqlite3.connect(paths["a stored message that is not JSON"]) as db:
+        db.execute("UPDATE messages SET body = '{not json' WHERE id = (SELECT max(id) FROM messages)")
+    db.close()
+    return paths
+
+
+def test_every_history_command_refuses_a_file_that_is_not_a_history_in_one_line(capsys, small_history, tmp_path):
+    for kind, path in not_histories(small_history, tmp_path).items():
+        for action in (("list",), ("show", "lobby"), ("export", "lobby", "--json", str(tmp_path / "out.json"))):
+            if kind == "a stored message that is not JSON" and action[0] == "list":
+                continue  # list reads no message
+            code, out, err = history_command(capsys, *action, "--history", str(path))
+            assert code == 1 and out == "", (kind, action, code, out)
+            assert len(err.splitlines()) == 1 and err.startswith("vidsent history: ") and str(path) in err, (kind, err)
+            assert not (tmp_path / "out.json").exists()
+    # the command itself, as a user runs it: one line, no traceback
+    text = tmp_path / "text.sqlite3"
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "history", "list", "--history", str(text)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr == f"vidsent history: {text} is not a vidsent history (file is not a database)\n", done.stderr
+
+
+def test_a_server_never_writes_its_tables_into_another_programs_database(tmp_path):
+    path = tmp_path / "music.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE songs (title, artist)")
+    db.close()
+    with pytest.raises(NotAHistory, match="not a vidsent history"):
+        History(path)
+    with sqlite3.connect(path) as db:
+        assert [row[0] for row in db.execute("SELECT name FROM sqlite_master")] == ["songs"]
+    db.close()
+
+
+def test_a_history_path_with_uri_characters_reads_back(capsys, small_history, tmp_path):
+    odd = tmp_path / "what?#%20.sqlite3"  # the reader opens a file: URI, where these mean something
+    odd.write_bytes(small_history.read_bytes())
+    code, out, err = history_command(capsys, "list", "--history", str(odd))
+    assert code == 0 and len(out.splitlines()) == 4, err
+
+
+def test_history_export_reports_a_path_it_cannot_write(capsys, small_history, tmp_path):
+    for out_path in (tmp_path / "no" / "such" / "folder.json", tmp_path):
+        for option in ("--json", "--csv"):
+            code, out, err = history_command(capsys, "export", "cam", option, str(out_path),
+                                             "--history", str(small_history))
+            assert code == 1 and out == "", (code, out)
+            assert err.startswith(f"vidsent history export: cannot write {out_path}: ") and len(err.splitlines()) == 1
+
+
+def test_history_list_into_a_closed_pipe_exits_quietly(small_history):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `vidsent history list | head -0`
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "history", "list", "--history",
+                               str(small_history)], cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1 and done.stderr == b"", done.stderr.decode()
 
 
 async def serve(*args: str, data_dir) -> tuple[asyncio.subprocess.Process, int]:

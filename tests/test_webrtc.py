@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from websockets.asyncio.client import connect
 
+import stream.webrtc
 from conftest import VIDEOS, need_data, own_threads, settled
+from monitor.logs import CHATTY_LOGGERS, configure_logging
 from pipeline import PipelineConfig
 from protocol import parse_message
 from server import SourcePolicy, StreamHub
-from stream.webrtc import _TrackClock, gather_ice_on, parse_ice_server
+from stream.webrtc import (MAX_CANDIDATES_PER_MEDIA, MAX_CANDIDATES_PER_OFFER, WebRTCSource, _TrackClock, gather_ice_on,
+                           parse_ice_server)
 from test_server import RunningServer, collect
 
 gather_ice_on(["127.0.0.1"])  # loopback only: nothing leaves this machine
@@ -175,6 +180,137 @@ async def test_a_taken_stream_id_and_a_full_server_refuse_the_offer(engine, loop
             messages = await collect(ws, "cam", timeout=30)
             await first.close()
     assert messages[-1].summary["reason"] == "stopped"
+
+
+async def aiortc_offer() -> tuple[RTCPeerConnection, str]:
+    """A real offer as a browser sends it (audio and video, bundled, candidates gathered), and its peer."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(AudioStreamTrack())
+    pc.addTrack(VideoStreamTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+def with_candidates(sdp: str, lines_per_media: list[str]) -> str:
+    """The offer with these a=candidate lines added to each media section (before its end-of-candidates)."""
+    out = []
+    for line in sdp.splitlines():
+        if line == "a=end-of-candidates":
+            out += lines_per_media
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
+def fabricated(count: int) -> list[str]:
+    """Distinct loopback targets (these tests gather on loopback only, so the rest would be dropped anyway), with
+    priorities below any real host candidate's."""
+    return [f"a=candidate:f{i} 1 udp {1000 + i} 127.{1 + i // 250}.{i % 250}.1 {10000 + i} typ host"
+            for i in range(count)]
+
+
+def kept_candidates(sdp: str) -> list[list[str]]:
+    """The a=candidate lines of each media section."""
+    sections = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append([])
+        elif line.startswith("a=candidate:"):
+            sections[-1].append(line)
+    return sections
+
+
+async def test_an_offer_of_900_candidates_is_checked_on_a_bounded_few_and_logs_no_pairs():
+    # the probe: ~900 candidates in one 55 KB offer made the server check every one, a log line per pair and state
+    records: list[logging.LogRecord] = []
+    keep = logging.Handler()
+    keep.emit = records.append
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    peer, offer = await aiortc_offer()
+    source = None
+    try:
+        configure_logging()  # the server's default: INFO
+        root.addHandler(keep)
+        flooded = with_candidates(offer, fabricated(450))
+        assert flooded.count("a=candidate:") >= 900 and len(flooded) > 50_000
+        source, answer = await WebRTCSource.from_offer(flooded, ice_servers=[])
+        taken = kept_candidates(source.pc.remoteDescription.sdp)
+        assert all(len(section) <= MAX_CANDIDATES_PER_MEDIA for section in taken)
+        assert sum(map(len, taken)) <= MAX_CANDIDATES_PER_OFFER
+        transports = {t.receiver.transport.transport for t in source.pc.getTransceivers()}
+        checked = [c for transport in transports for c in transport.getRemoteCandidates()]
+        assert 0 < len(checked) <= MAX_CANDIDATES_PER_MEDIA  # bundled: the first section's candidates
+        # the peer's own candidate has the highest priority: it is kept, and the connection comes up through it
+        real = kept_candidates(offer)[0]
+        assert real and all(line in taken[0] for line in real), (real, taken[0])
+        await peer.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await source.open()
+        assert source.pc.connectionState == "connected"
+    finally:
+        if source is not None:
+            await source.close()
+        await peer.close()
+        root.handlers[:], root.level = saved[0], saved[1]
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
+    names = {record.name for record in records}
+    assert "stream.webrtc" in names, names  # the server's own lines still come
+    assert not [r.getMessage() for r in records if r.name.startswith(CHATTY_LOGGERS)][:5]
+
+
+def test_an_offer_keeps_only_candidates_a_server_may_check(monkeypatch):
+    monkeypatch.setattr(stream.webrtc, "_loopback_only", False)
+    monkeypatch.setattr(stream.webrtc, "_gathers_on_loopback", False)
+    usable = ["a=candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host generation 0",
+              "a=candidate:2 1 UDP 2122262783 2001:db8::20 50002 typ host",
+              "a=candidate:3 1 udp 2122194687 0a1b2c3d-4e5f-4a1b-8c2d-3e4f5a6b7c8d.local 50004 typ host",
+              "a=candidate:4 1 udp 1686052607 203.0.113.7 61000 typ srflx raddr 192.168.1.20 rport 50000",
+              "a=candidate:5 1 udp 41885439 198.51.100.9 3478 typ relay raddr 203.0.113.7 rport 61000",
+              "a=candidate:6 2 udp 2122260222 192.168.1.20 50001 typ host"]  # RTCP without rtcp-mux
+    never = ["a=candidate:7 1 udp 2122260223 224.0.0.251 5353 typ host",  # multicast (mDNS's group)
+             "a=candidate:8 1 udp 2122260223 ff02::1 5000 typ host",
+             "a=candidate:9 1 udp 2122260223 0.0.0.0 5000 typ host",  # no address
+             "a=candidate:10 1 udp 2122260223 0.1.2.3 5000 typ host",
+             "a=candidate:11 1 udp 2122260223 :: 5000 typ host",
+             "a=candidate:12 1 udp 2122260223 255.255.255.255 5000 typ host",  # broadcast
+             "a=candidate:13 1 udp 2122260223 240.0.0.1 5000 typ host",  # reserved
+             "a=candidate:14 1 udp 2122260223 ::ffff:127.0.0.1 5000 typ host",  # IPv4-mapped
+             "a=candidate:15 1 udp 2122260223 169.254.169.254 80 typ host",  # link-local: cloud metadata
+             "a=candidate:16 1 udp 2122260223 fe80::1 5000 typ host",
+             "a=candidate:17 1 udp 2122260223 127.0.0.1 22 typ host",  # the server's own loopback
+             "a=candidate:18 1 udp 2122260223 ::1 5000 typ host",
+             "a=candidate:19 1 udp 2122260223 192.168.1.21 0 typ host",  # port 0, out of range
+             "a=candidate:20 1 udp 2122260223 192.168.1.21 65536 typ host",
+             "a=candidate:21 1 tcp 1518280447 192.168.1.20 9 typ host tcptype active",  # aioice checks UDP only
+             "a=candidate:22 1 udp 2122260223 192.168.1.20 50000 typ prflx",  # not in SDP; aioice refuses it
+             "a=candidate:23 3 udp 2122260223 192.168.1.22 5000 typ host",  # no such component
+             "a=candidate:24 1 udp 2122260223 example.com 5000 typ host",  # a name aioice cannot resolve
+             "a=candidate:25 1 udp high 192.168.1.23 5000 typ host",  # malformed
+             "a=candidate:26 1 udp 2122260223 192.168.1.24",
+             "a=candidate:27 1 udp 2000000000 192.168.1.20 50000 typ host"]  # the same target again
+    bounded = stream.webrtc._bounded_candidates
+    session_level = ["a=candidate:0 1 udp 9 192.168.1.30 1 typ host"]
+    assert kept_candidates(bounded(sdp_with(usable + never, usable + never, session=session_level))) == [
+        usable, usable]
+    # past the bound: the highest priorities, in the offer's order; the offer's total bounded too
+    many = [f"a=candidate:{i} 1 udp {i} 10.0.{i // 200}.{i % 200 + 1} {5000 + i} typ host" for i in range(300)]
+    kept = kept_candidates(bounded(sdp_with(many + usable, usable)))
+    assert kept == [many[-(MAX_CANDIDATES_PER_MEDIA - len(usable)):] + usable, usable]
+    kept = kept_candidates(bounded(sdp_with(many, many, many)))
+    assert [len(section) for section in kept] == [MAX_CANDIDATES_PER_MEDIA, MAX_CANDIDATES_PER_OFFER
+                                                  - MAX_CANDIDATES_PER_MEDIA, 0]
+    # gathering on loopback only: only loopback targets, and loopback ones are fine then
+    monkeypatch.setattr(stream.webrtc, "_loopback_only", True)
+    monkeypatch.setattr(stream.webrtc, "_gathers_on_loopback", True)
+    assert kept_candidates(bounded(sdp_with(usable + never))) == [[never[10], never[11]]]
+
+
+def sdp_with(*sections: list[str], session: list[str] = ()) -> str:
+    """A minimal offer whose media sections hold these lines (only the candidates matter here)."""
+    lines = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", *session]
+    for candidates in sections:
+        lines += ["m=audio 9 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", *candidates, "a=end-of-candidates"]
+    return "\r\n".join(lines) + "\r\n"
 
 
 def test_ice_server_option_and_rtp_clock():

@@ -3,6 +3,7 @@
 import { Camera } from './camera.js';
 import { Connection } from './connection.js';
 import { StreamPanel } from './panel.js';
+import { scale, setScale } from './scale.js';
 import { bytes, h } from './util.js';
 
 const LIST_EVERY_MS = 4000;
@@ -31,7 +32,8 @@ const ui = {
 // ------------------------------------------------------------------ state exposed for tests and the console
 
 /** window.vidsent: {connected, connection, streams: {ID: {windows, transcripts, pending, ended, lost, watched,
- * lastWindow, lastStatus, source, summary}}, running: [...], media: {...}, errors: [...], iceServers, camera}. */
+ * lastWindow, lastStatus, source, summary}}, running: [...], media: {...}, errors: [...], iceServers, camera,
+ * scale (the label thresholds and grade bands in use: the server's from its hello)}. */
 const vidsent = {
   connected: false,
   connection: 'connecting',
@@ -41,6 +43,7 @@ const vidsent = {
   errors: [],
   iceServers: [],
   camera: { state: 'idle', stream: null },
+  scale: scale(),
 };
 Object.defineProperty(vidsent, 'state', { get: () => vidsent, enumerable: false });
 // For tests: drop the websocket as a network failure would (the page reconnects by itself).
@@ -167,6 +170,10 @@ function onHello(msg) {
   vidsent.connected = true;
   vidsent.server = msg.server;
   vidsent.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
+  if (setScale(msg.scale)) {
+    for (const panel of panels.values()) panel.rescale();
+  }
+  vidsent.scale = scale();
   const live = new Set((msg.streams || []).map((s) => s.stream));
   // After a reconnect: carry on with the watched streams that still run; the others ended while we were away.
   for (const [id, panel] of panels) {

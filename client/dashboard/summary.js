@@ -1,0 +1,52 @@
+// What a panel shows once its stream is over: the `end` summary, or a note that the end was missed.
+
+import { h, isNum, num, seconds } from './util.js';
+import { COLORS, MODALITIES, MODALITY_NAMES } from './widgets.js';
+
+/** The `end` message's summary: the overall verdict, facts, per-modality means and the whole transcript. */
+export function summaryView(s) {
+  const graded = s.graded || (s.fused && s.fused.graded) || '';
+  const modRows = MODALITIES.map((m) => {
+    const info = (s.modalities || {})[m] || {};
+    const windows = info.details && isNum(info.details.windows) ? `${info.details.windows} windows` : '';
+    return h('tr', { dataset: { modality: m, available: String(!!info.available) } },
+      h('th', { scope: 'row' }, h('i', { class: 'swatch', style: { background: COLORS[m] } }), MODALITY_NAMES[m]),
+      h('td', { class: 'num' }, info.available ? num(info.score) : '—'),
+      h('td', {}, info.available ? info.label || '—' : `missing: ${info.reason || 'unknown'}`),
+      h('td', { class: 'muted' }, windows));
+  });
+  const facts = [
+    ['reason', s.reason || '—'],
+    ['duration', seconds(s.duration)],
+    ['windows', isNum(s.windows) ? String(s.windows) : '—'],
+    ['dropped frames', isNum(s.dropped_frames) ? String(s.dropped_frames) : '—'],
+  ];
+  if (s.rolling && isNum(s.rolling.score)) {
+    facts.push(['final rolling', `${num(s.rolling.score)} ${s.rolling.graded || ''}`]);
+  }
+  const people = Array.isArray(s.people) ? s.people : [];
+  if (people.length) {
+    const shown = people.slice(0, 5).map((p) => `#${p.person} ${p.top_emotion} ${num(p.score)} `
+      + `(${seconds(p.first_seen)}–${seconds(p.last_seen)})`);
+    facts.push(['people', shown.join(' · ') + (people.length > 5 ? ` +${people.length - 5} more` : '')]);
+  }
+  return h('section', { class: 'summary', dataset: { reason: s.reason || '' }, 'aria-label': 'summary' },
+    h('div', { class: 'summary-head' },
+      h('h3', {}, 'Summary'),
+      h('span', { class: 'badge small', dataset: { graded } },
+        h('span', { class: 'grade' }, graded || 'no verdict'), h('span', { class: 'score' }, num(s.score))),
+      h('span', { class: 'summary-label' }, s.label ? `overall ${s.label}` : '')),
+    h('dl', { class: 'facts' },
+      facts.map(([k, v]) => h('div', { dataset: { fact: k } }, h('dt', {}, k), h('dd', {}, v)))),
+    h('table', { class: 'summary-modalities' },
+      h('caption', {}, 'per-modality means'), h('tbody', {}, modRows)),
+    s.transcript ? h('p', { class: 'summary-transcript' }, `“${s.transcript}”`) : null);
+}
+
+/** After a reconnect the stream was gone: it ended while the page was away, its summary missed. */
+export function lostView() {
+  return h('div', { class: 'summary lost', role: 'note' },
+    h('h3', {}, 'Stream lost'),
+    h('p', {}, 'The connection to the server dropped and this stream was no longer running when it came back; ' +
+      'its end summary was missed.'));
+}
