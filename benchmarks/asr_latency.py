@@ -28,22 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.asr import AsrUpdate, IncrementalASR, normalise_text, word_error_rate  # noqa: E402
-from stream.media import SAMPLE_RATE, Word  # noqa: E402
+from media import SAMPLE_RATE, Word  # noqa: E402
+from speech import AsrUpdate, IncrementalASR, normalise_text, word_error_rate  # noqa: E402
+from testkit.data import DATA, TRANSCRIPTS  # noqa: E402
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
-REFERENCES = {
-    "two_cities.flac": (
-        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it "
-        "was the season of Darkness, it was the spring of hope, it was the winter of despair, we had everything "
-        "before us, we had nothing before us, we were all going direct to Heaven, we were all going direct the "
-        "other way, in short, the period was so far like the present period, that some of its noisiest "
-        "authorities insisted on its being received, for good or for evil, in the superlative degree of "
-        "comparison only."
-    ),
-    "beckett.flac": "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.",
-}
+SPEECH = DATA / "speech"
 CHUNK_S = 0.1
 
 
@@ -199,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         run = (fast if args.fast else real_time if args.real else simulated)(asr, audio)
         wall = time.perf_counter() - started
-        reference = REFERENCES.get(path.name)
+        reference = TRANSCRIPTS.get(path.name)
         label = "WER"
         if reference is None:
             reference_model = load_whisper(args.reference_asr, device="cpu", cpu_threads=args.threads)
@@ -226,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
             f"p50 {np.median(compute):.3f} s, max {compute.max():.3f} s; wall {wall:.1f} s)"
         )
         repeats = extra_repeats(normalise_text(run.text), normalise_text(reference))
-        print(f"  {label} {word_error_rate(reference, run.text):.3f}   6-grams repeated beyond the reference: {repeats}")
+        print(f"  {label} {word_error_rate(reference, run.text):.3f}   "
+              f"6-grams repeated beyond the reference: {repeats}")
         if args.show:
             print("  committed:", run.text)
             if label != "WER":

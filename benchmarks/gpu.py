@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.assets import resolve_device  # noqa: E402
-from pipeline import Engine, PipelineConfig, analyze_file  # noqa: E402
+from engine import Engine, PipelineConfig, analyze_file  # noqa: E402
+from models.runtime import resolve_device  # noqa: E402
+from testkit.data import VIDEOS  # noqa: E402
 
-DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "vna_original_2.mp4"
+DEFAULT_CLIP = VIDEOS / "vna_original_2.mp4"
 
 
 def real_windows(engine: Engine, clip: Path) -> tuple[list, list]:

@@ -19,17 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.assets import add_model_arguments  # noqa: E402
-from pipeline import Engine, PipelineConfig, StreamPipeline  # noqa: E402
+from app.options import add_model_arguments  # noqa: E402
+from engine import Engine, PipelineConfig, StreamPipeline  # noqa: E402
 from protocol import StatusMessage, TranscriptMessage, WindowMessage  # noqa: E402
 from stream.sources import FileSource  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+from testkit.stats import pct  # noqa: E402
 
 
 async def run_stream(engine: Engine, path: str, name: str, config: PipelineConfig) -> dict:
@@ -64,7 +58,8 @@ async def main_async(args) -> None:
     print(f"{'stream':8} {'win p50':>8} {'win p95':>8} {'win max':>8} {'word p50':>9} {'word p95':>9} "
           f"{'word max':>9} {'lag max':>8} {'lag end':>8} {'dropped':>8}")
     for r in results:
-        print(f"{r['name']:8} {pct(r['windows'], .5):8.2f} {pct(r['windows'], .95):8.2f} {max(r['windows'], default=0):8.2f} "
+        print(f"{r['name']:8} {pct(r['windows'], .5):8.2f} {pct(r['windows'], .95):8.2f} "
+              f"{max(r['windows'], default=0):8.2f} "
               f"{pct(r['words'], .5):9.2f} {pct(r['words'], .95):9.2f} {max(r['words'], default=0):9.2f} "
               f"{max(r['lags'], default=0):8.2f} {(r['lags'] or [0])[-1]:8.2f} {r['dropped']:8d}")
     all_windows = [x for r in results for x in r["windows"]]

@@ -48,7 +48,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,14 +59,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.asr_latency import REFERENCES  # noqa: E402
-from benchmarks.live_latency import pct  # noqa: E402
-from benchmarks.reliability import clip_duration, slope  # noqa: E402
 from client.ws_client import VidsentClient  # noqa: E402
-from protocol import EndMessage, ErrorMessage, StatusMessage, TranscriptMessage, WindowMessage  # noqa: E402
-from stream.asr import normalise_text, word_error_rate  # noqa: E402
+from protocol import (  # noqa: E402
+    EndMessage,
+    ErrorMessage,
+    StatusMessage,
+    TranscriptMessage,
+    WindowMessage,
+)
+from speech import normalise_text, word_error_rate  # noqa: E402
+from testkit.data import DATA, TRANSCRIPTS  # noqa: E402
+from testkit.media import clip_duration  # noqa: E402
+from testkit.servers import free_port  # noqa: E402
+from testkit.stats import pct, slope  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 SECTIONS = ("material", "streams", "words", "fast", "cold", "rss", "long")
 QUICK_SECTIONS = ("material", "streams", "words", "fast", "cold")
 BIN = Path(sys.executable).parent
@@ -124,12 +129,6 @@ def print_table(rows: list[Row]) -> None:
 
 
 # -- the server as a subprocess ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_status(pid: int, key: str) -> float:
     """A /proc/PID/status field in MiB (VmRSS, VmHWM)."""
     with open(f"/proc/{pid}/status") as f:
@@ -156,7 +155,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.started_at = self.ready_at = None
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         command, env = vidsent("serve", "--port", str(self.port), "--media-dir", str(self.media_dir),
                                "--history", "off", "--asr", self.asr, "--max-streams", str(self.max_streams))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,7 +317,7 @@ async def follow(url: str, source: str, name: str, *, realtime: bool = True, sec
             await client.stop(name)
             try:
                 await asyncio.wait_for(reader, 60)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 reader.cancel()
                 trace.errors.append("no end within 60 s of stop")
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
@@ -333,7 +332,7 @@ class ServerSampler:
         self.server, self.every_s = server, every_s
         self.rss: list[tuple[float, float]] = []
 
-    async def __aenter__(self) -> "ServerSampler":
+    async def __aenter__(self) -> ServerSampler:
         self.t0, self.cpu0 = time.monotonic(), self.server.cpu_s()
         self.task = asyncio.create_task(self._sample())
         return self
@@ -526,7 +525,8 @@ async def section_streams(args, material: Material, log_dir: Path) -> tuple[list
             rows += [
                 Row("streams", f"{label}: window latency p50 / p95 (server latency_s; client receive)",
                     f"{fmt(run.window_p50)} / {fmt(run.window_p95)} s; {fmt(run.window_client_p50)} / "
-                    f"{fmt(run.window_client_p95)} s", f"p95 ≤ {WINDOW_P95_S:g} s", at_most(run.window_p95, WINDOW_P95_S)),
+                    f"{fmt(run.window_client_p95)} s", f"p95 ≤ {WINDOW_P95_S:g} s",
+                    at_most(run.window_p95, WINDOW_P95_S)),
                 Row("streams", f"{label}: word latency p50 / p95 ({run.words} words)",
                     f"{fmt(run.word_p50)} / {fmt(run.word_p95)} s", f"p95 ≤ {WORD_P95_S:g} s",
                     at_most(run.word_p95, WORD_P95_S)),
@@ -585,8 +585,8 @@ async def section_words(args, log_dir: Path) -> tuple[list[Row], list[WordsRun]]
             server.close()
         trace = traces[0]
         lat = trace.word_latencies()
-        run = WordsRun(asr, pct(lat, .5), pct(lat, .95), len(lat), word_error_rate(REFERENCES[clip], trace.text),
-                       lost_words(REFERENCES[clip], trace.text), trace.lag_slope_s_per_min, trace.final_lag_s,
+        run = WordsRun(asr, pct(lat, .5), pct(lat, .95), len(lat), word_error_rate(TRANSCRIPTS[clip], trace.text),
+                       lost_words(TRANSCRIPTS[clip], trace.text), trace.lag_slope_s_per_min, trace.final_lag_s,
                        trace.text, round(sampler.cores, 3), trace.summary())
         runs.append(run)
         rows += [
@@ -643,11 +643,11 @@ def run_analyze(path: Path, out_json: Path) -> tuple[float, float, float, int]:
 
 def whisper_alone(path: Path) -> tuple[float, float, str]:
     """faster-whisper's own transcribe() on the whole file with the model, threads and beam the pipeline uses."""
-    from models.assets import configure_runtime, runtime_plan
-    from models.whisper import load_whisper
-    from stream.asr import transcribe_options
-
     import numpy as np
+
+    from models.runtime import configure_runtime, runtime_plan
+    from models.whisper import load_whisper
+    from speech import transcribe_options
 
     device = configure_runtime("auto")
     started = time.monotonic()
@@ -665,10 +665,9 @@ def whisper_alone(path: Path) -> tuple[float, float, str]:
 
 
 async def decode_alone(path: Path) -> float:
-    from stream.sources import FileSource
-
     from cli import fast_analysis_config
-    from pipeline import PipelineConfig
+    from engine import PipelineConfig
+    from stream.sources import FileSource
 
     source = FileSource(path, realtime=False, sample_fps=fast_analysis_config(PipelineConfig()).sample_fps)
     started = time.monotonic()

@@ -25,20 +25,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
 
-from models.assets import add_model_arguments  # noqa: E402
-from pipeline import Engine, PipelineConfig  # noqa: E402
+from app.options import add_model_arguments  # noqa: E402
+from engine import Engine  # noqa: E402
 from protocol import StatusMessage, TranscriptMessage, WindowMessage  # noqa: E402
-from server import SourcePolicy, StreamHub, serve_forever  # noqa: E402
+from service.serving import serve_forever  # noqa: E402
 from stream.webrtc import gather_ice_on  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+from testkit.data import DATA  # noqa: E402
+from testkit.servers import make_hub  # noqa: E402
+from testkit.stats import pct  # noqa: E402
 
 
 def fake_capture(audio: Path, video: Path, folder: Path) -> tuple[Path, Path]:
@@ -55,7 +50,7 @@ async def main_async(args) -> None:
 
     gather_ice_on(["127.0.0.1"])
     engine = Engine(asr=args.asr, device=args.device)
-    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(None), webrtc_options={"ice_servers": []})
+    hub = make_hub(engine, None, webrtc_options={"ice_servers": []})
     stop, ready = asyncio.Event(), asyncio.Event()
     server = asyncio.create_task(serve_forever("127.0.0.1", 0, hub, ready, stop))
     await ready.wait()

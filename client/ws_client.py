@@ -12,15 +12,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import (CodedError, EndMessage, ErrorMessage, HelloMessage, MediaMessage, Message, StreamsMessage,
-                      SubscribedMessage, WebRTCAnswerMessage, parse_message)
+from protocol import (
+    CodedError,
+    EndMessage,
+    ErrorMessage,
+    HelloMessage,
+    MediaMessage,
+    Message,
+    StreamDescription,
+    StreamsMessage,
+    SubscribedMessage,
+    WebRTCAnswerMessage,
+    parse_message,
+)
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 
 class VidsentError(CodedError):
@@ -44,7 +58,7 @@ class VidsentClient:
         self.reconnects = 0  # connections made again after the server went away
         self._backlog: list[Message] = []
 
-    async def __aenter__(self) -> "VidsentClient":
+    async def __aenter__(self) -> VidsentClient:
         await self._connect()
         return self
 
@@ -65,13 +79,18 @@ class VidsentClient:
         if self.ws is not None:
             await self.ws.close()
 
-    async def _send(self, request: dict) -> None:
-        await self.ws.send(json.dumps(request))
+    def _connection(self) -> ClientConnection:
+        if self.ws is None:
+            raise RuntimeError("the client is not connected: use `async with VidsentClient(...)`")
+        return self.ws
 
-    async def _await_reply(self, *kinds: type[Message]) -> Message:
+    async def _send(self, request: dict) -> None:
+        await self._connection().send(json.dumps(request))
+
+    async def _await_reply(self, *kinds: type[M]) -> M:
         """The next reply of the given kinds; other messages that arrive meanwhile are kept for messages()."""
         while True:
-            message = parse_message(await self.ws.recv())
+            message = parse_message(await self._connection().recv())
             if isinstance(message, kinds):
                 return message
             if isinstance(message, ErrorMessage) and message.stream is None:
@@ -114,7 +133,7 @@ class VidsentClient:
     async def stop(self, stream: str) -> None:
         await self._send({"type": "stop", "stream": stream})
 
-    async def list_streams(self) -> list[dict]:
+    async def list_streams(self) -> list[StreamDescription]:
         await self._send({"type": "list"})
         return (await self._await_reply(StreamsMessage)).streams
 
@@ -126,7 +145,7 @@ class VidsentClient:
             while self._backlog:
                 yield self._backlog.pop(0)
             try:
-                raw = await self.ws.recv()
+                raw = await self._connection().recv()
             except ConnectionClosed:
                 if not self.reconnect:
                     return
@@ -137,7 +156,7 @@ class VidsentClient:
                         await self._connect()
                         self.reconnects += 1
                         break
-                    except (OSError, asyncio.TimeoutError, ConnectionClosed) as exc:
+                    except (TimeoutError, OSError, ConnectionClosed) as exc:
                         log.info("reconnect to %s failed: %s", self.url, exc)
                 running = {s["stream"] for s in (self.hello.streams if self.hello else [])}
                 for stream in sorted(self.subscriptions & running):

@@ -41,12 +41,12 @@ class ModalityScore:
     details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def missing(cls, reason: str) -> "ModalityScore":
+    def missing(cls, reason: str) -> ModalityScore:
         return cls(score=None, label=None, available=False, reason=reason, confidence=0.0)
 
     @classmethod
     def of(cls, score: float, *, label: str | None = None, confidence: float | None = None,
-           reason: str | None = None, details: dict[str, Any] | None = None) -> "ModalityScore":
+           reason: str | None = None, details: dict[str, Any] | None = None) -> ModalityScore:
         score = float(min(1.0, max(0.0, score)))
         return cls(
             score=score,

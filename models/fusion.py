@@ -52,7 +52,7 @@ def grade_for_vote(positive: int, present: int) -> str:
 
 @dataclass
 class FusionParams:
-    """Learned fusion settings (from models.training.fusion_fit.fit_fusion, e.g. `vidsent evaluate --save-fusion`);
+    """Learned fusion settings (from training.fusion_fit.fit_fusion, e.g. `vidsent evaluate --save-fusion`);
     defaults: equal weights.
 
     weights: per-modality weights of the confidence-weighted mean.
@@ -67,7 +67,7 @@ class FusionParams:
     product: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path) -> "FusionParams":
+    def load(cls, path: str | Path) -> FusionParams:
         data = json.loads(Path(path).read_text())
         return cls(weights=data.get("weights", {}), stacking=data.get("stacking", {}), card=data.get("card", {}),
                    product=data.get("product", {}))
@@ -110,13 +110,14 @@ def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
         raise ValueError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
     params = params or FusionParams()
     present = {m: s for m, s in scores.items() if s.available and s.score is not None}
+    value = {m: s.score for m, s in present.items() if s.score is not None}  # the present scores, as floats
     missing = [m for m in scores if m not in present]
     used = sorted(present, key=MODALITIES.index)
     if not present:
         return FusedScore(None, None, None, method, [], missing)
 
     if method == "vote":
-        positive = sum(1 for s in present.values() if s.score >= 0.5)
+        positive = sum(1 for v in value.values() if v >= 0.5)
         score = positive / len(present)
         graded = grade_for_vote(positive, len(present))
         return FusedScore(score, label_for(score), graded, method, used, missing)
@@ -124,11 +125,11 @@ def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
     if method == "product":
         # product of experts: multiply the odds, i.e. sum the logits, weighted
         weights = params.product or params.weights
-        z = sum(weights.get(m, 1.0) * logit(s.score) for m, s in present.items())
+        z = sum(weights.get(m, 1.0) * logit(value[m]) for m in present)
         score = 1.0 / (1.0 + math.exp(-z))
     elif method == "stacking" and "+".join(used) in params.stacking:
         model = params.stacking["+".join(used)]
-        z = model["intercept"] + sum(c * logit(present[m].score) for c, m in zip(model["coef"], used))
+        z = model["intercept"] + sum(c * logit(value[m]) for c, m in zip(model["coef"], used))
         score = 1.0 / (1.0 + math.exp(-z))
     else:
         # confidence-weighted mean; a stacking request without a model for this subset falls back here

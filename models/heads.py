@@ -122,7 +122,8 @@ class Head:
         mapping = {**DEFAULT_VALENCE, **self.card.get("valence", {})}
         missing = [c for c in self.classes if c not in mapping]
         if missing:
-            raise HeadFormatError(f"head {self.name!r}: no valence for classes {missing}; add a 'valence' map to its card")
+            raise HeadFormatError(f"head {self.name!r}: no valence for classes {missing}; "
+                                  "add a 'valence' map to its card")
         return np.array([mapping[c] for c in self.classes], dtype=np.float32)
 
     def positivity(self, X: np.ndarray) -> np.ndarray:
@@ -166,7 +167,7 @@ class Head:
         self.card, self.name, self.source_dir = card, name, folder
 
     @classmethod
-    def load(cls, path: str | Path) -> "Head":
+    def load(cls, path: str | Path) -> Head:
         from safetensors.numpy import load_file
 
         folder, name = _split_path(path)

@@ -17,9 +17,10 @@ words are (`modalities=` and `scored=` of `ScorerSet.score`), so the scoring run
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -66,6 +67,21 @@ class Scorer(Protocol):
 class FrameAnalyzer(Protocol):
     def analyze(self, images: list[np.ndarray]) -> list[Any]:
         """One analysis per RGB frame, in order."""
+
+
+class Scorers(Protocol):
+    """What the pipeline and its batcher score windows with: the in-process `ScorerSet`, or a client of scorers that
+    run elsewhere (engine.ray_scorers.RayScorerSet). `score` as ScorerSet.score; `fuse` a window's scores into one
+    verdict; `frames` the analyzer of sampled frames."""
+
+    frames: FrameAnalyzer
+
+    def score(self, windows: Sequence[WindowParts], has_audio: bool | Sequence[bool] = True,
+              has_video: bool | Sequence[bool] = True,
+              modalities: Sequence[str] | Sequence[Sequence[str]] = MODALITIES,
+              scored: Sequence[dict[str, ModalityScore]] | None = None) -> list[dict[str, ModalityScore]]: ...
+
+    def fuse(self, scores: dict[str, ModalityScore]) -> FusedScore: ...
 
 
 class WindowPartScorer:

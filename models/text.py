@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.assets import file_sha256, minilm_dir, resolve_device
+from models.assets import file_sha256, minilm_dir
 from models.base import ModalityScore
 from models.heads import Head
+from models.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,8 @@ class TextEmbedder:
         if not self.onnx:
             return None
         if self._session is None or self._session[0] != self.model_id:
-            from models.assets import runtime_plan
             from models.onnx_cpu import cpu_session
+            from models.runtime import runtime_plan
 
             probe = self.tokenize(["an example sentence to check the export", "short one"])
             inputs = tuple(probe[name] for name in _ENCODER_INPUTS)

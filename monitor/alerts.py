@@ -29,13 +29,14 @@ import re
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from protocol import AlertMessage, EndMessage, Message, WindowMessage
+from protocol import AlertMessage, EndMessage, Message, ModalityVerdict, WindowMessage
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class AlertRule:
 
     @classmethod
     def parse(cls, text: str, *, name: str | None = None, clear_margin: float = 0.05,
-              webhook: str | None = None, notify_cleared: bool = False) -> "AlertRule":
+              webhook: str | None = None, notify_cleared: bool = False) -> AlertRule:
         match = RULE.match(text)
         if match is None:
             raise AlertRuleError(f"cannot read alert rule {text!r}: write SIGNAL OP THRESHOLD [for DURATION], "
@@ -121,14 +122,15 @@ def signal_of(window: WindowMessage, signal: str) -> float | None:
         return window.rolling.get("score")
     if signal == "fused":
         return window.fused.get("score")
-    modality = window.modalities.get(signal) or {}
+    verdicts = cast("dict[str, ModalityVerdict]", window.modalities)  # every value of Modalities is one
+    modality: Mapping[str, Any] = verdicts.get(signal) or {}
     return modality.get("score") if modality.get("available") else None
 
 
 class _Episode:
     """One rule on one stream: the run of windows that satisfy it, and whether it is raised."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.since: float | None = None  # t_start of the first window of the current run
         self.raised = False
 
@@ -138,7 +140,7 @@ class AlertMonitor:
     the window that caused them), posting them to the rules' webhooks."""
 
     def __init__(self, rules: list[AlertRule], publish: Callable[[str, Message], None],
-                 webhooks: "WebhookSender | None" = None):
+                 webhooks: WebhookSender | None = None):
         self.rules = rules
         self.publish = publish  # (stream id, message): puts an alert on that stream
         self.webhooks = webhooks if webhooks is not None else WebhookSender()
@@ -152,6 +154,7 @@ class AlertMonitor:
             for rule in self.rules:
                 episode = self._episodes.pop((message.stream, rule.name), None)
                 if episode is not None and episode.raised:
+                    assert episode.since is not None  # a raised episode has its start
                     t_end = message.summary.get("duration") or 0.0
                     self._emit(message.stream, rule, "cleared", None, episode.since, t_end, "the stream ended",
                                before_this_message=True)
@@ -162,6 +165,7 @@ class AlertMonitor:
             return
         episode = self._episodes.setdefault((window.stream, rule.name), _Episode())
         if episode.raised:
+            assert episode.since is not None  # a raised episode has its start
             if rule.cleared_by(value):
                 self._emit(window.stream, rule, "cleared", value, episode.since, window.t_end)
                 episode.raised, episode.since = False, None
@@ -175,8 +179,8 @@ class AlertMonitor:
             episode.raised = True
             self._emit(window.stream, rule, "raised", value, episode.since, window.t_end)
 
-    def _emit(self, stream: str, rule: AlertRule, state: str, value: float | None, t_start: float, t_end: float,
-              detail: str = "", before_this_message: bool = False) -> None:
+    def _emit(self, stream: str, rule: AlertRule, state: Literal["raised", "cleared"], value: float | None,
+              t_start: float, t_end: float, detail: str = "", before_this_message: bool = False) -> None:
         alert = AlertMessage(stream, rule.name, state, rule.signal, None if value is None else round(value, 4),
                              rule.threshold, round(t_start, 3), round(t_end, 3), detail)
         log.info("alert %s on %s: %s (%s = %s at %.1f s)", state, stream, rule.name, rule.signal, alert.value, t_end,
@@ -216,6 +220,7 @@ class WebhookSender:
             self._queue = asyncio.Queue(self.max_queued)
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="vidsent-webhook")
             self._worker = asyncio.get_running_loop().create_task(self._deliver(), name="vidsent-webhooks")
+        assert self._queue is not None  # made with the worker
         try:
             self._queue.put_nowait((url, json.dumps(body).encode()))
             self.queued += 1
@@ -226,6 +231,7 @@ class WebhookSender:
 
     async def _deliver(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self._queue is not None  # post() makes the queue before it starts this task
         while True:
             url, data = await self._queue.get()
             for attempt in range(self.retries + 1):
@@ -258,6 +264,7 @@ class WebhookSender:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+            assert self._pool is not None  # made with the worker
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._worker = None
 

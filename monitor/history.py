@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from protocol import Message
+from protocol import EndMessage, Message, StatusMessage, TranscriptMessage
 
 log = logging.getLogger("vidsent.history")
 
@@ -134,7 +134,7 @@ _CLOSE = object()
 
 
 def _media_time(message: Message) -> float | None:
-    if message.type == "end":
+    if isinstance(message, EndMessage):
         return message.summary.get("duration")
     for name in ("t_end", "media_time"):
         value = getattr(message, name, None)
@@ -186,16 +186,16 @@ class History:
     def observe(self, message: Message) -> None:
         """A StreamHub observer: never blocks, never raises for a full queue."""
         kind, detail = message.type, None
-        if kind == "status":
+        if isinstance(message, StatusMessage):
             if message.state == "starting":
                 kind = "begin"
             elif message.state == "running" and message.source:
                 kind, detail = "source", message.source.get("name")
             else:
                 return
-        elif kind not in STORED_TYPES or (kind == "transcript" and not message.final):
+        elif kind not in STORED_TYPES or (isinstance(message, TranscriptMessage) and not message.final):
             return
-        elif kind == "end":
+        elif isinstance(message, EndMessage):
             detail = message.summary.get("reason")
         stream = getattr(message, "stream", None)
         if stream is None:  # an error about a request, not a stream
@@ -290,8 +290,10 @@ class History:
                     if e.kind == "begin" or run is None:
                         if run is not None:  # the same id began again with no end: its stream crashed
                             self._end_runs(db, [run], e.wall, "interrupted")
-                        run = open_runs[e.stream] = db.execute(
+                        run = db.execute(
                             "INSERT INTO streams (stream, started) VALUES (?, ?)", (e.stream, e.wall)).lastrowid
+                        assert run is not None  # an INSERT's row id
+                        open_runs[e.stream] = run
                     if e.kind == "source":
                         db.execute("UPDATE streams SET source = ? WHERE run = ?", (e.detail, run))
                     elif e.body is not None:
@@ -381,6 +383,7 @@ class HistoryReader:
 
     def messages(self, run: int, types: tuple[str, ...] | None = None) -> Iterator[dict]:
         """The run's stored messages as clients got them, in order."""
+        args: tuple[str, ...]
         where, args = "", ()
         if types:
             where, args = f" AND type IN ({','.join('?' * len(types))})", types

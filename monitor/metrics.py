@@ -8,22 +8,53 @@ so several servers in one process (the tests) never mix their numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from protocol import EndMessage, ErrorMessage, Message, StatusMessage, TranscriptMessage, WindowMessage
+from protocol import (
+    AlertMessage,
+    EndMessage,
+    ErrorMessage,
+    Message,
+    StatusMessage,
+    TranscriptMessage,
+    WindowMessage,
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # window latency targets are 1.5 s at p95: buckets resolve that region finely and show a stall for what it is
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
+class PipelineProgress(Protocol):
+    """What the metrics read of a stream's pipeline (engine.StreamPipeline has these)."""
+
+    @property
+    def lag_s(self) -> float: ...
+
+    @property
+    def asr_until(self) -> float: ...
+
+    @property
+    def asr_busy_s(self) -> float: ...
+
+
+class WatchedStream(Protocol):
+    """A running stream as the metrics see it (service.hub.LiveStream has these)."""
+
+    id: str
+
+    @property
+    def pipeline(self) -> PipelineProgress | None: ...
+
+
 class ServerMetrics:
-    def __init__(self, streams: Callable[[], dict], clients: Callable[[], int]):
-        """streams: the hub's running streams by id (LiveStream, with .pipeline); clients: connected clients."""
+    def __init__(self, streams: Callable[[], Mapping[str, WatchedStream]], clients: Callable[[], int]):
+        """streams: the hub's running streams by id; clients: connected clients."""
         self.registry = CollectorRegistry()
         self._streams = streams
         self._clients = clients
@@ -69,7 +100,7 @@ class ServerMetrics:
             if live is not None and live.pipeline is not None:
                 self._asr_done["busy"] += live.pipeline.asr_busy_s
                 self._asr_done["audio"] += live.pipeline.asr_until
-        elif message.type == "alert":
+        elif isinstance(message, AlertMessage):
             self.alerts.labels(message.rule, message.state).inc()
 
     def _count_dropped(self, stream: str, total: int) -> None:

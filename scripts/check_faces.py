@@ -16,8 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.visual import (ExpressionModel, FaceDetector, SceneEmbedder, EMOTIONS, face_valence,  # noqa: E402
-                           load_image, resize)
+from models.faces import EMOTIONS, ExpressionModel, FaceDetector, face_valence  # noqa: E402
+from models.images import load_image, resize  # noqa: E402
+from models.scene import SceneEmbedder  # noqa: E402
 from stream.sources import sample_video  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def main() -> None:
         all_frames += [f for _, f in frames]
         counts = {d.kind: [] for d in detectors}
         emotions = []
-        for t, image in frames:
+        for _t, image in frames:
             for i, det in enumerate(detectors):
                 start = time.perf_counter()
                 boxes = det.detect(image)

@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from media import SAMPLE_RATE  # noqa: E402
 from models.assets import cache_dir  # noqa: E402
-from stream.media import SAMPLE_RATE  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CACHE = cache_dir() / "audio-explore"

@@ -33,11 +33,11 @@ SPEEDS = (0.9, 1.1)
 def tweets(args) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from models.training.embed_cache import EmbeddingCache, embed_manifest
     from models.heads import load_head
-    from models.training.manifest import Manifest, read_manifest
-    from models.training.metrics import classification_summary
     from models.text import TextEmbedder, attach_encoder_delta
+    from training.embed_cache import EmbeddingCache, embed_manifest
+    from training.manifest import Manifest, read_manifest
+    from training.metrics import classification_summary
 
     meld = read_manifest(defaults.meld_manifest(args.data, args.work), "text")
     every_tweet = read_manifest(args.data / "tweets" / "crowdflower_tweets.csv", "text")
@@ -66,8 +66,9 @@ def tweets(args) -> None:
 
         def scores(model, rows) -> dict:
             proba = model.predict_proba(X[rows])[:, [list(model.classes_).index(c) for c in classes]]
-            return classification_summary(list(label[rows]), [classes[i] for i in proba.argmax(1)], classes, proba,
-                                          proba[:, classes.index("positive")] + 0.5 * proba[:, classes.index("neutral")])
+            return classification_summary(
+                list(label[rows]), [classes[i] for i in proba.argmax(1)], classes, proba,
+                proba[:, classes.index("positive")] + 0.5 * proba[:, classes.index("neutral")])
 
         for weight in (0.0, 0.1, 0.3, 1.0):
             fits = [(fit(weight, C), C) for C in (0.1, 0.3, 1.0)]
@@ -103,9 +104,9 @@ class SpeedPerturbedEmbedder:
 
 def speed(args) -> None:
     from models.audio import AudioEmbedder
-    from models.training.embed_cache import EmbeddingCache, embed_manifest
-    from models.training.manifest import Manifest, read_manifest
-    from models.training.train import fit_head, manifest_splits
+    from training.embed_cache import EmbeddingCache, embed_manifest
+    from training.manifest import Manifest, read_manifest
+    from training.train import fit_head, manifest_splits
 
     if not (args.work / "audio.csv").is_file():
         sys.exit(f"error: {args.work / 'audio.csv'} is missing: make it first with "

@@ -36,9 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from models.assets import add_model_arguments, cache_dir  # noqa: E402
-from models.training.embed_cache import audio_seconds  # noqa: E402
-from models.training.manifest import read_manifest, write_manifest  # noqa: E402
+from app.options import add_model_arguments  # noqa: E402
+from models.assets import cache_dir
+from training.embed_cache import audio_seconds  # noqa: E402
+from training.manifest import read_manifest, write_manifest  # noqa: E402
 
 STEPS = ("text", "audio", "scene", "fusion", "audio-eval")  # audio-eval: measure the shipped audio head only
 # manifests, embeddings and reports (never in the repository)
@@ -148,14 +149,14 @@ def audio_manifests(data: Path, work: Path) -> dict[str, Path]:
 def audio_proba(manifest, head, cache) -> np.ndarray:
     """The head's class probabilities of an audio manifest's items (embeddings through the cache)."""
     from models.audio import AudioEmbedder
-    from models.training.embed_cache import embed_manifest
+    from training.embed_cache import embed_manifest
 
     return head.predict_proba(embed_manifest(manifest, AudioEmbedder.for_head(head), cache, progress=False))
 
 
 def per_group_accuracy(manifest, head, cache, proba: np.ndarray | None = None) -> dict:
     """Accuracy of the mean of each group's (song's) class probabilities: one verdict per song."""
-    from models.training.metrics import classification_summary, rounded
+    from training.metrics import classification_summary, rounded
 
     proba = audio_proba(manifest, head, cache) if proba is None else proba
     groups: dict[str, list[int]] = {}
@@ -202,10 +203,10 @@ def pick(table: list[dict], name: str) -> dict:
 
 
 def train_text(data: Path, work: Path, out: Path, args) -> dict:
-    from models.training.embed_cache import EmbeddingCache
-    from models.training.evaluate import evaluate_manifest
-    from models.training.text_finetune import FinetuneConfig
-    from models.training.train import TrainConfig, train_from_manifest
+    from training.embed_cache import EmbeddingCache
+    from training.evaluate import evaluate_manifest
+    from training.text_finetune import FinetuneConfig
+    from training.train import TrainConfig, train_from_manifest
 
     manifest = read_manifest(meld_manifest(data, work), "text")
     cache = EmbeddingCache(work / "cache" / "embeddings")
@@ -231,15 +232,15 @@ def audio_train_config(kind: str = "mlp"):
     """The audio head's recipe. 797 features, and only 18 speakers and ~480 songs to learn from: strong
     regularisation (logistic regression), or an average of five MLPs (the default: chosen on the validation actors
     and songs, beside logistic regression, one MLP and an RBF SVM)."""
-    from models.training.train import TrainConfig
+    from training.train import TrainConfig
 
     return TrainConfig(kind=kind, loss="weighted", c_grid=(0.001, 0.003, 0.01, 0.03, 0.1), input_dropout=0.2,
                        ensemble=5 if kind == "mlp" else 1)
 
 
 def train_audio(data: Path, work: Path, out: Path, args) -> dict:
-    from models.training.embed_cache import EmbeddingCache
-    from models.training.train import train_from_manifest
+    from training.embed_cache import EmbeddingCache
+    from training.train import train_from_manifest
 
     paths = audio_manifests(data, work)
     cache = EmbeddingCache(work / "cache" / "embeddings")
@@ -270,7 +271,7 @@ def train_audio(data: Path, work: Path, out: Path, args) -> dict:
 def held_out_audio_metrics(paths: dict[str, Path], head, work: Path, out: Path, args) -> dict:
     """The audio head in `out` on the held-out actors and songs, scored as `vidsent evaluate` scores them (the live
     pipeline's windows and rules); the numbers are written into the head's card too."""
-    from models.training.evaluate import evaluate_manifest
+    from training.evaluate import evaluate_manifest
 
     results = {}
     for key, name in (("ravdess_test", "ravdess_test"), ("music4q_test", "music4q_test_4s_crops"),
@@ -300,8 +301,8 @@ def evaluate_audio(data: Path, work: Path, out: Path, args) -> dict:
 
 def speech_and_song_scores(held, head, cache) -> tuple[float, float]:
     """A valence head on held-out audio rows: macro F1 on the RAVDESS clips, valence accuracy per 4Q song."""
-    from models.training.manifest import Manifest
-    from models.training.metrics import classification_summary
+    from training.manifest import Manifest
+    from training.metrics import classification_summary
 
     proba = audio_proba(held, head, cache)
     is_speech = np.array([it.group.startswith("actor") for it in held.items])
@@ -316,7 +317,7 @@ def speech_and_song_scores(held, head, cache) -> tuple[float, float]:
 def train_and_score(manifest, name: str, config, cache, args) -> tuple[float, float]:
     """Train an audio head on a manifest's train rows (not saved) and score it on its test rows: RAVDESS macro F1,
     4Q song valence accuracy."""
-    from models.training.train import train_from_manifest
+    from training.train import train_from_manifest
 
     head, _ = train_from_manifest(manifest, name=name, config=config, out_dir=None, device=args.device, cache=cache,
                                   log=lambda m: None)
@@ -335,7 +336,7 @@ def cross_validated_audio(manifest, config, cache, args, folds: int = 4) -> dict
     (stratified by quadrant), scored on what it held out."""
     from dataclasses import replace
 
-    from models.training.manifest import Manifest
+    from training.manifest import Manifest
 
     songs = sorted({it.group for it in manifest.items if it.group.startswith("song:")})
     quadrant = {it.group: it.ref.split("/")[-2] for it in manifest.items if it.group.startswith("song:")}
@@ -379,9 +380,9 @@ def audio_seed_spread(manifest, config, cache, args, seeds: int) -> dict:
 
 
 def train_scene(data: Path, work: Path, out: Path, args) -> dict:
-    from models.training.embed_cache import EmbeddingCache
-    from models.training.evaluate import evaluate_manifest
-    from models.training.train import TrainConfig, train_from_manifest
+    from training.embed_cache import EmbeddingCache
+    from training.evaluate import evaluate_manifest
+    from training.train import TrainConfig, train_from_manifest
 
     manifest_path, test_path = oasis_manifest(data, work)
     cache = EmbeddingCache(work / "cache" / "embeddings")
@@ -395,7 +396,7 @@ def train_scene(data: Path, work: Path, out: Path, args) -> dict:
 
 
 def train_fusion(data: Path, work: Path, out: Path, args) -> dict:
-    from models.training.evaluate import evaluate_manifest
+    from training.evaluate import evaluate_manifest
 
     manifest = read_manifest(musicvideos_manifest(data, work), "video")
     compare = sorted((data / "seed").glob("*.csv"))

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from stream.media import SAMPLE_RATE, AudioChunk, VideoFrame
+from media import SAMPLE_RATE, AudioChunk, VideoFrame
 
 T = TypeVar("T")
 
@@ -71,7 +71,8 @@ class AudioRing:
         if i1 <= i0:
             return np.zeros(0, dtype=np.float32)
         if i0 < self._end - self.capacity:
-            raise OverflowError(f"audio at {t0:.2f} s was overwritten: the ring holds {self.capacity / self.sample_rate:.0f} s")
+            raise OverflowError(f"audio at {t0:.2f} s was overwritten: "
+                                f"the ring holds {self.capacity / self.sample_rate:.0f} s")
         idx = np.arange(i0, i1) % self.capacity
         return self._data[idx]
 
@@ -92,7 +93,7 @@ class FrameQueue:
 
     def take(self, n: int) -> list[VideoFrame]:
         """The oldest n waiting frames (in media-time order)."""
-        out = []
+        out: list[VideoFrame] = []
         while self._frames and len(out) < n:
             out.append(self._frames.popleft())
         return out

@@ -51,6 +51,7 @@ class RtspFramingError(Exception):
 def _c_strtol(text: bytes) -> int:
     """C's strtol(text, NULL, 10): leading white space, a sign, digits; saturates at the range of a long."""
     match = re.match(rb"[ \t\n\v\f\r]*([+-]?)0*([0-9]*)", text)
+    assert match is not None  # every part of the pattern may be empty: it matches any text
     sign, digits = match.group(1), match.group(2)
     if not digits:
         return 0
@@ -127,10 +128,10 @@ class RtspReplyScanner:
                 if self._remaining == 0:
                     self._state = "line"  # after a frame, the same line goes on; after a body, a new message
             elif self._state == "frame_header":
-                take = data[pos:pos + 3 - len(self._frame_header)]
-                self._frame_header += take
-                self._emit(take)
-                pos += len(take)
+                part = data[pos:pos + 3 - len(self._frame_header)]
+                self._frame_header += part
+                self._emit(part)
+                pos += len(part)
                 if len(self._frame_header) == 3:
                     self._remaining = int.from_bytes(self._frame_header[1:], "big")
                     self._frame_header.clear()
@@ -283,7 +284,9 @@ class RtspRelay:
         except ValueError:
             pass
         infos = await asyncio.get_running_loop().getaddrinfo(self.host, self.camera_port, type=socket.SOCK_STREAM)
-        self._addresses = list(dict.fromkeys(info[4][0] for info in infos)) or [self.host]
+        # an AF_INET/AF_INET6 address's host is a str; typeshed's sockaddr union also has an int-first form
+        self._addresses = list(dict.fromkeys(
+            info[4][0] for info in infos)) or [self.host]  # type: ignore[misc]  # typeshed: host may be an int
 
     def upstream_failure(self) -> str | None:
         """Why the latest relayed connection did not reach the camera (None if it did, or none was made)."""
@@ -321,16 +324,18 @@ class RtspRelay:
 
     async def _relay(self, ffmpeg_reader: asyncio.StreamReader, ffmpeg_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a connection handler runs as a task
         self._tasks.add(task)
         connection = self._last = _Connection()
         camera_writer: asyncio.StreamWriter | None = None
         try:
             try:
                 camera_reader, camera_writer = await asyncio.wait_for(self._open_camera(), self.connect_timeout_s)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 connection.failure = _connect_failure(exc)
                 return
             connection.connected = True
+            assert camera_writer is not None  # opened just above
             pipes = [asyncio.create_task(self._to_camera(ffmpeg_reader, camera_writer)),
                      asyncio.create_task(self._from_camera(camera_reader, ffmpeg_writer))]
             try:

@@ -17,15 +17,27 @@ import asyncio
 import ipaddress
 import logging
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aioice.ice
 import aioice.mdns
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.media import AudioChunk, VideoFrame
-from stream.sources import AudioConverter, FrameSampler, MediaSource, SourceError, SourceInfo
+from media import AudioChunk, VideoFrame
+from stream.sources import (
+    AudioConverter,
+    FrameSampler,
+    MediaSource,
+    SourceError,
+    SourceInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +182,7 @@ class _TrackClock:
                 self._last += step
             else:
                 self._anchor(pts, now)
+        assert self._first is not None  # anchored at the first frame
         return self._offset_s + float((self._last - self._first) * frame.time_base)
 
     def _anchor(self, pts: int, now: float) -> None:
@@ -210,7 +223,7 @@ class WebRTCSource(MediaSource):
     # -- signalling --------------------------------------------------------------------------------------------
     @classmethod
     async def from_offer(cls, sdp: str, *, ice_servers: list[RTCIceServer] | None = None,
-                         **options) -> tuple["WebRTCSource", str]:
+                         **options) -> tuple[WebRTCSource, str]:
         """Answer a browser's SDP offer: (the source, the SDP answer with its ICE candidates).
 
         Raises SourceError('bad_offer') for an offer that cannot be read or sends neither audio nor video; the peer
@@ -222,7 +235,8 @@ class WebRTCSource(MediaSource):
             sdp = _bounded_candidates(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if not source.tracks:
-                raise SourceError("bad_offer", "the offer sends neither audio nor video: share a camera or a microphone")
+                raise SourceError("bad_offer",
+                                  "the offer sends neither audio nor video: share a camera or a microphone")
             await pc.setLocalDescription(await pc.createAnswer())
         except SourceError:
             await pc.close()
@@ -272,7 +286,7 @@ class WebRTCSource(MediaSource):
             self._readers.append(asyncio.create_task(self._read(track), name=f"{self.name}-{track.kind}-rx"))
         try:
             await asyncio.wait_for(self._settled.wait(), self.connect_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         if self.pc.connectionState != "connected":
             raise SourceError("unreachable", f"the browser's WebRTC connection did not come up within "
@@ -280,7 +294,7 @@ class WebRTCSource(MediaSource):
         if "video" in self.tracks:  # the first frame tells the camera's size; a camera that sends none stays None
             try:
                 await asyncio.wait_for(self._first_frame.wait(), self.first_frame_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         width, height = self._frame_size or (None, None)
         self.info = SourceInfo(kind=self.kind, name=self.name, has_audio="audio" in self.tracks,
@@ -298,7 +312,8 @@ class WebRTCSource(MediaSource):
         frames = FrameSampler(self.sample_fps) if track.kind == "video" else None
         try:
             while True:
-                frame = await track.recv()
+                # an audio track's av.AudioFrame or a video track's av.VideoFrame: aiortc types recv() for any track
+                frame: Any = await track.recv()
                 now = time.monotonic()
                 clock = clock or self._clock(now)
                 t = clock.time_of(frame, now)
@@ -309,6 +324,7 @@ class WebRTCSource(MediaSource):
                     if not self._first_frame.is_set():
                         self._frame_size = (frame.width, frame.height)
                         self._first_frame.set()
+                    assert frames is not None  # a track is audio or video
                     sampled = frames.sample(frame, t)
                     if sampled is not None and not self._put_now(sampled):
                         self.dropped_frames += 1
@@ -327,7 +343,7 @@ class WebRTCSource(MediaSource):
         while True:
             try:
                 item = await asyncio.wait_for(self._items.get(), self.give_up_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise SourceError("source_lost", f"no media from the browser for {self.give_up_s:.0f} s") from None
             if item is _END:
                 if self._lost is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.media import Word
+from media import Word
 
 
 def join_words(words: list[Word]) -> str:

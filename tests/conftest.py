@@ -1,4 +1,6 @@
-"""Shared fixtures: the real media folder, one Engine (models load once per test session), derived test media."""
+"""Fixtures and hooks: the real data's checks, one Engine (models load once per test session), derived test media,
+the protocol schema held to every message a test receives, and the `models` marker on the tests that load the
+models. What tests share beyond fixtures (fakes, servers, media builders) is in testkit/."""
 
 from __future__ import annotations
 
@@ -6,17 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-VIDEOS = DATA / "videos"
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/rtsp_server.py
+if str(ROOT) not in sys.path:  # testkit and the project's modules, also when pytest is not run as `python -m pytest`
+    sys.path.insert(0, str(ROOT))
 
-
-REQUIRE_DATA = os.environ.get("VIDSENT_REQUIRE_DATA") == "1"  # CI: real data must be there, no test may skip for it
+from testkit.data import DATA, REQUIRE_DATA, need_data  # noqa: E402
+from testkit.servers import close_engines_made  # noqa: E402
 
 
 def pytest_configure(config):
@@ -35,6 +34,13 @@ def data_dir_of_the_session(tmp_path_factory):
         os.environ.pop("VIDSENT_DATA_DIR", None)
     else:
         os.environ["VIDSENT_DATA_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def engines_of_made_hubs_closed():
+    """The fake engines testkit's make_hub made for a test end with it (their threads would count in later tests)."""
+    yield
+    close_engines_made()
 
 
 # What the servers of the tests sent that docs/protocol.schema.json does not allow, in the running test.
@@ -72,6 +78,17 @@ def _fail_on_schema_violations() -> None:
                     + "\n".join(found[:5]), pytrace=False)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `models` every test that uses a fixture which loads real models: the session's `engine`, and those its
+    module names in MODEL_FIXTURES. The other tests that load models, or run a program that does, carry the marker
+    where they are written (`pytestmark`, `@pytest.mark.models`)."""
+    for item in items:
+        loaders = {"engine", *getattr(getattr(item, "module", None), "MODEL_FIXTURES", ())}
+        if loaders & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
     SCHEMA_VIOLATIONS.clear()
@@ -94,18 +111,6 @@ def pytest_runtest_teardown(item, nextitem):
     return result
 
 
-def need_data(*parts: str) -> Path:
-    """The path of real test data under ../shared/data; the test skips (fails under VIDSENT_REQUIRE_DATA=1) when it
-    is absent."""
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        message = f"real test media not found at {path} (the repo never ships it; CI has ../shared/data)"
-        if REQUIRE_DATA:
-            pytest.fail(message + " and VIDSENT_REQUIRE_DATA=1")
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread: on 2 cores shared with other work, two OpenMP threads can run many times slower."""
@@ -119,7 +124,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def engine():
-    from pipeline import Engine
+    from engine import Engine
 
     eng = Engine(asr="tiny.en", device="cpu")
     yield eng
@@ -136,58 +141,3 @@ def looped_mosi(tmp_path_factory) -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "8", "-i", str(src), "-c:v", "libx264",
                     "-preset", "veryfast", "-c:a", "aac", str(out)], check=True, timeout=120)
     return out
-
-
-def own_threads() -> list[str]:
-    """Threads other than the bounded worker pools (asyncio's default executor, the Engine's ASR and scoring
-    threads), which live as long as the process: what a stream leaves behind shows here."""
-    import threading
-
-    from benchmarks.reliability import POOL_THREAD_PREFIXES
-
-    return sorted(t.name for t in threading.enumerate() if not t.name.startswith(POOL_THREAD_PREFIXES))
-
-
-async def settled(check, timeout: float = 5.0) -> bool:
-    """Polls check() until it is true or the timeout passes (resources are released a moment after an end)."""
-    from benchmarks.reliability import until_true
-
-    return await until_true(check, timeout)
-
-
-def remux_without_audio(src: Path, dst: Path) -> Path:
-    """A copy of a real clip's video track alone (no re-encoding)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream_from_template(vin)
-        for packet in inp.demux(vin):
-            if packet.dts is None:
-                continue
-            packet.stream = vout
-            out.mux(packet)
-    return dst
-
-
-def with_silent_audio(src: Path, dst: Path) -> Path:
-    """A copy of a real clip whose audio track is digital silence of the same length."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream_from_template(vin)
-        aout = out.add_stream("aac", rate=16000, layout="mono")
-        duration = float(inp.duration / av.time_base)
-        for packet in inp.demux(vin):
-            if packet.dts is None:
-                continue
-            packet.stream = vout
-            out.mux(packet)
-        total = int(duration * 16000)
-        for start in range(0, total, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, min(1024, total - start)), np.float32), format="fltp",
-                                               layout="mono")
-            frame.sample_rate = 16000
-            frame.pts = start
-            for packet in aout.encode(frame):
-                out.mux(packet)
-        for packet in aout.encode(None):
-            out.mux(packet)
-    return dst

@@ -11,13 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from websockets.asyncio.client import connect
 
-from conftest import VIDEOS, need_data
 from monitor.alerts import AlertMonitor, AlertRule, AlertRuleError, load_rules
-from pipeline import PipelineConfig
 from protocol import WindowMessage
-from server import SourcePolicy, StreamHub
-from test_faults import free_port
-from test_server import RunningServer, collect, start
+from testkit.data import VIDEOS, need_data
+from testkit.servers import RunningServer, collect, free_port, make_hub, run_vidsent, start
 
 # pyfeat_WolfgangLanger_Pexels.mp4 replayed: its rolling score starts near 0.25 and climbs to about 0.7 by its end
 # (19.7 s), its fused score passes 0.9 from 16 s on
@@ -131,7 +128,7 @@ class Receiver:
 
 async def stream_with_rules(engine, rules: list[AlertRule]):
     """The clip replayed through a server with these rules: (its messages, the hub)."""
-    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), alert_rules=rules)
+    hub = make_hub(engine, alert_rules=rules)
     async with RunningServer(hub) as server:
         async with connect(server.url) as ws:
             await ws.recv()
@@ -168,7 +165,7 @@ async def test_a_slow_or_down_webhook_never_holds_up_the_stream(engine, receiver
     with Receiver(hold=True) as receiver:
         url = receiver.url if receiver_state == "slow" else f"http://127.0.0.1:{free_port()}/hook"
         rules = [AlertRule.parse("rolling<0.3 for 6s", name="low", webhook=url)]
-        hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), alert_rules=rules)
+        hub = make_hub(engine, alert_rules=rules)
         async with RunningServer(hub) as server:
             async with connect(server.url) as ws:
                 await ws.recv()
@@ -185,15 +182,14 @@ async def test_a_slow_or_down_webhook_never_holds_up_the_stream(engine, receiver
         assert hub.alerts.webhooks.failed == 1 and receiver.bodies == []
 
 
+@pytest.mark.models  # `vidsent watch` on a real clip
 async def test_watch_prints_alerts_between_the_windows(tmp_path):
-    from test_cli import run
-
     need_data("videos", CLIP)
-    code, out, err = await run("watch", str(VIDEOS / CLIP), "--fast", "--alert", "rolling<0.3 for 6s")
+    code, out, err = await run_vidsent("watch", str(VIDEOS / CLIP), "--fast", "--alert", "rolling<0.3 for 6s")
     assert code == 0, err
     lines = out.splitlines()
     raised = next(i for i, line in enumerate(lines) if line.startswith("⚠ alert rolling<0.3 for 6s: rolling 0.2"))
     assert lines[raised - 1].startswith("[   2.0–   6.0s]")  # right after the window that raised it
     assert any(line.startswith("✓ alert rolling<0.3 for 6s cleared at 14.0 s") for line in lines[raised:])
-    code, out, err = await run("watch", str(VIDEOS / CLIP), "--fast", "--alert", "mood<0.3")
+    code, out, err = await run_vidsent("watch", str(VIDEOS / CLIP), "--fast", "--alert", "mood<0.3")
     assert code == 2 and "signal is one of" in err and "Traceback" not in err

@@ -12,21 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, need_data
-from stream.asr import (AsrUpdate, IncrementalASR, WholeFileASR, agreed_prefix_length, normalise_text,
-                        transcribe_options, word_error_rate)
-from stream.media import SAMPLE_RATE, Word
-
-SPEECH = DATA / "speech"
-TWO_CITIES = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, "
-    "it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of "
-    "Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing "
-    "before us, we were all going direct to Heaven, we were all going direct the other way, in short, the period "
-    "was so far like the present period, that some of its noisiest authorities insisted on its being received, for "
-    "good or for evil, in the superlative degree of comparison only."
+from media import SAMPLE_RATE, Word
+from speech import (
+    AsrUpdate,
+    IncrementalASR,
+    WholeFileASR,
+    agreed_prefix_length,
+    normalise_text,
+    transcribe_options,
+    word_error_rate,
 )
-BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+from testkit.data import DATA, TRANSCRIPTS, need_data
+
+MODEL_FIXTURES = ("whisper",)  # these load real models: conftest marks their tests `models`
+SPEECH = DATA / "speech"
+TWO_CITIES = TRANSCRIPTS["two_cities.flac"]
+BECKETT = TRANSCRIPTS["beckett.flac"]
 # Instrumental 4Q clip on which tiny.en, given the VAD's half second of "speech", wrote "Thank you."
 MUSIC_CLIP = DATA / "music4q" / "Q1" / "MT0001586807.opus"
 
@@ -122,7 +123,7 @@ def test_passes_closer_than_the_agreement_distance_settle_words_on_an_older_pass
 def test_live_passes_keep_the_last_committed_seconds_as_context(whisper):
     """After a cut without a pause, a live pass still hears the 3 s of committed speech before the new words (without
     them tiny.en heard two_cities' "We were all going" as "We're all going" in every other pass)."""
-    from stream.asr import _Speech
+    from speech.vad import Speech as _Speech
 
     audio = decode(SPEECH / "two_cities.flac", seconds=9.0)
     starts = {}

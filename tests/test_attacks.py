@@ -12,26 +12,19 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
 
 import pytest
 from websockets.asyncio.client import connect
 
-from conftest import ROOT, VIDEOS, need_data
-from pipeline import PipelineConfig
 from protocol import MAX_REQUEST_BYTES, ProtocolError, parse_message, parse_request
-from server import Access, SourcePolicy, StreamHub, resolve_token
-from stream.sources import MediaSource, SourceError, SourceInfo
-from test_faults import free_port, wait_listening
-from test_pipeline_fakes import fake_engine
-from test_server import RunningServer
+from service.access import Access, SourcePolicy, resolve_token
+from stream.sources import MediaSource, SourceInfo
+from testkit.data import ROOT, VIDEOS, need_data
+from testkit.servers import FAKE_SERVE, STREAM_MESSAGE_TYPES, RunningServer, free_port, make_hub, wait_listening
+from testkit.servers import reply as reply_past
 
 CLIP = "vna_mosi_2.6.mp4"
-
-
-def hub(media_dir=None) -> StreamHub:
-    return StreamHub(fake_engine(), PipelineConfig(), SourcePolicy(media_dir or VIDEOS))
 
 
 async def raw_http(port: int, request: bytes, timeout: float = 10) -> bytes:
@@ -65,13 +58,8 @@ def status_of(response: bytes) -> int:
 
 
 async def reply(ws, request: dict | str):
-    """The answer to a request, past the messages of streams already running."""
-    await ws.send(request if isinstance(request, str) else json.dumps(request))
-    async with asyncio.timeout(10):
-        while (message := parse_message(await ws.recv())).type in ("status", "window", "transcript", "end",
-                                                                    "subscribed"):
-            pass
-    return message
+    """The answer to a request, past the messages of streams already running and `subscribed`."""
+    return await reply_past(ws, request, past=(*STREAM_MESSAGE_TYPES, "subscribed"))
 
 
 # -- 1. DNS rebinding ------------------------------------------------------------------------------------------
@@ -79,7 +67,7 @@ async def reply(ws, request: dict | str):
 async def test_a_page_that_rebinds_its_name_to_loopback_gets_nothing():
     """The rebinding page sends its own name as Host and a matching Origin: before the Host check it had the
     websocket, the dashboard, /health with the stream list and /metrics."""
-    async with RunningServer(hub()) as server:
+    async with RunningServer(make_hub()) as server:
         port = server.port
         evil = f"attacker.example:{port}"
         assert status_of(await raw_http(port, upgrade(evil, f"http://{evil}"))) == 421
@@ -104,7 +92,8 @@ def test_the_host_check_follows_the_bound_address_and_allow_host():
     assert not passes("127.0.0.1", "attacker.example:8765") and not passes("127.0.0.1", "10.0.0.5:8765")
     assert not passes("127.0.0.1", "localhost.attacker.example") and not passes("127.0.0.1", "127.0.0.1.nip.io")
     assert passes("10.0.0.5", "10.0.0.5:8765") and not passes("10.0.0.5", "vidsent.lan:8765")
-    assert passes("10.0.0.5", "vidsent.lan:8765", ("vidsent.lan",)) and passes("10.0.0.5", "VIDSENT.LAN.", ("vidsent.lan",))
+    assert passes("10.0.0.5", "vidsent.lan:8765", ("vidsent.lan",))
+    assert passes("10.0.0.5", "VIDSENT.LAN.", ("vidsent.lan",))
     assert passes("0.0.0.0", "192.168.1.20:8765") and passes("0.0.0.0", "[fe80::1]:8765")
     assert not passes("0.0.0.0", "attacker.example:8765") and not passes("0.0.0.0", "a:b:c")
 
@@ -120,7 +109,7 @@ def test_the_host_check_follows_the_bound_address_and_allow_host():
     json.dumps({"type": "subscribe", "stream": "s1", "since": 1e300}),
 ])
 async def test_requests_that_broke_the_parser_get_bad_request_and_keep_the_connection(raw):
-    async with RunningServer(hub()) as server:
+    async with RunningServer(make_hub()) as server:
         async with connect(server.url, max_size=None) as ws:
             await ws.recv()
             message = await reply(ws, raw)
@@ -140,10 +129,11 @@ def test_look_alike_stream_ids_are_refused():
 
 async def test_odd_static_paths_and_pipelined_requests_leave_no_traceback(caplog):
     caplog.set_level(logging.DEBUG)
-    async with RunningServer(hub()) as server:
+    async with RunningServer(make_hub()) as server:
         port, host = server.port, f"127.0.0.1:{server.port}"
         for path in ("/dashboard/%00", "/dashboard/index.html%00.js", "/dashboard/" + "a" * 300,
-                     "/dashboard/%ff%fe", "/dashboard/../server.py", "/dashboard/%2e%2e/server.py", "/%2e%2e/README.md"):
+                     "/dashboard/%ff%fe", "/dashboard/../server.py", "/dashboard/%2e%2e/server.py",
+                     "/%2e%2e/README.md"):
             assert status_of(await raw_http(port, get(path, host))) == 404, path
         # two GETs in one packet: the first is answered, the second dropped with the connection
         two = get("/health", host).replace(b"Connection: close\r\n", b"") * 2
@@ -177,7 +167,7 @@ class NeverOpens(MediaSource):
 
 
 async def test_stop_and_shutdown_end_a_stream_whose_source_is_still_opening():
-    the_hub = hub()
+    the_hub = make_hub()
     async with RunningServer(the_hub) as server:
         async with connect(server.url) as ws:
             await ws.recv()
@@ -212,7 +202,7 @@ async def test_a_browser_that_never_completes_ice_can_be_stopped():
     await pc.setLocalDescription(await pc.createOffer())
     sdp = pc.localDescription.sdp
     await pc.close()  # the browser is gone before ICE: the server's checks go nowhere
-    the_hub = StreamHub(fake_engine(), PipelineConfig(), SourcePolicy(VIDEOS), webrtc_options={"ice_servers": []})
+    the_hub = make_hub(webrtc_options={"ice_servers": []})
     async with RunningServer(the_hub) as server:
         async with connect(server.url) as ws:
             await ws.recv()
@@ -231,8 +221,7 @@ async def test_an_rtsp_camera_that_never_answers_can_be_stopped_while_connecting
 
     silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts the connection; nothing ever answers
     port = silent.getsockname()[1]
-    the_hub = StreamHub(fake_engine(), PipelineConfig(), SourcePolicy(VIDEOS, rtsp_hosts=[f"127.0.0.1:{port}"]),
-                        rtsp_options={"open_timeout_s": 20.0, "read_timeout_s": 20.0})
+    the_hub = make_hub(rtsp_hosts=[f"127.0.0.1:{port}"], rtsp_options={"open_timeout_s": 20.0, "read_timeout_s": 20.0})
     try:
         async with RunningServer(the_hub) as server:
             async with connect(server.url) as ws:
@@ -265,7 +254,7 @@ async def test_paths_the_listing_would_never_name_are_refused_without_revealing_
     shutil.copy(VIDEOS / CLIP, media / ".hidden.mp4")
     (media / ".private").mkdir()
     shutil.copy(VIDEOS / CLIP, media / ".private" / "clip.mp4")
-    async with RunningServer(hub(media)) as server:
+    async with RunningServer(make_hub(media_dir=media)) as server:
         async with connect(server.url) as ws:
             await ws.recv()
             refused = {}
@@ -296,7 +285,7 @@ def test_an_empty_token_is_refused_not_taken_as_none():
 
 async def test_with_stop_policy_starter_only_the_starter_stops_its_stream_while_connected():
     need_data("videos", CLIP)
-    async with RunningServer(hub(), Access(stop_policy="starter")) as server:
+    async with RunningServer(make_hub(), Access(stop_policy="starter")) as server:
         async with connect(server.url) as other:
             await other.recv()
             async with connect(server.url) as starter:
@@ -316,13 +305,14 @@ async def test_with_stop_policy_starter_only_the_starter_stops_its_stream_while_
 
 # -- the real process and its default log ----------------------------------------------------------------------
 
+@pytest.mark.slow  # a serve subprocess
 async def test_a_real_serve_process_under_attack_logs_no_traceback(tmp_path):
     """The probe's inputs against `vidsent serve` as the command line runs it (fake scorers): every answer as
     documented, and its default log (no -v) holds no traceback; then SIGTERM ends it cleanly."""
     need_data("videos", CLIP)
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "tests" / "fake_serve.py"), "serve", "--port", str(port), "--media-dir",
+        *FAKE_SERVE, "serve", "--port", str(port), "--media-dir",
         str(VIDEOS), "--history", "off", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         await wait_listening(process, port, timeout=60)
@@ -333,7 +323,8 @@ async def test_a_real_serve_process_under_attack_logs_no_traceback(tmp_path):
         await raw_http(port, get("/health", host).replace(b"Connection: close\r\n", b"") * 3)
         async with connect(f"ws://{host}", max_size=None) as ws:
             await ws.recv()
-            for raw in ('{"type":["start"]}', '{"type":{}}', "[" * 20_000, json.dumps({"type": "list", "p": "x" * 70_000}),
+            for raw in ('{"type":["start"]}', '{"type":{}}', "[" * 20_000,
+                        json.dumps({"type": "list", "p": "x" * 70_000}),
                         json.dumps({"type": "start", "source": "/etc/passwd"}), json.dumps({"type": "stop"})):
                 assert (await reply(ws, raw)).type == "error"
             await ws.send(json.dumps({"type": "start", "source": CLIP, "stream": "cam"}))
@@ -352,7 +343,7 @@ async def test_a_real_serve_process_under_attack_logs_no_traceback(tmp_path):
 def test_serve_refuses_an_empty_token():
     import subprocess
 
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "fake_serve.py"), "serve", "--port", "0",
+    done = subprocess.run([*FAKE_SERVE, "serve", "--port", "0",
                            "--token", "", "--history", "off"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "VIDSENT_TOKEN": ""})
     assert done.returncode == 2 and "empty" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -8,11 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, need_data
-from models.audio import (PROSODY_NAMES, SILENCE_DBFS, TONAL_NAMES, AudioEmbedder, AudioScorer, active_level_db,
-                          prosody_features, tonal_features)
-from stream.media import SAMPLE_RATE
+from media import SAMPLE_RATE
+from models.audio import AudioEmbedder, AudioScorer
+from models.audio_features import (
+    PROSODY_NAMES,
+    SILENCE_DBFS,
+    TONAL_NAMES,
+    active_level_db,
+    prosody_features,
+    tonal_features,
+)
+from testkit.data import DATA, need_data
 
+MODEL_FIXTURES = ("embedder",)  # these load real models: conftest marks their tests `models`
 RAVDESS = DATA / "ravdess"
 POSITIVE = {"happy", "calm"}
 NEGATIVE = {"angry", "sad", "fearful", "disgust"}
@@ -109,8 +117,8 @@ def test_tonal_features_tell_major_from_minor() -> None:
 
 
 def test_live_windows_cut_a_recording_as_the_pipeline_does() -> None:
-    from models.audio import live_windows
     from stream.windows import window_spans
+    from training.evaluate import live_windows
 
     assert window_spans(30.0) == [(float(t), float(t) + 4) for t in range(0, 27, 2)]
     assert window_spans(5.0) == [(0.0, 4.0), (1.0, 5.0)]

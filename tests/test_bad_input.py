@@ -1,6 +1,6 @@
 """The bad-input matrix (issue #14): every kind of awkward input through `vidsent analyze` and through a websocket
 `start`. Each gives a clear error code and message, or windows whose missing modalities say why; never a traceback,
-never a hang. The media is made from the real clips by tests/bad_media.py."""
+never a hang. The media is made from the real clips by testkit/media.py."""
 
 from __future__ import annotations
 
@@ -9,23 +9,22 @@ import json
 import socket
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from bad_media import BAD_MEDIA, FACE, apply_file_modes_in_this_thread, build_bad_media, file_modes_apply_argv
-from conftest import VIDEOS, need_data
-from pipeline import PipelineConfig
 from protocol import parse_message
-from server import SourcePolicy, StreamHub
 from stream.sources import sample_video
-from test_cli import VIDSENT
-from test_server import RunningServer, collect, start
+from testkit.data import VIDEOS, need_data
+from testkit.media import BAD_MEDIA, FACE, apply_file_modes_in_this_thread, build_bad_media, file_modes_apply_argv
+from testkit.servers import VIDSENT, RunningServer, collect, make_hub, start
+
+pytestmark = pytest.mark.models  # `vidsent analyze`, a server on the real Engine, the face detector
 
 
 @dataclass
@@ -168,7 +167,7 @@ async def test_analyze_reports_every_bad_input_and_carries_on(media, tmp_path):
             assert line.endswith(f"[{expected_error}]"), (kind, line)
         check(kind, Outcome(result.get("error"), result["windows"], result["modalities"], result["transcript"],
                             result["duration"]))
-    for url, line, result in zip(URLS_FOR_ANALYZE, lines[len(EXPECTED):], results[len(EXPECTED):]):
+    for url, line in zip(URLS_FOR_ANALYZE, lines[len(EXPECTED):]):
         assert line.startswith(f"✗ {url}: ") and line.endswith("[bad_url]") and "is a URL, not a file" in line
 
 
@@ -189,8 +188,7 @@ async def test_every_bad_input_through_a_websocket_start(engine, media):
         await asyncio.to_thread((media / file_names()["unreadable"]).read_bytes)
     never_streams = socket.create_server(("127.0.0.1", 0))  # the kernel accepts connections; nothing ever answers
     rtsp_url = f"rtsp://127.0.0.1:{never_streams.getsockname()[1]}/live"
-    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(media, rtsp_hosts=["127.0.0.1"]),
-                    rtsp_options={"open_timeout_s": 1, "read_timeout_s": 1})
+    hub = make_hub(engine, media, rtsp_hosts=["127.0.0.1"], rtsp_options={"open_timeout_s": 1, "read_timeout_s": 1})
     texts: list[str] = []
     try:
         async with RunningServer(hub) as server, connect(server.url) as ws:

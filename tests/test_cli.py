@@ -3,29 +3,21 @@ good, watch in-process, and watch through a running server."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
-import sys
 
-from conftest import ROOT, VIDEOS, need_data
-from pipeline import PipelineConfig
-from server import SourcePolicy, StreamHub
-from stream.asr import normalise_text, word_error_rate
-from test_server import RunningServer
+import pytest
 
-VIDSENT = [sys.executable, str(ROOT / "cli.py")]
+from speech import normalise_text, word_error_rate
+from testkit.data import need_data
+from testkit.servers import RunningServer, make_hub, run_vidsent
+
 # what vna_original_2.mp4 says: Whisper tiny.en and base, int8 and float32, each transcribing the whole file, all
 # hear "an extreme extent that I was" (an earlier reference had "an extreme and I was", which nobody says)
 SPOKEN = ("Now I'm not even gonna sugarcoat this, this movie frustrated me to such an extreme extent that I was "
           "loudly exclaiming why at the end of the film.")
 
-
-async def run(*args: str, timeout: float = 240) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*VIDSENT, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    return process.returncode, out.decode(), err.decode()
+pytestmark = pytest.mark.models  # each runs `vidsent` on real clips, or a server on the real Engine
 
 
 async def test_analyze_writes_json_and_csv_and_reports_a_bad_file_without_stopping(tmp_path):
@@ -33,7 +25,8 @@ async def test_analyze_writes_json_and_csv_and_reports_a_bad_file_without_stoppi
     text_file = tmp_path / "notes.mp4"
     text_file.write_text("not a video at all\n")
     out_json, out_csv = tmp_path / "out.json", tmp_path / "out.csv"
-    code, out, err = await run("analyze", str(text_file), str(clip), "--json", str(out_json), "--csv", str(out_csv))
+    code, out, err = await run_vidsent("analyze", str(text_file), str(clip), "--json", str(out_json),
+                                       "--csv", str(out_csv))
     assert code == 1, (out, err)  # one file failed
     assert "Traceback" not in out + err
     assert "TensorFlow" not in err, err  # the runtimes' own chatter (TFLite's XNNPACK line) stays out of a user's way
@@ -62,7 +55,7 @@ async def test_analyze_writes_json_and_csv_and_reports_a_bad_file_without_stoppi
 async def test_analyze_fast_keeps_the_windows_words_and_verdict_without_the_key_words(tmp_path):
     clip = need_data("videos", "vna_original_2.mp4")
     out_json = tmp_path / "fast.json"
-    code, out, err = await run("analyze", "--fast", str(clip), "--json", str(out_json))
+    code, out, err = await run_vidsent("analyze", "--fast", str(clip), "--json", str(out_json))
     assert code == 0, err
     (result,) = json.loads(out_json.read_text())
     # as the full analysis grades it (negative, 0.39): Slight Negative, with negative speech
@@ -76,7 +69,7 @@ async def test_analyze_fast_keeps_the_windows_words_and_verdict_without_the_key_
 
 async def test_watch_prints_each_window_and_the_end_in_process():
     clip = need_data("videos", "vna_mosi_2.6.mp4")
-    code, out, err = await run("watch", str(clip), "--fast")
+    code, out, err = await run_vidsent("watch", str(clip), "--fast")
     assert code == 0, err
     window_lines = [line for line in out.splitlines() if line.startswith("[")]
     assert len(window_lines) == 1 and "rolling" in window_lines[0] and "impressive" in window_lines[0].lower()
@@ -87,10 +80,10 @@ async def test_watch_prints_each_window_and_the_end_in_process():
 
 async def test_watch_through_a_running_server(engine):
     need_data("videos", "vna_0001.mp4")
-    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS))
+    hub = make_hub(engine)
     async with RunningServer(hub) as server:
-        code, out, err = await run("watch", "vna_0001.mp4", "--server", server.url, "--fast", timeout=60)
+        code, out, err = await run_vidsent("watch", "vna_0001.mp4", "--server", server.url, "--fast", timeout=60)
         assert code == 0, err
         assert out.strip().splitlines()[-1].startswith("end (eof):")
-        code, out, err = await run("watch", "nope", "--server", server.url, "--subscribe", timeout=60)
+        code, out, err = await run_vidsent("watch", "nope", "--server", server.url, "--subscribe", timeout=60)
     assert code == 1 and "no_such_stream" in out + err and "Traceback" not in out + err

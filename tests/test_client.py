@@ -9,17 +9,23 @@ import sys
 import pytest
 
 from client.ws_client import VidsentClient, VidsentError
-from conftest import ROOT, VIDEOS, need_data
-from pipeline import PipelineConfig
-from protocol import (EndMessage, HelloMessage, MediaMessage, StatusMessage, TranscriptMessage, WebRTCAnswerMessage,
-                      WindowMessage)
-from server import SourcePolicy, StreamHub, serve_forever
-from test_server import RunningServer, make_hub
+from protocol import (
+    EndMessage,
+    HelloMessage,
+    MediaMessage,
+    StatusMessage,
+    TranscriptMessage,
+    WebRTCAnswerMessage,
+    WindowMessage,
+)
+from service.serving import serve_forever
+from testkit.data import DATA, ROOT, VIDEOS, need_data
+from testkit.servers import RunningServer, make_hub
 
 
 async def test_client_starts_a_stream_and_reads_typed_messages(engine):
     need_data("videos", "vna_mosi_2.6.mp4")
-    async with RunningServer(make_hub(engine)) as server:
+    async with RunningServer(make_hub(engine, DATA)) as server:
         async with VidsentClient(server.url, reconnect=False) as client:
             assert client.hello is not None and client.hello.server == "vidsent"
             stream = await client.start("videos/vna_mosi_2.6.mp4", realtime=False)
@@ -46,7 +52,7 @@ def readme_client_example() -> str:
 
 async def test_the_readme_client_example_runs_against_a_real_server(engine):
     need_data("videos", "vna_0001.mp4")
-    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS))
+    hub = make_hub(engine)
     async with RunningServer(hub) as server:
         code = readme_client_example().replace("ws://127.0.0.1:8765", server.url)
         assert server.url in code, "the README example no longer connects to ws://127.0.0.1:8765"
@@ -60,7 +66,8 @@ async def test_the_readme_client_example_runs_against_a_real_server(engine):
 
 async def test_client_parses_every_message_type_including_webrtc_and_media(engine, looped_mosi):
     from aiortc import RTCSessionDescription
-    from test_webrtc import Peer, webrtc_hub
+
+    from testkit.webrtc import Peer, webrtc_hub
 
     async with RunningServer(webrtc_hub(engine)) as server:
         async with VidsentClient(server.url, reconnect=False) as client:
@@ -93,7 +100,7 @@ async def test_client_parses_every_message_type_including_webrtc_and_media(engin
 
 async def test_client_reconnects_after_a_server_restart(engine):
     need_data("videos", "vna_0001.mp4")
-    first = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS))
+    first = make_hub(engine)
     async with RunningServer(first) as server:
         port, url = first.bound_port, server.url
         client = VidsentClient(url, max_backoff_s=0.5)
@@ -102,7 +109,7 @@ async def test_client_reconnects_after_a_server_restart(engine):
     reading = asyncio.create_task(anext(client.messages()))  # meets the closed connection, then retries
     await asyncio.sleep(1.0)
     assert not reading.done()
-    second = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS))
+    second = make_hub(engine)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve_forever("127.0.0.1", port, second, ready, stop))
     await asyncio.wait_for(ready.wait(), 10)

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from media import AudioChunk, VideoFrame, Word
 from models.base import ModalityScore
 from models.fusion import FusionParams, RollingSentiment, fuse, grade_for_vote
 from protocol import ProtocolError, WindowMessage, parse_message, parse_request
 from stream.buffers import AudioRing, FrameQueue, TimedResults
-from stream.media import AudioChunk, VideoFrame, Word
 from stream.windows import WindowSchedule, WordStore
 
 

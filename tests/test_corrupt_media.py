@@ -10,13 +10,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import need_data
-from pipeline import PipelineConfig, analyze_file
-from rtsp_proxy import CorruptingProxy
-from rtsp_server import start_rtsp_server, stop
-from stream.media import AudioChunk
+from engine import PipelineConfig, analyze_file
+from media import AudioChunk
 from stream.sources import FileSource
-from test_rtsp import follow_stream, require_rtsp_server
+from testkit.data import need_data
+from testkit.rtsp import CorruptingProxy, follow_stream, require_rtsp_server
+from testkit.rtsp_server import start_rtsp_server, stop
 
 CLIP = ("videos", "vna_original_2.mp4")  # 12.2 s: "Now I'm not even gonna sugar coat this ... at the end of the film"
 

@@ -18,13 +18,13 @@ from urllib.request import urlopen
 import pytest
 from websockets.asyncio.client import connect
 
-from conftest import ROOT, VIDEOS, need_data, own_threads, settled
-from pipeline import PipelineConfig
-from protocol import parse_message
 from monitor.alerts import AlertRule
-from server import SourcePolicy, StreamHub
+from protocol import parse_message
+from service.hub import StreamHub
 from stream.webrtc import gather_ice_on
-from test_server import RunningServer, collect
+from testkit.data import ROOT, need_data
+from testkit.reliability import own_threads, settled
+from testkit.servers import RunningServer, collect, make_hub
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("VIDSENT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
@@ -96,8 +96,7 @@ class Browser:
 
 
 def dashboard_hub(engine, alert_rules=None) -> StreamHub:
-    return StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), webrtc_options={"ice_servers": []},
-                     alert_rules=alert_rules)
+    return make_hub(engine, webrtc_options={"ice_servers": []}, alert_rules=alert_rules)
 
 
 def http_url(server) -> str:
@@ -255,7 +254,7 @@ async def test_dashboard_of_a_server_with_a_token(engine):
     """Opened once with ?token=, the page's modules and websocket present the cookie the server set, and the
     token leaves the address bar; without it the page is refused."""
     need_browser()
-    from server import Access
+    from service.access import Access
 
     async with RunningServer(dashboard_hub(engine), Access(token="dash-token")) as server:
         async with Browser() as browser:

@@ -14,10 +14,10 @@ import av
 import numpy as np
 import pytest
 
-from conftest import need_data
-from pipeline import PipelineConfig, StreamPipeline
-from stream.sources import VIDEO_DECODER_THREADS, FileSource, MonoResampler, _Decoder
-from test_pipeline_fakes import fake_engine
+from engine import PipelineConfig, StreamPipeline
+from stream.sources import VIDEO_DECODER_THREADS, Decoder, FileSource, MonoResampler
+from testkit.data import need_data
+from testkit.fakes import fake_engine
 
 CLIP_1080P = ("videos", "vna_0008.mp4")  # 2.7 s, 1920x804 H.264 and AAC: the decoder that holds the most
 
@@ -48,7 +48,7 @@ def no_cyclic_gc():
         gc.enable()
 
 
-def decoding(clip: tuple[str, str]) -> _Decoder:
+def decoding(clip: tuple[str, str]) -> Decoder:
     """A clip's decoder, a few batches into the media (its threads started)."""
     decoder = FileSource(need_data(*clip), realtime=False)._open_blocking()
     for _ in range(3):
@@ -78,14 +78,14 @@ def test_a_decoder_nobody_closed_goes_with_its_last_reference(no_cyclic_gc):
 def test_a_stream_whose_decoder_fails_frees_its_threads_though_the_error_is_kept(no_cyclic_gc, monkeypatch):
     """An error out of the decoder ends the stream; the error stays referenced for a while (by the ingest task, in a
     reference cycle with the pipeline's frames), its traceback with it: that must not keep FFmpeg's decoder."""
-    sample = _Decoder._video_item
+    sample = Decoder._video_item
 
     def failing_after_a_second(self, frame, time_base):
         if frame.pts is not None and frame.pts * time_base[0] / time_base[1] > 1.0:
             raise RuntimeError("a decoder fault")
         return sample(self, frame, time_base)
 
-    monkeypatch.setattr(_Decoder, "_video_item", failing_after_a_second)
+    monkeypatch.setattr(Decoder, "_video_item", failing_after_a_second)
     before = native_only_threads()
     engine = fake_engine()
     try:

@@ -8,13 +8,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from conftest import need_data
+from engine import PipelineConfig, analyze_file
+from media import Word
 from models.audio import heard_shares
 from models.heads import load_head
 from models.text import key_words, leave_one_word_out
-from pipeline import PipelineConfig, analyze_file
-from stream.media import Word
 from stream.windows import Window
+from testkit.data import need_data
 
 
 @pytest.fixture(scope="module")

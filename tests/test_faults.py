@@ -7,17 +7,15 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import sys
 
 import pytest
 from websockets.asyncio.client import connect
 
-from benchmarks.reliability import SHORT_CLIPS, churn, stream_churn
-from conftest import ROOT, VIDEOS, need_data
 from protocol import parse_message
-from test_pipeline_fakes import fake_engine
-
+from testkit.data import ROOT, VIDEOS, need_data
+from testkit.fakes import fake_engine
+from testkit.reliability import SHORT_CLIPS, churn, stream_churn
+from testkit.servers import VIDSENT, free_port, wait_listening
 
 TFLITE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
@@ -31,33 +29,13 @@ DEFAULT_EXECUTOR_THREADS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's defau
 SHORT_STREAMS_RSS_GROWTH_MIB = 80.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_listening(process, port: int, timeout: float = 120) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if process.returncode is not None:
-            raise AssertionError(f"vidsent serve exited with {process.returncode}")
-        try:
-            async with connect(f"ws://127.0.0.1:{port}", open_timeout=2) as ws:
-                await ws.recv()
-                return
-        except (OSError, asyncio.TimeoutError):
-            await asyncio.sleep(0.5)
-    raise AssertionError("vidsent serve did not start listening")
-
-
+@pytest.mark.models  # `vidsent serve` loads the real models
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_a_signal_ends_every_stream_for_every_client_and_exits_cleanly(sig):
     need_data("videos", "vna_original_2.mp4")
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port), "--media-dir", str(VIDEOS), "--log-json",
+        *VIDSENT, "serve", "--port", str(port), "--media-dir", str(VIDEOS), "--log-json",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         await wait_listening(process, port)
@@ -113,8 +91,9 @@ async def test_a_signal_ends_every_stream_for_every_client_and_exits_cleanly(sig
     assert any(entry["message"].startswith("shutting down: ending 3 stream(s)") for entry in logged), logged[-5:]
 
 
+@pytest.mark.slow  # waves of clients on a stream at real-time pace
 async def test_clients_that_come_and_go_leave_nothing_behind():
-    """A short run of benchmarks/reliability.py's churn (the benchmark runs it for a minute): waves of 50 clients
+    """A short run of testkit/reliability.py's churn (the benchmark runs it for a minute): waves of 50 clients
     connect, subscribe to a live stream (some also ask for the list) and leave; tasks, threads and file
     descriptors return to where they were and the stream carries on with its one owner."""
     clip = need_data("videos", "vna_original_2.mp4")
@@ -130,8 +109,9 @@ async def test_clients_that_come_and_go_leave_nothing_behind():
     assert result.after.other_threads == result.before.other_threads
 
 
+@pytest.mark.slow  # 40 streams, every fourth at real-time pace
 async def test_short_streams_that_come_and_go_free_their_decoders_without_the_cyclic_collector():
-    """A short run of benchmarks/reliability.py's stream-churn: 40 short real clips (1.3-4 s, 480x360 to 1920x804),
+    """A short run of testkit/reliability.py's stream churn: 40 short real clips (1.3-4 s, 480x360 to 1920x804),
     each started by its own client on a server on loopback, 4 at a time; every fourth runs at real-time pace and is
     stopped by its client part-way (its decoder closed mid-file). Python's cyclic garbage collector is off: what an
     ended stream held must go when it ends. After every batch no FFmpeg thread is left, and the RSS stays bounded."""
@@ -150,8 +130,10 @@ async def test_short_streams_that_come_and_go_free_their_decoders_without_the_cy
     assert all(count == before.native_only_threads for _, count in native_only), (before.native_only_threads,
                                                                                   native_only)
     assert after.other_threads <= before.other_threads
-    pools = DEFAULT_EXECUTOR_THREADS + engine.asr_workers.workers + 1  # the executor's, ASR's and scoring threads
-    assert after.native_threads <= before.native_only_threads + pools + 1, (before, after)  # + 1: the main thread
+    # Python's threads: only asyncio's executor may have started some of its bounded few since the baseline (measured
+    # against the baseline, not an absolute count: in the full suite other tests' engines hold threads of their own)
+    assert after.threads - before.threads <= DEFAULT_EXECUTOR_THREADS, (before, after)
+    assert after.native_threads - before.native_threads <= DEFAULT_EXECUTOR_THREADS, (before, after)
     assert after.fds <= before.fds and after.sockets <= before.sockets, (before, after)
     assert result.pipelines_left == 0  # nothing keeps an ended stream: the hub, the workers' accounts, a cycle
     growth = result.rss_trimmed_after_mib - result.rss_trimmed_before_mib

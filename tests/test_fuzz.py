@@ -11,10 +11,18 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.training.manifest import ManifestError, read_manifest
-from protocol import MAX_REQUEST_BYTES, MAX_SINCE_S, REQUESTS, STREAM_ID, ProtocolError, parse_request
-from server import DASHBOARD_DIR, Access, SourcePolicy, dashboard_file
+from protocol import (
+    MAX_REQUEST_BYTES,
+    MAX_SINCE_S,
+    REQUESTS,
+    STREAM_ID,
+    ProtocolError,
+    parse_request,
+)
+from service.access import Access, SourcePolicy
+from service.static import DASHBOARD_DIR, dashboard_file
 from stream.sources import SourceError
+from training.manifest import ManifestError, read_manifest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -108,7 +116,8 @@ specs = st.one_of(
               st.sampled_from(["rtsp", "rtsps", "file", "http", "concat", "subfile", "pipe", "data", "udp", "RTSP",
                                "c", "tcp", "rtmp", "srt"]), st.text(max_size=40)),
     st.builds(lambda scheme, host, port, path: f"{scheme}://user:SECRETPW@{host}{port}/{path}",
-              st.sampled_from(["rtsp", "rtsps", "http"]), st.sampled_from(["127.0.0.1", "10.0.0.1", "camera.local", ""]),
+              st.sampled_from(["rtsp", "rtsps", "http"]),
+              st.sampled_from(["127.0.0.1", "10.0.0.1", "camera.local", ""]),
               st.sampled_from(["", ":8554", ":x", ":99999", ":"]), st.text(max_size=10)),
     st.builds(lambda parts: "/".join(parts), st.lists(st.sampled_from(["..", ".", "inside.mp4", "a", "", "~",
                                                                        ".hidden.mp4", ".git", "\x1b[2J", "a" * 300]),

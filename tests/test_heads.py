@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.training.train import fit_temperature
-from models.heads import DEFAULT_HEADS_DIR, Head, HeadFormatError, head_from_arrays, load_head, \
-    softmax
+from models.heads import (
+    DEFAULT_HEADS_DIR,
+    Head,
+    HeadFormatError,
+    head_from_arrays,
+    load_head,
+    softmax,
+)
+from training.train import fit_temperature
 
 THREE = ["negative", "neutral", "positive"]
 

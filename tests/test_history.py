@@ -1,6 +1,6 @@
 """The history (monitor/history.py): what a server stored reads back exactly after a restart and a SIGTERM, late
 subscribers get the stream's last seconds first with no seam, retention by age and by size, `vidsent history`, and
-`--history off`. Fake engine (test_pipeline_fakes), real clips where a server plays one."""
+`--history off`. Fake engine (testkit/fakes.py), real clips where a server plays one."""
 
 from __future__ import annotations
 
@@ -19,15 +19,17 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from cli import CSV_FIELDS, build_parser, main as cli_main
-from conftest import ROOT, VIDEOS, need_data
+from app.compose import open_history
+from cli import build_parser
+from cli import main as cli_main
+from commands.analyze import CSV_FIELDS
+from engine import PipelineConfig, StreamPipeline
 from monitor.history import History, HistoryReader, NotAHistory, default_path
-from pipeline import PipelineConfig, StreamPipeline
 from protocol import ProtocolError, StatusMessage, WindowMessage, parse_request
-from server import SourcePolicy, StreamHub, open_history
-from test_faults import free_port, wait_listening
-from test_pipeline_fakes import ScriptedSource, fake_engine
-from test_server import RunningServer
+from service.hub import StreamHub
+from testkit.data import ROOT, VIDEOS, need_data
+from testkit.fakes import ScriptedSource, fake_engine
+from testkit.servers import FAKE_SERVE, RunningServer, free_port, make_hub, run_vidsent, wait_listening
 
 CLIP = "vna_original_2.mp4"  # 12.3 s: 6 windows
 STORED = ("window", "transcript", "alert", "error", "end")
@@ -64,7 +66,7 @@ def windows_of(messages: list[dict]) -> list[dict]:
 
 
 def hub_with(history: History | None, engine=None) -> StreamHub:
-    return StreamHub(engine or fake_engine(), PipelineConfig(), SourcePolicy(VIDEOS), history=history)
+    return make_hub(engine, history=history)
 
 
 async def play_clip_to_its_end(history: History, stream: str) -> list[dict]:
@@ -117,6 +119,7 @@ async def test_a_finished_stream_reads_back_exactly_after_the_server_restarts(tm
         assert list(reader.messages(1, ("window",))) == windows_of(first)
 
 
+@pytest.mark.slow  # real-time pace
 async def test_a_late_subscriber_gets_the_last_seconds_first_then_the_live_ones(tmp_path):
     need_data("videos", CLIP)
     hub = hub_with(History(tmp_path / "history.sqlite3"))
@@ -205,6 +208,7 @@ def test_retention_by_age_deletes_what_is_older_than_keep(tmp_path):
         assert len(list(reader.messages(2, ("window",)))) == 4
 
 
+@pytest.mark.slow  # four runs of 240 s of media through the pipeline
 def test_retention_by_size_deletes_the_oldest_runs_first(tmp_path):
     path = tmp_path / "history.sqlite3"
     history = History(path)
@@ -267,13 +271,7 @@ def test_since_must_be_a_number_of_seconds():
             parse_request(f'{{"type": "subscribe", "stream": "cam", "since": {bad}}}')
 
 
-async def vidsent(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(sys.executable, str(ROOT / "cli.py"), *args, cwd=ROOT,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, out.decode(), err.decode()
-
-
+@pytest.mark.slow  # five `vidsent` subprocesses
 async def test_the_history_command_lists_shows_and_exports_runs(tmp_path):
     path = tmp_path / "history.sqlite3"
     history = History(path)
@@ -283,7 +281,7 @@ async def test_the_history_command_lists_shows_and_exports_runs(tmp_path):
     history.close()
     where = ("--history", str(path))
 
-    code, out, err = await vidsent("history", "list", *where)
+    code, out, err = await run_vidsent("history", "list", *where, timeout=60)
     assert code == 0, err
     header, *rows = [line.split() for line in out.splitlines()]
     assert header == ["run", "stream", "source", "started", "ended", "reason", "windows"]
@@ -292,7 +290,7 @@ async def test_the_history_command_lists_shows_and_exports_runs(tmp_path):
         ("1", "cam", "scripted", "eof", "2"), ("2", "cam", "scripted", "eof", "4"),
         ("3", "lobby", "scripted", "eof", "1")]
 
-    code, out, err = await vidsent("history", "show", "cam", *where)
+    code, out, err = await run_vidsent("history", "show", "cam", *where, timeout=60)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("run 2: stream cam (scripted)") and lines[0].endswith("(eof)")
@@ -302,11 +300,12 @@ async def test_the_history_command_lists_shows_and_exports_runs(tmp_path):
     finals = [m["text"] for m in latest if m["type"] == "transcript" and m["final"]]
     assert [line for line in lines if line.startswith("  » ")] == [f"  » {text}" for text in finals]
     assert lines[-1].startswith("end (eof): 4 windows")
-    code, out, _ = await vidsent("history", "show", "cam", "--run", "1", *where)
+    code, out, _ = await run_vidsent("history", "show", "cam", "--run", "1", *where, timeout=60)
     assert code == 0 and len([line for line in out.splitlines() if line.startswith("[")]) == len(windows_of(older))
 
     out_csv, out_json = tmp_path / "cam.csv", tmp_path / "cam.json"
-    code, out, err = await vidsent("history", "export", "cam", "--csv", str(out_csv), "--json", str(out_json), *where)
+    code, out, err = await run_vidsent("history", "export", "cam", "--csv", str(out_csv), "--json", str(out_json),
+                                       *where, timeout=60)
     assert code == 0, err
     with open(out_csv, newline="") as fh:
         reader = csv.DictReader(fh)
@@ -317,7 +316,7 @@ async def test_the_history_command_lists_shows_and_exports_runs(tmp_path):
     exported = json.loads(out_json.read_text())
     assert exported["run"] == 2 and exported["reason"] == "eof" and exported["messages"] == stored_part(latest)
 
-    code, _, err = await vidsent("history", "show", "nobody", *where)
+    code, _, err = await run_vidsent("history", "show", "nobody", *where, timeout=60)
     assert code == 1 and "no stream 'nobody'" in err and "Traceback" not in err
 
 
@@ -441,7 +440,7 @@ def test_history_list_into_a_closed_pipe_exits_quietly(small_history):
 async def serve(*args: str, data_dir) -> tuple[asyncio.subprocess.Process, int]:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "tests" / "fake_serve.py"), "serve", "--port", str(port), "--media-dir",
+        *FAKE_SERVE, "serve", "--port", str(port), "--media-dir",
         str(VIDEOS), *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "VIDSENT_DATA_DIR": str(data_dir)})
     await wait_listening(process, port, timeout=60)
@@ -454,6 +453,7 @@ async def terminated(process) -> tuple[int, str]:
     return code, (await process.stderr.read()).decode()
 
 
+@pytest.mark.slow  # real-time pace
 async def test_sigterm_loses_nothing_the_clients_got(tmp_path):
     need_data("videos", CLIP)
     path = tmp_path / "history.sqlite3"
@@ -481,6 +481,7 @@ async def test_sigterm_loses_nothing_the_clients_got(tmp_path):
     assert not (tmp_path / "unused").exists()
 
 
+@pytest.mark.slow  # a serve subprocess
 async def test_history_off_writes_nothing(tmp_path):
     need_data("videos", CLIP)
     data_dir = tmp_path / "data"

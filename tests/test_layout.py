@@ -1,51 +1,29 @@
-"""The rooms of the code: the live path never reaches into training, and a serving process starts without the
-training libraries."""
+"""What a process of each door loads. Which room may import which is checked by the import contracts in
+pyproject.toml ([tool.importlinter], `lint-imports`, run by .ci/run before the tests); these check what the doors
+actually load."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
-from pathlib import Path
 
-from conftest import ROOT
-
-LIVE = [ROOT / "server.py", ROOT / "pipeline.py", ROOT / "protocol.py", *sorted((ROOT / "stream").glob("*.py")),
-        *sorted(p for p in (ROOT / "models").glob("*.py")), *sorted((ROOT / "monitor").glob("*.py"))]
+from testkit.data import ROOT
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
-def test_no_live_module_imports_training():
-    offenders = {str(p.relative_to(ROOT)): sorted(m for m in imported_modules(p) if m.startswith("models.training"))
-                 for p in LIVE}
-    assert not {k: v for k, v in offenders.items() if v}
-
-
-def test_training_modules_do_not_import_each_other_in_a_circle():
-    folder = ROOT / "models" / "training"
-    graph = {p.stem: {m.split(".")[-1] for m in imported_modules(p) if m.startswith("models.training.")}
-             for p in folder.glob("*.py") if p.stem != "__init__"}
-
-    def reaches(start: str, target: str, seen: set[str]) -> bool:
-        return any(n == target or (n not in seen and reaches(n, target, seen | {n})) for n in graph.get(start, ()))
-
-    circles = [name for name in graph if reaches(name, name, {name})]
-    assert not circles, graph
+def loaded_after(code: str, watched: set[str]) -> list[str]:
+    """The modules of `watched` that are loaded once `code` has run in a fresh interpreter."""
+    probe = f"import sys\n{code}\nprint(sorted(m for m in sys.modules if m in {sorted(watched)!r}))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - our own probe's printed list
 
 
 def test_the_server_starts_without_sklearn_scipy_or_pyarrow():
-    code = ("import sys, cli; cli.build_parser(); import server, pipeline, stream.webrtc; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pyarrow'}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    code = "import cli; cli.build_parser(); import server, engine, stream.webrtc"
+    assert loaded_after(code, {"sklearn", "scipy", "pyarrow"}) == []
+
+
+def test_vidsent_analyze_does_not_load_the_websocket_server():
+    code = "import cli; args = cli.build_parser().parse_args(['analyze', 'clip.mp4']); import commands.analyze"
+    server_parts = {"server", "service.handler", "service.hub", "service.serving", "websockets.asyncio.server"}
+    assert loaded_after(code, server_parts) == []

@@ -12,13 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from conftest import VIDEOS, need_data
 from monitor.logs import JsonFormatter
-from pipeline import PipelineConfig
 from protocol import parse_message
-from server import Access, SourcePolicy, StreamHub
-from test_security import http_get
-from test_server import RunningServer, collect, start
+from service.access import Access
+from testkit.data import need_data
+from testkit.servers import RunningServer, collect, http_get, make_hub, start
 
 TOKEN = "metrics-token"
 
@@ -34,7 +32,7 @@ def samples(exposition: bytes) -> dict[tuple[str, tuple], float]:
 
 async def test_metrics_count_what_the_streams_did(engine):
     need_data("videos", "vna_original_2.mp4")
-    hub = StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS))
+    hub = make_hub(engine)
     async with RunningServer(hub, Access(token=TOKEN)) as server:
         base = f"http://127.0.0.1:{hub.bound_port}/metrics"
         assert (await http_get(base))[0] == 401

@@ -9,12 +9,12 @@ import os
 import numpy as np
 import pytest
 
-from conftest import need_data
 from models import onnx_cpu
 from models.text import TextEmbedder
 from models.visual import SceneEmbedder, load_image
+from testkit.data import need_data
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.models]  # each test loads real models
 
 SENTENCES = ["I love this so much, thank you!", "This is the worst day of my life.", "ok",
              "The committee will meet again on Tuesday to discuss the budget for next year."]
@@ -85,7 +85,7 @@ def test_the_text_session_keeps_no_buffers_of_its_largest_batch(cache):
 
 
 def test_scene_embeddings_on_onnx_runtime_equal_torch_on_real_frames(cache):
-    images = [load_image(need_data("videos", "pyfeat_single_face.jpg")), load_image(need_data("videos", "pyfeat_multi_face.jpg"))]
+    images = [load_image(need_data("videos", name)) for name in ("pyfeat_single_face.jpg", "pyfeat_multi_face.jpg")]
     scene = SceneEmbedder("cpu")
     assert scene._onnx is not None
     on_onnx = scene.embed(images)
@@ -130,7 +130,7 @@ def test_an_export_that_fails_or_disagrees_leaves_torch_running(cache, monkeypat
 
 
 def test_fine_tuning_switches_the_embedder_to_torch(cache):
-    from models.training.text_finetune import FinetuneConfig, finetune_top_layers
+    from training.text_finetune import FinetuneConfig, finetune_top_layers
 
     embedder = TextEmbedder("cpu")
     embedder.embed(["warm"])

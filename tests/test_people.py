@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from conftest import need_data
+from engine import PipelineConfig, analyze_file
+from models.faces import EMOTIONS, Face, face_valence
+from models.images import load_image
+from models.scene import SCENE_DIM
 from models.tracking import FaceTracker, PeopleTracker
-from models.visual import (EMOTIONS, SCENE_DIM, Face, FrameAnalysis, VisualScorer, _weighted_valence, face_valence,
-                           load_image)
-from pipeline import PipelineConfig, analyze_file
+from models.visual import FrameAnalysis, VisualScorer, _weighted_valence
+from testkit.data import need_data
 
 FRAME = (360, 640)  # (height, width) of the synthetic frames
 

@@ -7,10 +7,17 @@ import re
 
 import pytest
 
-from conftest import need_data, remux_without_audio, with_silent_audio
-from pipeline import PipelineConfig, StreamPipeline
-from protocol import EndMessage, ErrorMessage, StatusMessage, TranscriptMessage, WindowMessage
+from engine import PipelineConfig, StreamPipeline
+from protocol import (
+    EndMessage,
+    ErrorMessage,
+    StatusMessage,
+    TranscriptMessage,
+    WindowMessage,
+)
 from stream.sources import FileSource
+from testkit.data import need_data
+from testkit.media import remux_without_audio, with_silent_audio
 
 
 def run_pipeline(engine, path, realtime=False, **config):

@@ -1,139 +1,28 @@
 """StreamPipeline without any model: fake scorers, a fake transcriber and a scripted source (models/scoring.py's
-interface), for scheduling, end of media, drop policy, missing tracks and faults. Fast; no real data needed."""
+interface; testkit/fakes.py), for scheduling, end of media, drop policy, missing tracks and faults. Fast; no real
+data needed."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
-import numpy as np
 import pytest
 
-from models.base import ModalityScore
+from engine import Engine, PipelineConfig, StreamPipeline
+from media import Word
 from models.scoring import ScorerSet
-from pipeline import Engine, PipelineConfig, StreamPipeline
-from protocol import EndMessage, ErrorMessage, StatusMessage, TranscriptMessage, WindowMessage
-from stream.asr import AsrUpdate
-from stream.media import SAMPLE_RATE, AudioChunk, VideoFrame, Word
-from stream.sources import MediaSource, SourceError, SourceInfo
-
-
-class ScriptedSource(MediaSource):
-    """`seconds` of a quiet tone in 0.1 s chunks and frames at `fps`, in media-time order; optionally at real-time
-    pace, optionally failing at `fail_at` seconds."""
-
-    kind = "file"
-
-    def __init__(self, seconds: float, *, has_audio=True, has_video=True, realtime=False, fps=2.0, fail_at=None):
-        self.seconds, self.has_audio, self.has_video = seconds, has_audio, has_video
-        self.realtime, self.fps, self.fail_at = realtime, fps, fail_at
-        self.closed = False
-
-    async def open(self) -> SourceInfo:
-        return SourceInfo("file", "scripted", self.has_audio, self.has_video, self.seconds, 64, 48, self.fps)
-
-    async def __aiter__(self):
-        items = []
-        if self.has_audio:
-            tone = (0.1 * np.sin(np.arange(int(0.1 * SAMPLE_RATE)) * 0.2)).astype(np.float32)
-            items += [(i / 10, AudioChunk(i / 10, tone)) for i in range(int(round(self.seconds * 10)))]
-        if self.has_video:
-            items += [(i / self.fps, VideoFrame(i / self.fps, np.full((48, 64, 3), i % 255, np.uint8)))
-                      for i in range(int(self.seconds * self.fps))]
-        start = time.monotonic()
-        for t, item in sorted(items, key=lambda pair: (pair[0], isinstance(pair[1], VideoFrame))):
-            if self.fail_at is not None and t >= self.fail_at:
-                raise SourceError("corrupt_media", "the scripted source broke")
-            ready = t + (0.1 if isinstance(item, AudioChunk) else 0.0)
-            if self.realtime and (delay := start + ready - time.monotonic()) > 0:
-                await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(0)
-            yield item
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class FakeASR:
-    """Commits one word per second of audio it was given ("one", "two", ...), as a transcriber would."""
-
-    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
-    settle_s = 0.0  # how far behind what it heard its words are final (Whisper's buffer: up to ~10 s)
-
-    def __init__(self, step_s: float, realtime: bool = True):
-        self.step_s = step_s
-        self.queued = 0.0
-        self.until = 0.0
-        self.said = 0
-
-    def insert_audio(self, samples, t):
-        self.queued += len(samples) / SAMPLE_RATE
-        self.until = t + len(samples) / SAMPLE_RATE
-
-    @property
-    def pending_audio_s(self):
-        return self.queued
-
-    def _words(self, upto: float) -> list[Word]:
-        words = []
-        while self.said + 1 <= upto:
-            words.append(Word(self.said + 0.2, self.said + 0.8, " " + self.names[self.said % len(self.names)]))
-            self.said += 1
-        return words
-
-    def process(self) -> AsrUpdate:
-        self.queued = 0.0
-        return AsrUpdate(self._words(self.until), [], self.until, final_until=max(0.0, self.until - self.settle_s))
-
-    def finish(self) -> AsrUpdate:
-        self.queued = 0.0
-        return AsrUpdate(self._words(self.until), [], self.until)
-
-
-class ConstantScorer:
-    def __init__(self, modality: str, value: float, *, fail: bool = False, part=None, delay: float = 0.0):
-        self.modality, self.value, self.fail, self.part, self.delay = modality, value, fail, part, delay
-        self.calls = 0
-        self.frames_seen: list[int] = []
-
-    def score_batch(self, windows):
-        self.calls += 1
-        time.sleep(self.delay)
-        self.frames_seen += [len(w.frames) for w in windows]
-        if self.fail:
-            raise RuntimeError("injected fault")
-        out = []
-        for w in windows:
-            present = self.part(w) if self.part else True
-            out.append(ModalityScore.of(self.value) if present else ModalityScore.missing("nothing to score"))
-        return out
-
-
-@dataclass
-class Brightness:
-    value: float
-
-
-class SlowFrames:
-    def __init__(self, seconds_per_batch: float = 0.0):
-        self.delay = seconds_per_batch
-        self.seen = 0
-
-    def analyze(self, images):
-        time.sleep(self.delay)
-        self.seen += len(images)
-        return [Brightness(float(im.mean())) for im in images]
-
-
-def fake_engine(*, text=0.8, audio=0.7, visual=0.6, fail=(), frames_delay=0.0) -> Engine:
-    scorers = ScorerSet(
-        text=ConstantScorer("text", text, fail="text" in fail, part=lambda w: bool(w.transcript)),
-        audio=ConstantScorer("audio", audio, fail="audio" in fail, part=lambda w: len(w.audio) > 0),
-        visual=ConstantScorer("visual", visual, fail="visual" in fail, part=lambda w: bool(w.frames)),
-        frames=SlowFrames(frames_delay))
-    return Engine(scorers=scorers, transcriber=FakeASR, device="cpu")
+from protocol import (
+    EndMessage,
+    ErrorMessage,
+    StatusMessage,
+    TranscriptMessage,
+    WindowMessage,
+)
+from speech import AsrUpdate
+from stream.sources import MediaSource
+from testkit.data import need_data
+from testkit.fakes import ConstantScorer, FakeASR, ScriptedSource, SlowFrames, fake_engine
 
 
 def run(source: MediaSource, engine: Engine, **config) -> tuple[list, EndMessage]:
@@ -193,6 +82,7 @@ def test_a_missing_track_is_named_not_guessed(has_audio, has_video, missing):
     assert end.summary["windows"] == len(windows(messages))
 
 
+@pytest.mark.slow  # real-time pace
 def test_at_real_time_pace_a_slow_frame_analyzer_drops_frames_but_never_audio():
     engine = fake_engine(frames_delay=0.5)
     messages, end = run(ScriptedSource(5.0, realtime=True, fps=20.0), engine, frame_backlog=4)
@@ -230,6 +120,7 @@ def test_a_source_that_breaks_mid_stream_ends_with_its_error_after_the_windows_b
     assert len(windows(messages)) >= 2 and end.summary["reason"] == "error" and source.closed
 
 
+@pytest.mark.slow  # real-time pace
 def test_stop_ends_a_live_stream_with_reason_stopped():
     async def main():
         messages: list = []
@@ -248,10 +139,10 @@ def test_stop_ends_a_live_stream_with_reason_stopped():
     assert end.summary["reason"] == "stopped" and end.summary["duration"] < 10
 
 
+@pytest.mark.slow  # twelve timed stops
 def test_stopping_a_file_stream_while_it_decodes_never_crashes_the_process():
     """Stopping closes the container; FFmpeg crashes the whole process on a container closed under a decode still
     running in its worker thread, so the close waits for that batch."""
-    from conftest import need_data
     from stream.sources import FileSource
 
     path = need_data("videos", "vna_test.mp4")  # 1280x720: each batch decodes for a while
@@ -358,6 +249,7 @@ def test_a_windows_audio_and_visual_are_scored_while_its_words_are_still_to_come
     assert not pipeline.media_scores  # nothing scored ahead was left behind
 
 
+@pytest.mark.slow  # real-time pace
 def test_a_live_window_sent_before_its_words_is_scored_once():
     """Live, a window goes after a short grace even when speech recognition has not reached its end: its media,
     scored while it waited, is not scored again while its (slow) text is."""
@@ -372,6 +264,7 @@ def test_a_live_window_sent_before_its_words_is_scored_once():
     assert not pipeline.media_scores
 
 
+@pytest.mark.slow  # real-time pace
 def test_a_live_window_that_goes_before_any_of_its_words_says_so():
     """Live, a window goes after a short grace even when speech recognition is behind (its first pass is slow, as
     a model warming up is): a window that has no words yet has its text missing because they are late, not "no
@@ -403,7 +296,7 @@ class ScriptedFile(ScriptedSource):
 
 
 class FakeWholeFileASR:
-    """Reports as stream.asr.WholeFileASR does: per call, the words of one more two-second segment, final up to its
+    """Reports as speech.WholeFileASR does: per call, the words of one more two-second segment, final up to its
     end; then done, with the transcript final everywhere. The first call takes first_call_s (Whisper's first window
     and the VAD over the whole file)."""
 
@@ -459,13 +352,13 @@ def test_a_replay_whose_whole_file_decode_fails_is_transcribed_in_passes(caplog)
 
     engine = fake_engine()
     engine.whole_file_transcriber = whole_file
-    with caplog.at_level("WARNING", logger="pipeline"):
+    with caplog.at_level("WARNING", logger="engine.pipeline"):
         messages, end = run(ScriptedFile(9.0), engine, asr_whole_file=True)
     assert "transcribing in passes, the whole-file decode failed: RuntimeError: undecodable audio" in caplog.text
     assert end.summary["reason"] == "eof" and end.summary["transcript"].split() == FakeASR.names[:9]
 
 
-@pytest.mark.parametrize("realtime,whole_file", [(True, True), (False, False)])
+@pytest.mark.parametrize("realtime,whole_file", [pytest.param(True, True, marks=pytest.mark.slow), (False, False)])
 def test_only_a_replay_as_fast_as_possible_with_asr_whole_file_is_transcribed_whole(realtime, whole_file):
     engine = fake_engine()
     engine.whole_file_transcriber = lambda path: pytest.fail("the whole-file transcriber was built")

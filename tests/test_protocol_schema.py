@@ -10,8 +10,18 @@ from jsonschema import Draft202012Validator
 
 from models.base import ModalityScore
 from models.fusion import sentiment_scale
-from protocol import (REQUESTS, SERVER_MESSAGES, AlertMessage, EndMessage, HelloMessage, MediaMessage,
-                      StatusMessage, TranscriptMessage, WindowMessage, parse_request)
+from protocol import (
+    REQUESTS,
+    SERVER_MESSAGES,
+    AlertMessage,
+    EndMessage,
+    HelloMessage,
+    MediaMessage,
+    StatusMessage,
+    TranscriptMessage,
+    WindowMessage,
+    parse_request,
+)
 from protocol_schema import SCHEMA_PATH, message_checkers, schema_text
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""The scorers as a Ray Serve application (models/ray_scorers.py): the replica's batching keeps every request's own
+"""The scorers as a Ray Serve application (engine/ray_scorers.py): the replica's batching keeps every request's own
 results in order, and streams scored through a local Ray give exactly the in-process verdicts."""
 
 from __future__ import annotations
@@ -8,14 +8,20 @@ import time
 
 import numpy as np
 import pytest
-from conftest import need_data
 
+from engine.ray_scorers import (
+    ScoreCall,
+    ScoringRequest,
+    analyze_requests,
+    score_requests,
+)
+from media import Word
 from models.base import ModalityScore
-from models.ray_scorers import ScoreCall, ScoringRequest, analyze_requests, score_requests
 from models.scoring import ScorerSet
-from stream.media import Word
 from stream.windows import Window
+from testkit.data import need_data
 
+MODEL_FIXTURES = ("ray_scorers",)  # these load real models: conftest marks their tests `models`
 TOLERANCE = 1.01e-4  # the messages round scores to 4 decimals: one rounding step apart is still the same score
 
 
@@ -109,7 +115,7 @@ def test_a_request_carries_only_what_the_scorers_read():
 def test_bad_addresses_and_missing_ray_are_one_clear_line(monkeypatch):
     import builtins
 
-    from models.ray_scorers import RayScorersError, connect_ray_scorers
+    from engine.ray_scorers import RayScorersError, connect_ray_scorers
 
     with pytest.raises(RayScorersError, match="expected local, auto or ray://HOST:PORT"):
         connect_ray_scorers("http://example")
@@ -130,7 +136,7 @@ def test_bad_addresses_and_missing_ray_are_one_clear_line(monkeypatch):
 @pytest.fixture(scope="module")
 def ray_scorers():
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ray[serve]==2.60.0')")
-    from models.ray_scorers import connect_ray_scorers
+    from engine.ray_scorers import connect_ray_scorers
 
     started = time.monotonic()
     client = connect_ray_scorers("auto", device="cpu")
@@ -158,7 +164,7 @@ def assert_same_windows(local: dict, remote: dict) -> None:
 
 
 def test_concurrent_streams_on_ray_score_exactly_as_in_process(engine, ray_scorers):
-    from pipeline import Engine, PipelineConfig, analyze_file
+    from engine import Engine, PipelineConfig, analyze_file
 
     paths = [need_data("videos", "vna_mosi_2.6.mp4"), need_data("videos", "vna_original_2.mp4"),
              need_data("videos", "pyfeat_single_face.jpg")]  # the still image: video only, batched beside the others
@@ -187,7 +193,7 @@ def test_concurrent_streams_on_ray_score_exactly_as_in_process(engine, ray_score
 
 
 def test_an_existing_application_with_the_same_settings_is_reused(ray_scorers):
-    from models.ray_scorers import connect_ray_scorers
+    from engine.ray_scorers import connect_ray_scorers
 
     started = time.monotonic()
     again = connect_ray_scorers("auto", device="cpu")

@@ -1,14 +1,16 @@
-"""Short runs of benchmarks/reliability.py's soak and never-reading client, on real media (the benchmark runs them
-for hours / minutes and reports the figures; here only what must hold, never a speed)."""
+"""Short runs of testkit/reliability.py's soak and never-reading client, on real media (benchmarks/reliability.py
+runs them for hours / minutes and reports the figures; here only what must hold, never a speed)."""
 
 from __future__ import annotations
 
 import os
 
-from benchmarks.reliability import slow_client, soak
-from conftest import need_data
-from server import CLIENT_QUEUE
-from test_pipeline_fakes import fake_engine
+import pytest
+
+from service.hub import CLIENT_QUEUE
+from testkit.data import need_data
+from testkit.fakes import fake_engine
+from testkit.reliability import slow_client, soak
 
 SOAK_MEDIA_S = 240.0  # 20 loops of the clip: about a minute in fast mode on a free 2-core CPU, two when shared
 # After the first minute of media (models' first calls, the ring and stores filling) the RSS moves a few MiB (the
@@ -33,11 +35,13 @@ async def test_a_looped_clip_in_fast_mode_grows_nothing(engine):
     assert result.growth("rss_mib") < SOAK_RSS_GROWTH_MIB, [s.holdings.rss_mib for s in result.samples]
 
 
+@pytest.mark.slow  # until the server drops the client: seconds
 async def test_a_real_client_that_never_reads_is_dropped_and_the_other_gets_every_window():
     """A raw TCP websocket client with a tiny receive buffer subscribes and never reads (not even pings), next to a
     normal one, on a stream replayed as fast as possible with a window every half second. Once the kernel's buffers
     are full the server queues for it at most CLIENT_QUEUE messages, then drops it (outbox full, or its keepalive
-    ping unanswered: 4 s here, 20 s by default; whichever comes first); meanwhile the normal client gets every window."""
+    ping unanswered: 4 s here, 20 s by default; whichever comes first); meanwhile the normal client gets every
+    window."""
     clip = need_data("videos", "vna_original_2.mp4")
     engine = fake_engine()
     try:

@@ -5,47 +5,16 @@ stream with media time running on."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import socket
 import time
 
 import pytest
-from websockets.asyncio.client import connect
 
-from conftest import need_data
-from protocol import parse_message
-from rtsp_server import rtsp_server_available, start_rtsp_server, stop
 from stream.sources import RtspSource, SourceError
-from test_faults import free_port
-from test_server import RunningServer, make_hub
-
-
-def require_rtsp_server():
-    ok, reason = rtsp_server_available()
-    if not ok:
-        if os.environ.get("VIDSENT_REQUIRE_RTSP_SERVER") == "1":
-            pytest.fail(f"the RTSP test server must run here: {reason}")
-        pytest.skip(reason)
-
-
-async def follow_stream(engine, url: str, react, timeout: float, **rtsp_options) -> list:
-    """Starts `url` as the stream "cam" of a loopback server and reads its messages up to its `end`, awaiting
-    react(message, ws) after each one; then checks that the server still answers. Every message, in order."""
-    messages = []
-    async with RunningServer(make_hub(engine, **rtsp_options)) as server, connect(server.url) as ws:
-        await ws.recv()
-        await ws.send(json.dumps({"type": "start", "source": url, "stream": "cam"}))
-        async with asyncio.timeout(timeout):
-            async for raw in ws:
-                message = parse_message(raw)
-                messages.append(message)
-                await react(message, ws)
-                if message.type == "end":
-                    break
-        await ws.send(json.dumps({"type": "list"}))  # the server carries on
-        assert parse_message(await asyncio.wait_for(ws.recv(), 10)).type == "streams"
-    return messages
+from testkit.data import need_data
+from testkit.rtsp import follow_stream, require_rtsp_server
+from testkit.rtsp_server import start_rtsp_server, stop
+from testkit.servers import free_port
 
 
 async def test_rtsp_stream_is_analysed_then_reconnects_then_ends_cleanly(engine):

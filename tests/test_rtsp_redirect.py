@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,16 +14,13 @@ from urllib.parse import urlsplit
 import pytest
 from websockets.asyncio.client import connect
 
-from conftest import need_data
-from pipeline import PipelineConfig
 from protocol import parse_message
-from rtsp_server import start_rtsp_server, stop
-from server import SourcePolicy, StreamHub
 from stream.rtsp_relay import RtspReplyScanner, ffmpeg_status_codes, relayed_url
 from stream.sources import RtspSource, SourceError, SourceEvent, open_source
-from test_pipeline_fakes import fake_engine
-from test_rtsp import require_rtsp_server
-from test_server import RunningServer
+from testkit.data import need_data
+from testkit.rtsp import require_rtsp_server
+from testkit.rtsp_server import start_rtsp_server, stop
+from testkit.servers import RunningServer, free_port, make_hub
 
 OPTIONS = {"open_timeout_s": 2.0, "read_timeout_s": 2.0}
 
@@ -36,7 +32,7 @@ class Listener:
         self.port = port
         self.connections = 0
 
-    async def __aenter__(self) -> "Listener":
+    async def __aenter__(self) -> Listener:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -65,7 +61,7 @@ class RedirectingCamera:
         self.requests: list[bytes] = []
         self._passed: list[asyncio.StreamWriter] = []
 
-    async def __aenter__(self) -> "RedirectingCamera":
+    async def __aenter__(self) -> RedirectingCamera:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -116,12 +112,6 @@ class RedirectingCamera:
             writer.close()
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def open_error(url: str) -> SourceError:
     source = RtspSource(url, **OPTIONS)
     with pytest.raises(SourceError) as info:
@@ -144,7 +134,7 @@ async def redirected_open(target_port: int, chunk: int | None) -> str:
 
 @pytest.mark.parametrize("chunk", [None, 1])
 async def test_a_redirecting_camera_is_refused_and_its_target_never_contacted(chunk):
-    target_port = closed_port()
+    target_port = free_port()
     async with Listener(target_port) as target:  # something listens where the camera redirects
         text_when_open = await redirected_open(target_port, chunk)
     assert target.connections == 0, "FFmpeg followed the redirect"
@@ -156,8 +146,7 @@ async def test_a_redirecting_camera_is_refused_and_its_target_never_contacted(ch
 async def server_error(camera_port: int) -> tuple[str, str]:
     """Start the camera's URL as a stream of a real server that allow-lists exactly the camera: the error's code and
     message."""
-    policy = SourcePolicy(rtsp_hosts=[f"127.0.0.1:{camera_port}"])
-    hub = StreamHub(fake_engine(), PipelineConfig(), policy, rtsp_options=OPTIONS)
+    hub = make_hub(media_dir=None, rtsp_hosts=[f"127.0.0.1:{camera_port}"], rtsp_options=OPTIONS)
     async with RunningServer(hub) as server, connect(server.url) as ws:
         assert parse_message(await ws.recv()).type == "hello"
         await ws.send(json.dumps({"type": "start", "source": f"rtsp://127.0.0.1:{camera_port}/cam", "stream": "cam"}))
@@ -171,7 +160,7 @@ async def server_error(camera_port: int) -> tuple[str, str]:
 
 
 async def test_the_server_refuses_an_allow_listed_camera_that_redirects_off_the_list():
-    target_port = closed_port()
+    target_port = free_port()
     async with Listener(target_port) as target, RedirectingCamera(f"rtsp://127.0.0.1:{target_port}/x") as camera:
         code, open_text = await server_error(camera.port)
         camera_port = camera.port
@@ -184,7 +173,7 @@ async def test_the_server_refuses_an_allow_listed_camera_that_redirects_off_the_
 
 
 async def test_a_camera_that_is_not_there_is_still_clearly_unreachable():
-    error = await open_error(f"rtsp://user:secret@127.0.0.1:{closed_port()}/cam")
+    error = await open_error(f"rtsp://user:secret@127.0.0.1:{free_port()}/cam")
     assert error.code == "unreachable" and "Connection refused" in error.message and "secret" not in error.message
     error = await open_error("rtsp://no-such-camera.invalid/cam")
     assert error.code == "unreachable" and "did not resolve" in error.message
@@ -286,7 +275,7 @@ def self_signed_context() -> ssl.SSLContext:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "camera")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now)
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -311,6 +300,7 @@ async def test_an_rtsps_camera_is_reached_over_tls_and_its_redirect_refused():
     assert error.code == "not_allowed" and target.connections == 0
 
 
+@pytest.mark.slow  # the real RTSP server, at real-time pace
 async def test_a_camera_that_redirects_when_the_stream_reconnects_ends_the_stream():
     clip = need_data("videos", "vna_0008.mp4")
     require_rtsp_server()

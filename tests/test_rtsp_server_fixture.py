@@ -10,12 +10,14 @@ import av
 import numpy as np
 import pytest
 
-from conftest import DATA, need_data
-from rtsp_server import rtsp_server_available, start_rtsp_server, stop
+from testkit.data import DATA, need_data
+from testkit.rtsp_server import rtsp_server_available, start_rtsp_server, stop
 
 CLIP = DATA / "videos" / "vna_0008.mp4"  # 2.7 s, 1920x804 25 fps H.264 + 48 kHz stereo AAC: served as 1280x536
 OPTIONS = {"rtsp_transport": "tcp"}
 TIMEOUT = (5.0, 5.0)
+
+pytestmark = pytest.mark.slow  # the real RTSP server, at real-time pace
 
 
 @pytest.fixture(scope="module", autouse=True)

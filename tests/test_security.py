@@ -8,46 +8,24 @@ import json
 import logging
 import os
 import shutil
-from urllib.error import HTTPError
-from urllib.request import Request, urlopen
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from conftest import VIDEOS, need_data
-from pipeline import PipelineConfig
 from protocol import parse_message
-from server import Access, SourcePolicy, StreamHub, resolve_token
-from test_pipeline_fakes import ScriptedSource, fake_engine
-from test_server import RunningServer
+from service.access import Access, resolve_token
+from service.hub import StreamHub
+from testkit.data import VIDEOS, need_data
+from testkit.fakes import ScriptedSource, fake_engine
+from testkit.servers import RunningServer, http_get, make_hub, reply
 
 TOKEN = "s3cret-token-for-tests"
 
 
 def hub(media_dir=None, **kwargs) -> StreamHub:
-    return StreamHub(fake_engine(), PipelineConfig(), SourcePolicy(media_dir or VIDEOS, rtsp_hosts=["127.0.0.1:8554"]),
-                     **kwargs)
-
-
-async def http_get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    def get():
-        try:
-            with urlopen(Request(url, headers=headers or {}), timeout=10) as response:
-                return response.status, dict(response.headers), response.read()
-        except HTTPError as exc:
-            return exc.code, dict(exc.headers), b""
-
-    return await asyncio.get_running_loop().run_in_executor(None, get)
-
-
-async def reply(ws, request: dict):
-    """The answer to a request, past the messages of streams already running."""
-    await ws.send(json.dumps(request))
-    async with asyncio.timeout(10):
-        while (message := parse_message(await ws.recv())).type in ("status", "window", "transcript", "end"):
-            pass
-    return message
+    """The fake engine's hub over `media_dir` (the real clips by default), one RTSP camera allowed."""
+    return make_hub(media_dir=media_dir or VIDEOS, rtsp_hosts=["127.0.0.1:8554"], **kwargs)
 
 
 def test_a_token_is_required_off_loopback_unless_insecure():
@@ -180,7 +158,7 @@ async def test_errors_name_no_server_paths_and_the_log_holds_no_traceback(tmp_pa
     (media / "notes.mp4").write_text("not a video\n")
     (media / "empty.mp4").write_bytes(b"")
     shutil.copy(VIDEOS / "vna_mosi_2.6.mp4", media / "clip.mp4")
-    the_hub = StreamHub(fake_engine(fail=("text", "audio", "visual")), PipelineConfig(), SourcePolicy(media))
+    the_hub = make_hub(fake_engine(fail=("text", "audio", "visual")), media)
     async with RunningServer(the_hub) as server:
         async with connect(server.url) as ws:
             await ws.recv()

@@ -8,41 +8,10 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
-from conftest import DATA, VIDEOS, need_data
-from pipeline import PipelineConfig
 from protocol import parse_message
-from server import BackgroundServer as RunningServer  # noqa: F401 - the other test modules take it from here
-from server import SourcePolicy, StreamHub, Subscriber
-
-
-def make_hub(engine, **rtsp_options) -> StreamHub:
-    return StreamHub(engine, PipelineConfig(), SourcePolicy(DATA, rtsp_hosts=["127.0.0.1"]),
-                     rtsp_options=rtsp_options)
-
-
-async def collect(ws, stream: str, timeout: float = 120.0) -> list:
-    """Every message for one stream until its `end`."""
-    out = []
-    async with asyncio.timeout(timeout):
-        async for raw in ws:
-            message = parse_message(raw)
-            if getattr(message, "stream", None) == stream:
-                out.append(message)
-                if message.type == "end":
-                    return out
-    return out
-
-
-async def start(ws, source: str, realtime: bool = False, stream: str | None = None) -> str:
-    request = {"type": "start", "source": source, "realtime": realtime}
-    if stream:
-        request["stream"] = stream
-    await ws.send(json.dumps(request))
-    while True:
-        message = parse_message(await ws.recv())
-        if message.type == "subscribed":
-            return message.stream
-        assert message.type != "error", message
+from service.hub import Subscriber
+from testkit.data import DATA, VIDEOS, need_data
+from testkit.servers import RunningServer, collect, make_hub, start
 
 
 def check_timeline(windows, duration: float) -> None:
@@ -53,7 +22,7 @@ def check_timeline(windows, duration: float) -> None:
         assert a.t_start < b.t_start and b.t_start <= a.t_end, "windows out of order or leaving a gap"
     assert windows[-1].t_end == pytest.approx(duration, abs=0.6)
     for w in windows:
-        for name, m in w.modalities.items():
+        for m in w.modalities.values():
             assert set(m) >= {"score", "label", "available", "reason"}
             if m["available"]:
                 assert 0.0 <= m["score"] <= 1.0
@@ -67,7 +36,7 @@ async def test_every_real_video_replays_through_the_server(engine):
     need_data("videos")
     files = sorted(p for p in VIDEOS.iterdir() if p.is_file())
     assert len(files) >= 10
-    async with RunningServer(make_hub(engine)) as server:
+    async with RunningServer(make_hub(engine, DATA, rtsp_hosts=["127.0.0.1"])) as server:
         async with connect(server.url) as ws:
             assert parse_message(await ws.recv()).type == "hello"
             for path in files:
@@ -82,7 +51,7 @@ async def test_every_real_video_replays_through_the_server(engine):
 
 async def test_two_clients_on_one_stream_get_the_same_windows(engine):
     need_data("videos", "vna_0001.mp4")
-    async with RunningServer(make_hub(engine)) as server:
+    async with RunningServer(make_hub(engine, DATA, rtsp_hosts=["127.0.0.1"])) as server:
         async with connect(server.url) as first, connect(server.url) as second:
             await first.recv(), await second.recv()  # hello
             stream = await start(first, "videos/vna_0001.mp4", realtime=True, stream="shared")
@@ -107,7 +76,7 @@ async def test_two_clients_on_one_stream_get_the_same_windows(engine):
     ({"type": "start", "source": "x.mp4", "stream": "bad id!"}, "bad_request"),
 ])
 async def test_bad_requests_get_clear_errors_and_the_server_carries_on(engine, request_json, code):
-    async with RunningServer(make_hub(engine)) as server:
+    async with RunningServer(make_hub(engine, DATA, rtsp_hosts=["127.0.0.1"])) as server:
         async with connect(server.url) as ws:
             await ws.recv()
             await ws.send(json.dumps(request_json))

@@ -9,11 +9,10 @@ import pytest
 
 from models.heads import load_head
 from models.text import EMBED_DIM, TextEmbedder, TextScorer
-
-from conftest import DATA, REQUIRE_DATA  # noqa: E402
-
+from testkit.data import DATA, REQUIRE_DATA
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+MODEL_FIXTURES = ("embedder", "scorer")  # these load real models: conftest marks their tests `models`
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +74,7 @@ def test_without_a_head_vader_alone_scores_and_says_so():
     assert good.reason == "no text head; VADER only"
 
 
+@pytest.mark.models
 def test_a_fine_tuned_head_brings_its_encoder_layers():
     head = load_head("text")
     if head is None or not head.card.get("encoder_delta"):

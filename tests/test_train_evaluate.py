@@ -15,13 +15,12 @@ import pytest
 from models.base import ModalityScore
 from models.fusion import FusionParams, fuse
 from models.heads import Head
-from models.training.clips import LiveClipAnalyzer
-from models.training.embed_cache import EmbeddingCache, text_key
-from models.training.fusion_fit import cross_validated_fusion, fit_fusion
-from models.training.manifest import ManifestError, read_manifest, write_manifest
-from models.training.metrics import binary_ece, classification_summary
-
-from conftest import DATA, REQUIRE_DATA, need_data  # noqa: E402
+from testkit.data import DATA, REQUIRE_DATA, need_data
+from training.clips import LiveClipAnalyzer
+from training.embed_cache import EmbeddingCache, text_key
+from training.fusion_fit import cross_validated_fusion, fit_fusion
+from training.manifest import ManifestError, read_manifest, write_manifest
+from training.metrics import binary_ece, classification_summary
 
 # under VIDSENT_REQUIRE_DATA=1 the whole run stops before any test when the data is absent (conftest)
 needs_data = pytest.mark.skipif(not DATA.is_dir() and not REQUIRE_DATA, reason="../shared/data is absent")
@@ -53,7 +52,7 @@ def test_manifest_paths_are_relative_to_the_manifest_and_prototype_formats_work(
 
 @needs_data
 def test_audio_manifest_parts_and_weights(tmp_path: Path):
-    from models.training.embed_cache import audio_part, embed_manifest, load_audio
+    from training.embed_cache import audio_part, embed_manifest, load_audio
 
     song = os.path.relpath(DATA / "speech" / "two_cities.flac", tmp_path)
     manifest = read_manifest(write_csv(tmp_path / "a.csv", f"path,label,start,end,weight\n{song},positive,0,4,2\n"
@@ -85,12 +84,13 @@ def test_audio_manifest_parts_and_weights(tmp_path: Path):
             read_manifest(write_csv(tmp_path / "bad.csv", body), "audio")
 
 
+@pytest.mark.models
 @needs_data
 def test_a_long_recording_is_evaluated_in_live_windows(tmp_path: Path):
-    from models.audio import AudioEmbedder, live_windows
-    from models.training.embed_cache import load_audio
-    from models.training.evaluate import evaluate_audio
+    from models.audio import AudioEmbedder
     from models.heads import load_head
+    from training.embed_cache import load_audio
+    from training.evaluate import evaluate_audio, live_windows
 
     head = load_head("audio")
     assert head is not None, "the shipped audio head is missing from models/default_heads"
@@ -103,12 +103,13 @@ def test_a_long_recording_is_evaluated_in_live_windows(tmp_path: Path):
     assert row.scores[0] == pytest.approx(float(expected), abs=2e-3)
 
 
+@pytest.mark.models
 @needs_data
 def test_audio_evaluation_gives_the_scores_of_the_live_pipeline(tmp_path: Path):
     """The faster audio path (cached embeddings, no ASR) scores each recording as `vidsent analyze` does."""
+    from engine import Engine, PipelineConfig, analyze_file
     from models.heads import load_head
-    from models.training.evaluate import evaluate_audio
-    from pipeline import Engine, PipelineConfig, analyze_file
+    from training.evaluate import evaluate_audio
 
     ravdess = sorted((DATA / "ravdess").rglob("*.flac"))
     short = next(p for p in ravdess if audio_length(p) < 3.8)
@@ -130,7 +131,7 @@ def test_audio_evaluation_gives_the_scores_of_the_live_pipeline(tmp_path: Path):
 
 
 def audio_length(path: Path) -> float:
-    from models.training.embed_cache import audio_seconds
+    from training.embed_cache import audio_seconds
 
     return audio_seconds(path)
 
@@ -156,7 +157,7 @@ def test_bad_manifests_give_errors_naming_the_row(tmp_path: Path, body: str, mes
 
 @pytest.mark.parametrize("kind", ["logreg", "mlp"])
 def test_item_weights_shift_what_a_head_learns(kind: str):
-    from models.training.train import TrainConfig, fit_head
+    from training.train import TrainConfig, fit_head
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 4)).astype(np.float32)
@@ -172,7 +173,7 @@ def test_item_weights_shift_what_a_head_learns(kind: str):
 
 def test_an_mlp_ensemble_is_stored_as_one_mlp_with_the_mean_logits():
     from models.heads import head_from_arrays
-    from models.training.train import TrainConfig, fit_head, merge_mlps
+    from training.train import TrainConfig, fit_head, merge_mlps
 
     rng = np.random.default_rng(1)
     sizes = [(6, 5), (4, 6), (3, 4)]
@@ -215,6 +216,7 @@ class CountingEmbedder:
         return self.inner.embed(texts)
 
 
+@pytest.mark.models
 @needs_data
 def test_cache_resumes_after_an_interruption_without_recomputing(tmp_path: Path, meld_rows):
     texts = [r["Utterance"] for r in meld_rows[:200]] + [meld_rows[0]["Utterance"]]  # one duplicate
@@ -260,11 +262,12 @@ def balanced_meld(rows: list[dict], per_class: int, offset: int = 0) -> list[dic
     return out
 
 
+@pytest.mark.models
 @needs_data
 @pytest.mark.parametrize("kind", ["logreg", "mlp"])
 def test_train_then_evaluate_a_text_head_well_above_chance(tmp_path: Path, meld_rows, kind: str, monkeypatch):
-    from models.training.evaluate import add_evaluate_arguments, main_evaluate
-    from models.training.train import add_train_arguments, main_train
+    from training.evaluate import add_evaluate_arguments, main_evaluate
+    from training.train import add_train_arguments, main_train
 
     monkeypatch.setenv("VIDSENT_CACHE", str(tmp_path / "cache"))
     train_rows = balanced_meld(meld_rows, 200)
@@ -300,17 +303,18 @@ def test_train_then_evaluate_a_text_head_well_above_chance(tmp_path: Path, meld_
     assert "| text |" in (out / "summary.md").read_text()
 
     # the saved head reproduces the evaluation's scores exactly
-    from models.text import TextScorer, TextEmbedder
+    from models.text import TextEmbedder, TextScorer
 
     again = TextScorer(TextEmbedder("cpu"), head).score([r["text"] for r in test_rows[:5]])
     assert [f"{s.score:.4f}" for s in again] == [p["text_score"] for p in predictions[:5]]
 
 
+@pytest.mark.models
 @needs_data
 def test_train_a_scene_head_on_real_oasis_images(tmp_path: Path):
-    from models.training.embed_cache import EmbeddingCache
-    from models.training.evaluate import evaluate_manifest
-    from models.training.train import TrainConfig, train_from_manifest
+    from training.embed_cache import EmbeddingCache
+    from training.evaluate import evaluate_manifest
+    from training.train import TrainConfig, train_from_manifest
 
     with open(DATA / "oasis" / "labels.csv") as f:
         rows = list(csv.DictReader(f))
@@ -423,17 +427,18 @@ def test_metrics_on_known_predictions():
 
 @needs_data
 def test_compare_reads_the_seed_video_llm_outputs():
-    from models.training.evaluate import read_compare, summarise
+    from training.evaluate import read_compare, summarise
 
     row = read_compare(DATA / "seed" / "longva.csv")
     summary = summarise(row, row.info.pop("truth"), ["negative", "positive"])
     assert summary["n"] > 1000 and 0.85 <= summary["accuracy"] <= 0.95  # the seed README reports 0.90
 
 
+@pytest.mark.models
 @needs_data
 def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path, monkeypatch):
-    from models.training.evaluate import evaluate_manifest
     from models.fusion import FUSION_METHODS
+    from training.evaluate import evaluate_manifest
 
     items = [{"path": os.path.relpath(DATA / "videos" / "vna_mosi_2.6.mp4", tmp_path), "label": "positive"},
              {"path": os.path.relpath(DATA / "musicvideos" / "Sad" / _first(DATA / "musicvideos" / "Sad"), tmp_path),
@@ -473,11 +478,12 @@ def test_evaluate_videos_scores_every_modality_and_fusion(tmp_path: Path, monkey
     assert again == table
 
 
+@pytest.mark.models
 @needs_data
 def test_evaluate_scores_a_clip_exactly_as_analyze_reports_it(tmp_path: Path):
     """Evaluation of a video is the live pipeline's verdict: the clip-level scores are analyze's summary."""
-    from models.training.evaluate import evaluate_manifest
-    from pipeline import Engine, PipelineConfig, analyze_file
+    from engine import Engine, PipelineConfig, analyze_file
+    from training.evaluate import evaluate_manifest
 
     clip = DATA / "videos" / "vna_original_2.mp4"
     manifest = read_manifest(write_manifest(tmp_path / "one.csv", [{"path": str(clip), "label": "negative"}],

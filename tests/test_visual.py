@@ -8,11 +8,13 @@ import av
 import numpy as np
 import pytest
 
-from conftest import VIDEOS, need_data
-from models.visual import (EMOTIONS, SCENE_DIM, Face, FaceDetector, FrameAnalysis, VisualAnalyzer, VisualScorer,
-                           check_image, face_valence, load_image, ssd_anchors, weighted_nms)
+from models.faces import EMOTIONS, Face, FaceDetector, face_valence, ssd_anchors, weighted_nms
+from models.images import check_image, load_image
+from models.scene import SCENE_DIM
+from models.visual import FrameAnalysis, VisualAnalyzer, VisualScorer
+from testkit.data import VIDEOS, need_data
 
-
+MODEL_FIXTURES = ("analyzer",)  # these load real models: conftest marks their tests `models`
 needs_data = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"real test media not found at {VIDEOS}")
 
 
@@ -63,6 +65,7 @@ def multi_face() -> np.ndarray:
 # --- pieces that need no data --------------------------------------------------------------------------------------
 
 
+@pytest.mark.models
 def test_anchor_layouts_match_blazeface_outputs():
     assert ssd_anchors(128, (8, 16, 16, 16), True).shape == (896, 2)  # 16x16x2 + 8x8x6
     assert ssd_anchors(192, (4,), False).shape == (2304, 2)  # 48x48x1

@@ -10,50 +10,26 @@ import logging
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from websockets.asyncio.client import connect
 
 import stream.webrtc
-from conftest import VIDEOS, need_data, own_threads, settled
 from monitor.logs import CHATTY_LOGGERS, configure_logging
-from pipeline import PipelineConfig
 from protocol import parse_message
-from server import SourcePolicy, StreamHub
-from stream.webrtc import (MAX_CANDIDATES_PER_MEDIA, MAX_CANDIDATES_PER_OFFER, WebRTCSource, _TrackClock, gather_ice_on,
-                           parse_ice_server)
-from test_server import RunningServer, collect
+from stream.webrtc import (
+    MAX_CANDIDATES_PER_MEDIA,
+    MAX_CANDIDATES_PER_OFFER,
+    WebRTCSource,
+    _TrackClock,
+    gather_ice_on,
+    parse_ice_server,
+)
+from testkit.data import VIDEOS, need_data
+from testkit.reliability import own_threads, settled
+from testkit.servers import RunningServer, collect
+from testkit.webrtc import Peer, webrtc_hub
 
 gather_ice_on(["127.0.0.1"])  # loopback only: nothing leaves this machine
-
-
-def webrtc_hub(engine, **options) -> StreamHub:
-    return StreamHub(engine, PipelineConfig(), SourcePolicy(VIDEOS), webrtc_options={"ice_servers": [], **options})
-
-
-class Peer:
-    """A sending peer like a browser: a real clip played into audio and video tracks at real-time pace."""
-
-    def __init__(self, path, audio: bool = True, video: bool = True):
-        self.player = MediaPlayer(str(path))
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        if audio:
-            self.pc.addTrack(self.player.audio)
-        if video:
-            self.pc.addTrack(self.player.video)
-
-    async def offer(self) -> str:
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return self.pc.localDescription.sdp
-
-    async def answer(self, sdp: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for track in (self.player.audio, self.player.video):
-            if track is not None:
-                track.stop()
 
 
 async def send_offer(ws, sdp: str, stream: str | None = None):
@@ -171,7 +147,8 @@ async def test_a_taken_stream_id_and_a_full_server_refuse_the_offer(engine, loop
             answer = await send_offer(ws, await first.offer(), "cam")
             assert answer.type == "webrtc_answer" and answer.stream == "cam"
             await first.answer(answer.sdp)
-            for stream_id, code in (("cam", "stream_exists"), ("other", "too_many_streams"), (None, "too_many_streams")):
+            refusals = (("cam", "stream_exists"), ("other", "too_many_streams"), (None, "too_many_streams"))
+            for stream_id, code in refusals:
                 second = Peer(path)
                 reply = await send_offer(ws, await second.offer(), stream_id)
                 await second.close()

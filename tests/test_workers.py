@@ -14,16 +14,16 @@ import time
 import numpy as np
 import pytest
 
-from conftest import need_data
-from models.assets import thread_plan, usable_cores
+from engine import Engine, PipelineConfig, StreamPipeline, analyze_file
+from engine.workers import FairScheduler, ScoreBatcher, WorkersClosed
 from models.base import MODALITIES, ModalityScore
+from models.runtime import thread_plan, usable_cores
 from models.scoring import ScorerSet
 from models.whisper import compute_type
-from pipeline import Engine, PipelineConfig, StreamPipeline, analyze_file
 from protocol import WindowMessage
 from stream.windows import Window
-from test_pipeline_fakes import Brightness, ConstantScorer, FakeASR, ScriptedSource, SlowFrames, fake_engine
-from workers import FairScheduler, ScoreBatcher, WorkersClosed
+from testkit.data import need_data
+from testkit.fakes import Brightness, ConstantScorer, FakeASR, ScriptedSource, SlowFrames, fake_engine
 
 
 # --------------------------------------------------------------------------------------------- FairScheduler
@@ -52,6 +52,7 @@ def test_the_least_served_stream_goes_first():
     assert order == ["mid", "new", "long"]
 
 
+@pytest.mark.slow  # timed passes: seconds of wall time
 def test_a_live_stream_waits_at_most_one_pass_of_a_stream_that_replays_as_fast_as_it_can():
     async def main():
         scheduler = FairScheduler(1, "test-asr")
@@ -189,6 +190,7 @@ def test_a_request_that_breaks_the_batch_fails_alone():
     assert isinstance(frames_b, ValueError) and len(frames_a) == 1
 
 
+@pytest.mark.slow  # real-time pace
 def test_a_slow_stream_delays_another_by_at_most_its_fair_share():
     """Stream "slow" is replayed as fast as possible and every one of its frames costs the analyzer 0.1 s; stream
     "live" plays at real-time pace. Each request of the live stream (its frames, its windows' scores) waits at most
@@ -306,7 +308,7 @@ def test_media_and_text_requests_share_batches_and_scoring_the_text_adds_what_th
 
 
 def test_beside_runs_two_halves_at_once_and_keeps_the_side_half_single_user():
-    from models.assets import beside
+    from models.runtime import beside
 
     gate = threading.Barrier(2, timeout=5)  # both halves must be running at the same time to pass it
     assert beside(lambda: gate.wait() is not None and "side", lambda: gate.wait() is not None and "here") == \
@@ -415,7 +417,7 @@ def test_analyze_fast_lowers_the_scorers_runtime_threads_but_not_whispers(monkey
     """A model runtime may compute on threads of its own (CTranslate2 runs the audio encoder on a worker started
     with the model): Engine.lower_scoring_priority lowers the threads started while the scorers were built, and
     leaves those started while Whisper was loaded."""
-    import pipeline
+    import engine.engine as engine_module
 
     stop = threading.Event()
     started: dict[str, threading.Thread] = {}
@@ -434,8 +436,8 @@ def test_analyze_fast_lowers_the_scorers_runtime_threads_but_not_whispers(monkey
         return ScorerSet(ConstantScorer("text", 0.5), ConstantScorer("audio", 0.5), ConstantScorer("visual", 0.5),
                          frames=SlowFrames(0.0))
 
-    monkeypatch.setattr(pipeline, "_whisper_transcribers", whisper_transcribers)
-    monkeypatch.setattr(pipeline, "build_scorers", build_scorers)
+    monkeypatch.setattr(engine_module, "_whisper_transcribers", whisper_transcribers)
+    monkeypatch.setattr(engine_module, "build_scorers", build_scorers)
     engine = Engine(device="cpu")
     try:
         mine = os.getpriority(os.PRIO_PROCESS, 0)

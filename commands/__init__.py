@@ -1,0 +1,1 @@
+"""The bodies of the `vidsent` commands (cli.py is their door): analyze, watch and history."""

@@ -1,0 +1,119 @@
+"""`vidsent analyze FILE...`: each file replayed as fast as possible through the live pipeline, its window timeline
+and verdict printed and written as JSON and CSV; a bad file is reported and the rest go on."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from app import compose
+from app.options import add_pipeline_arguments
+
+CSV_FIELDS = ["file", "index", "t_start", "t_end", "text_score", "audio_score", "visual_score", "fused_score",
+              "fused_label", "graded", "rolling_score", "rolling_label", "transcript"]
+
+
+def csv_rows(result: dict):
+    for w in result["windows"]:
+        row = {"file": result["file"], "index": w["index"], "t_start": w["t_start"], "t_end": w["t_end"],
+               "fused_score": w["fused"]["score"], "fused_label": w["fused"]["label"], "graded": w["fused"]["graded"],
+               "rolling_score": w["rolling"]["score"], "rolling_label": w["rolling"]["label"],
+               "transcript": w["transcript"]}
+        for m, s in w["modalities"].items():
+            row[f"{m}_score"] = s["score"]
+        yield row
+
+
+def write_csv(path: str, results: list[dict]) -> None:
+    """One row per window of each result ({file, windows}), the columns CSV_FIELDS."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for result in results:
+            writer.writerows(csv_rows(result))
+
+
+def fmt_score(score) -> str:
+    return "  —  " if score is None else f"{score:.2f}"
+
+
+def fast_analysis_config(config):
+    """`analyze --fast`: one sampled frame per 2 s hop instead of four (each 4 s window still pools two; kept when
+    --fps sets another rate than the default), and the speech transcribed whole as faster-whisper's own transcribe()
+    does it (speech.WholeFileASR), not in streaming passes; if the whole-file decode fails, 20-second passes on
+    full 30 s windows. main_analyze also drops the text's key words. The windows, models and verdict rules stay
+    the same."""
+    from dataclasses import replace
+
+    from engine import PipelineConfig
+
+    fps = 0.5 if config.sample_fps == PipelineConfig.sample_fps else config.sample_fps
+    return replace(config, sample_fps=fps, asr_fast_step_s=20.0, asr_whole_file=True)
+
+
+def _favour_whisper(engine) -> None:
+    """`analyze --fast` is bound by Whisper. The scoring (its thread and the audio encoder's CTranslate2 worker),
+    the event loop and the decoding threads it starts from now on run at nice +10, so they fill Whisper's idle
+    moments instead of slowing its passes. Whisper's threads started with the models and keep their priority."""
+    from engine.workers import lower_thread_priority
+
+    engine.lower_scoring_priority(10)
+    lower_thread_priority(10)
+
+
+def main_analyze(args) -> int:
+    from engine import analyze_file
+
+    try:
+        config = compose.pipeline_config(args)
+    except ValueError as exc:
+        print(f"vidsent analyze: {exc}", file=sys.stderr)
+        return 2
+    if args.fast:
+        config = fast_analysis_config(config)
+        args.text_evidence = False  # the key words cost about ten text embeddings per window
+    engine = compose.load_engine(args)
+    if args.fast:
+        _favour_whisper(engine)
+    results, failed = [], 0
+    try:
+        for path in args.files:
+            started = time.monotonic()
+            result = asyncio.run(analyze_file(path, engine, config))
+            took = time.monotonic() - started
+            results.append(result)
+            if "error" in result and not result["windows"]:
+                failed += 1
+                print(f"✗ {path}: {result['error']['message']} [{result['error']['code']}]")
+                continue
+            mods = " ".join(f"{m} {fmt_score(s['score'])}" for m, s in result["modalities"].items())
+            print(f"✓ {path}: {result['duration']:.1f} s, {len(result['windows'])} windows → "
+                  f"{result['label']} ({fmt_score(result['score'])}, {result['graded']}) | {mods} | {took:.1f} s")
+    finally:
+        engine.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.csv:
+        write_csv(args.csv, results)
+        print(f"wrote {args.csv}")
+    if failed:
+        print(f"{failed} of {len(args.files)} file(s) could not be analysed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vidsent analyze`'s options."""
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--json", metavar="OUT", help="write every file's window timeline and verdict as JSON")
+    parser.add_argument("--csv", metavar="OUT", help="write one CSV row per window")
+    parser.add_argument("--fast", action="store_true",
+                         help="throughput over detail: a frame every 2 s (unless --fps sets another rate), 20-second "
+                              "speech-recognition passes and no text key words (the same windows, models and "
+                              "verdicts otherwise)")
+    add_pipeline_arguments(parser)

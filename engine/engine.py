@@ -1,0 +1,106 @@
+"""The models of one process, loaded once and shared by every stream, and the workers that run them off the
+event loop (engine/workers.py): Whisper passes in fair turn across streams, and one scoring thread that scores the
+windows and frames of all streams in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from pathlib import Path
+
+from engine.workers import (
+    FairScheduler,
+    ScoreBatcher,
+    lower_thread_priority,
+    native_thread_ids,
+)
+from models.base import MODALITIES
+from models.runtime import configure_runtime, runtime_plan
+from models.scoring import Scorers, build_scorers
+from speech import Transcriber
+from stream.windows import Window
+
+
+class Engine:
+    """The models of one process, loaded once and shared by all streams, and the workers that run them
+    (workers.py): a fair scheduler of Whisper passes across streams and one scoring thread that batches the
+    windows and frames of all streams.
+
+    A plain container: `scorers` (a models.scoring.Scorers: the in-process ScorerSet, or engine.ray_scorers'
+    client), `transcriber` ((step_s, realtime) → a speech.Transcriber that transcribes in streaming passes) and
+    `whole_file_transcriber` (path → a speech.Transcriber over a whole file, for files replayed as fast as possible
+    with PipelineConfig.asr_whole_file; None: never). Without them it builds the real ones from the options; tests
+    pass fakes and run pipelines without any model."""
+
+    def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
+                 fusion: str = "weighted", scorers: Scorers | None = None,
+                 transcriber: Callable[[float, bool], Transcriber] | None = None, batch_wait_s: float = 0.005,
+                 text_evidence: bool = True, whole_file_transcriber: Callable[[Path], Transcriber] | None = None):
+
+        self._scorer_runtime_threads: set[int] = set()
+        if scorers is None or transcriber is None:
+            self.device = configure_runtime(device)
+            if transcriber is None:  # first, so that Whisper's own threads are not counted as the scorers'
+                transcriber, whole_file_transcriber = _whisper_transcribers(asr, self.device)
+            if scorers is None:
+                before = native_thread_ids()
+                scorers = build_scorers(self.device, Path(heads_dir) if heads_dir else None, fusion, text_evidence)
+                self._scorer_runtime_threads = native_thread_ids() - before
+        else:
+            self.device = device
+        self.plan = runtime_plan()
+        self.scorers = scorers
+        self.transcriber = transcriber
+        self.whole_file_transcriber = whole_file_transcriber
+        self.asr_workers = FairScheduler(self.plan.asr_workers, "vidsent-asr")
+        self.batcher = ScoreBatcher(scorers, max_wait_s=batch_wait_s, max_windows=self.plan.batch_windows,
+                                    max_images=self.plan.batch_images, frames_together=self.device == "cuda")
+
+    def new_asr(self, step_s: float, realtime: bool = True) -> Transcriber:
+        return self.transcriber(step_s, realtime)
+
+    def join(self, stream: Hashable) -> None:
+        """A stream starts using the workers (the batcher then waits a few ms for its requests)."""
+        self.batcher.join(stream)
+
+    def leave(self, stream: Hashable) -> None:
+        self.batcher.leave(stream)
+        self.asr_workers.forget(stream)
+
+    async def in_asr_thread(self, stream: Hashable, fn, *args):
+        """fn(*args) on an ASR worker, in fair turn with the other streams' passes."""
+        return await self.asr_workers.run(stream, fn, *args)
+
+    async def score_window(self, stream: Hashable, window: Window, has_audio: bool, has_video: bool,
+                           modalities: tuple[str, ...] = MODALITIES, scored: dict | None = None):
+        """The scores of one window (of `modalities`, with the earlier ones of `scored`), scored in a batch with
+        the other streams' waiting windows."""
+        return await self.batcher.score(stream, window, has_audio, has_video, modalities, scored)
+
+    async def analyze_frames(self, stream: Hashable, images: list) -> list:
+        """The frame analyzer's result per image, in a batch with the other streams' waiting frames."""
+        return await self.batcher.analyze(stream, images)
+
+    def lower_scoring_priority(self, nice: int = 10) -> bool:
+        """Run the scoring below Whisper: the batcher's thread and the threads the scorers' runtimes started for
+        themselves (CTranslate2 runs the audio encoder on a worker thread of its own, started with the models),
+        `nice` steps below the caller. False where a thread's priority cannot be set (not Linux)."""
+        lowered = self.batcher.lower_priority(nice)
+        alive = native_thread_ids()
+        for native_id in self._scorer_runtime_threads & alive:
+            lowered = lower_thread_priority(nice, native_id) and lowered
+        return lowered
+
+    def close(self) -> None:
+        self.asr_workers.close()
+        self.batcher.close()
+
+
+def _whisper_transcribers(size: str, device: str) -> tuple[Callable[[float, bool], Transcriber],
+                                                          Callable[[Path], Transcriber]]:
+    """The streaming and the whole-file transcriber, over the process's one Whisper model."""
+    from models.whisper import load_whisper
+    from speech import IncrementalASR, WholeFileASR
+
+    whisper = load_whisper(size, device)
+    return (lambda step_s, realtime: IncrementalASR(whisper, step_s=step_s, catch_up=realtime),
+            lambda path: WholeFileASR(whisper, path))

@@ -1,0 +1,116 @@
+"""The two slow halves of one stream, each with its own state and its own readiness: what speech recognition has
+heard and settled (`SpeechTrack`), and which sampled frames wait for, are in, or have passed the visual analyzer
+(`FrameTrack`). The pipeline asks each whether a window's part is ready, and hands each the results of its workers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from media import VideoFrame, Word
+from models.tracking import PeopleTracker
+from protocol import TranscriptMessage
+from speech import AsrUpdate, Transcriber
+from stream.buffers import FrameQueue, TimedResults
+from stream.windows import WordStore, join_words, words_between
+
+TRANSCRIPT_KEPT = 2000  # committed phrases the end summary's transcript keeps (the newest)
+
+
+class SpeechTrack:
+    """One stream's speech recognition: its transcriber, the words committed so far (a bounded store), the current
+    unconfirmed tail, how far the audio has been transcribed (`heard_until`) and up to where its words can no longer
+    change (`final_until`), and the compute its passes took."""
+
+    def __init__(self, stream_id: str, keep_s: float) -> None:
+        self.stream_id = stream_id
+        self.asr: Transcriber | None = None
+        self.words = WordStore(keep_s=keep_s)
+        self.pending: list[Word] = []
+        self.phrases: deque[str] = deque(maxlen=TRANSCRIPT_KEPT)
+        self.heard_until = 0.0
+        self.final_until = 0.0
+        self.busy_s = 0.0  # compute seconds of this stream's passes (busy_s / heard_until: the real-time factor)
+
+    def take(self, update: AsrUpdate, audio_end: float, final: bool = False) -> list[TranscriptMessage]:
+        """A pass's result: the committed words stored, and the transcript messages it gives (the committed words
+        once each, then the new unconfirmed guess). `final`: the pass that closed the stream's audio."""
+        messages = []
+        if update.committed:
+            self.words.add(update.committed)
+            text = join_words(update.committed)
+            self.phrases.append(text)
+            messages.append(TranscriptMessage(
+                self.stream_id, round(update.committed[0].start, 3), round(update.committed[-1].end, 3), text, True,
+                [{"start": round(w.start, 3), "end": round(w.end, 3), "word": w.text.strip(),
+                  "p": round(w.probability, 3)} for w in update.committed]))
+        if update.pending != self.pending and update.pending:
+            messages.append(TranscriptMessage(self.stream_id, round(update.pending[0].start, 3),
+                                              round(update.pending[-1].end, 3), join_words(update.pending), False))
+        self.pending = list(update.pending)
+        self.heard_until = audio_end if final else max(self.heard_until, update.processed_until)
+        settled = update.processed_until if update.final_until is None else update.final_until
+        self.final_until = audio_end if final else max(self.final_until, settled)
+        return messages
+
+    def ready(self, t_end: float, realtime: bool) -> bool:
+        """Live, a window needs the audio up to its end transcribed (its tail may still be unconfirmed words); a
+        file replayed as fast as possible waits until its words can no longer change, so a replay is repeatable."""
+        if self.asr is None:
+            return True
+        return (self.heard_until if realtime else self.final_until) >= t_end - 0.05
+
+    def words_between(self, t0: float, t1: float) -> tuple[list[Word], list[Word]]:
+        """(committed, unconfirmed) words inside [t0, t1)."""
+        return self.words.between(t0, t1), words_between(self.pending, t0, t1)
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(self.phrases)
+
+
+class FrameTrack:
+    """One stream's sampled frames on their way through the visual analyzer: those waiting (a bounded queue that
+    drops the oldest live), the batch in flight, and the analyses that came back, stamped with their media time,
+    with the faces in them followed from frame to frame (`people`)."""
+
+    def __init__(self, backlog: int, keep_s: float, sample_fps: float) -> None:
+        self.waiting = FrameQueue(backlog)
+        self.results: TimedResults = TimedResults(keep_s=keep_s)
+        self.people = PeopleTracker()
+        self.sample_fps = sample_fps
+        self.inflight_t: float | None = None  # media time of the first frame of the batch being analysed
+        self.video_end = -1.0  # media time of the last frame received
+
+    def put(self, frame: VideoFrame) -> None:
+        self.waiting.put(frame)
+        self.video_end = max(self.video_end, frame.t)
+
+    def take(self, most: int) -> list[VideoFrame]:
+        batch = self.waiting.take(most)
+        self.inflight_t = batch[0].t if batch else None
+        return batch
+
+    def analysed(self, batch: list[VideoFrame], analyses: list[Any]) -> None:
+        """The analyses of a batch taken with `take`, in order: each stamped with its frame's media time (where it
+        has a `t`), its faces given their person ids, and kept for the windows."""
+        for frame, analysis in zip(batch, analyses):
+            if hasattr(analysis, "t"):
+                analysis.t = frame.t
+            self.people.observe(frame.t, analysis)
+            self.results.add(frame.t, analysis)
+        self.inflight_t = None
+
+    def ready(self, t_end: float, eof: bool) -> bool:
+        """Whether every frame before t_end that will ever be analysed has been."""
+        if self.inflight_t is not None and self.inflight_t < t_end:
+            return False
+        oldest = self.waiting.oldest_t()
+        if oldest is not None and oldest < t_end:
+            return False
+        return eof or self.video_end >= t_end - 1.0 / self.sample_fps
+
+    @property
+    def dropped(self) -> int:
+        return self.waiting.dropped
