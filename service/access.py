@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 import os
 import secrets
 import time
@@ -21,7 +20,6 @@ from stream.sources import SourceError, redact_url
 MAX_MEDIA_LISTED = 500  # files a `list_media` reply names at most
 MAX_STREAMS = 16  # streams a server runs at once (--max-streams)
 
-log = logging.getLogger("vidsent.server")
 
 class SourcePolicy:
     """Which sources clients may start: files inside one media folder (no traversal, no symlinks out) and RTSP URLs

@@ -3,7 +3,6 @@ path ever reaches the file system."""
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote
@@ -16,7 +15,6 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
                  ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8"}
 
-log = logging.getLogger("vidsent.server")
 
 def http_response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),

@@ -3,12 +3,9 @@ was committed already."""
 
 from __future__ import annotations
 
-import logging
-
 from media import Word
 from speech.words import normalise_word
 
-log = logging.getLogger(__name__)
 
 def agreed_prefix_length(previous: list[Word], current: list[Word]) -> int:
     n = 0

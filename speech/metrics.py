@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 from speech.words import normalise_text
 
-log = logging.getLogger(__name__)
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """Word-level Levenshtein distance over the reference length, both sides normalised."""

@@ -3,14 +3,12 @@ between two points, where a buffer or a file is cut."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from media import SAMPLE_RATE
 
-log = logging.getLogger(__name__)
 
 @dataclass
 class Speech:

@@ -3,7 +3,6 @@ budget, one alignment for word times; and the options of faster-whisper's own tr
 
 from __future__ import annotations
 
-import logging
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +11,6 @@ import numpy as np
 
 from media import SAMPLE_RATE, Word
 from speech.words import APPEND_PUNCTUATION, PREPEND_PUNCTUATION
-
-log = logging.getLogger(__name__)
 
 TAIL_SPEECH_S = 0.8  # speech left after a final pass's last word that is decoded again rather than dropped
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 
@@ -14,7 +13,6 @@ from speech.vad import quietest_sample
 from speech.whisper_pass import transcribe_options
 from speech.words import NON_LEXICAL, in_time_order, normalise_word
 
-log = logging.getLogger(__name__)
 
 class WholeFileASR:
     """A file's speech transcribed the way faster-whisper's own transcribe() does it, for `analyze --fast`: the

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import logging
 import re
 
 from media import Word
-
-log = logging.getLogger(__name__)
 
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"

@@ -4,7 +4,6 @@ credentials."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,6 @@ from urllib.parse import urlsplit
 
 from media import AudioChunk, VideoFrame
 from protocol import CodedError
-
-log = logging.getLogger(__name__)
 
 
 class SourceError(CodedError):

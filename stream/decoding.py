@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import threading
 import traceback
 import weakref
@@ -19,8 +18,6 @@ import numpy as np
 
 from media import SAMPLE_RATE, AudioChunk, VideoFrame
 from stream.base import SourceError, SourceInfo
-
-log = logging.getLogger(__name__)
 
 # Frames are scaled down so their longer side is at most this many pixels: enough for face detection and the
 # scene model, and it keeps the frame buffers small.

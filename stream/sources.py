@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import os
 import time
 from pathlib import Path
@@ -37,8 +36,6 @@ from stream.rtsp import RtspSource
 __all__ = ["VIDEO_DECODER_THREADS", "AudioConverter", "Decoder", "FileSource", "FrameSampler", "MediaSource",
            "MonoResampler", "RtspSource", "SourceError", "SourceEvent", "SourceInfo", "close_decoder", "open_source",
            "redact_url", "sample_video"]
-
-log = logging.getLogger(__name__)
 
 
 class FileSource(MediaSource):
