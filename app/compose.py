@@ -18,7 +18,8 @@ log = logging.getLogger("vidsent.server")
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
-    return PipelineConfig(window_s=args.window, hop_s=args.hop, half_life_s=args.half_life, sample_fps=args.fps)
+    return PipelineConfig(window_s=args.window, hop_s=args.hop, half_life_s=args.half_life, sample_fps=args.fps,
+                          language=getattr(args, "language", None) or "auto")
 
 
 def webrtc_settings(args: argparse.Namespace) -> dict:

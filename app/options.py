@@ -93,6 +93,19 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hop", type=float, default=2.0, help="window hop in seconds (default 2)")
     parser.add_argument("--half-life", type=float, default=6.0, help="rolling EMA half-life in seconds (default 6)")
     parser.add_argument("--fps", type=float, default=2.0, help="frames sampled per second for the visual scorer")
+    parser.add_argument("--language", default=None, type=language_choice, metavar="auto|xx[,yy…]",
+                        help="the language(s) speech is in: auto (identified, and followed when it changes; "
+                             "default), one ISO 639-1 code (es), or the allowed set (en,es)")
+
+
+def language_choice(text: str) -> str:
+    """--language's value in its normal form ('auto', 'es', 'en,es'); argparse reports what is wrong with it."""
+    from speech.language import LanguageChoice
+
+    try:
+        return str(LanguageChoice.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_token_argument(parser: argparse.ArgumentParser, help_text: str) -> None:

@@ -97,11 +97,15 @@ class VidsentClient:
                 raise VidsentError(message.code, message.message)
             self._backlog.append(message)
 
-    async def start(self, source: str, *, stream: str | None = None, realtime: bool = True) -> str:
-        """Ask the server to start a stream from a file in its media folder or an allowed RTSP URL; subscribes."""
-        request = {"type": "start", "source": source, "realtime": realtime}
+    async def start(self, source: str, *, stream: str | None = None, realtime: bool = True,
+                    language: str | None = None) -> str:
+        """Ask the server to start a stream from a file in its media folder or an allowed RTSP URL; subscribes.
+        language: auto, a code (es) or codes (en,es); None: the server's own --language."""
+        request: dict[str, object] = {"type": "start", "source": source, "realtime": realtime}
         if stream:
             request["stream"] = stream
+        if language:
+            request["language"] = language
         await self._send(request)
         reply = await self._await_reply(SubscribedMessage)
         self.subscriptions.add(reply.stream)

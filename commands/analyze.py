@@ -15,7 +15,7 @@ from app import compose
 from app.options import add_pipeline_arguments
 
 CSV_FIELDS = ["file", "index", "t_start", "t_end", "text_score", "audio_score", "visual_score", "fused_score",
-              "fused_label", "graded", "rolling_score", "rolling_label", "transcript"]
+              "fused_label", "graded", "rolling_score", "rolling_label", "language", "language_p", "transcript"]
 
 
 def csv_rows(result: dict):
@@ -23,15 +23,16 @@ def csv_rows(result: dict):
         row = {"file": result["file"], "index": w["index"], "t_start": w["t_start"], "t_end": w["t_end"],
                "fused_score": w["fused"]["score"], "fused_label": w["fused"]["label"], "graded": w["fused"]["graded"],
                "rolling_score": w["rolling"]["score"], "rolling_label": w["rolling"]["label"],
-               "transcript": w["transcript"]}
+               "language": w.get("language"), "language_p": w.get("language_p"), "transcript": w["transcript"]}
         for m, s in w["modalities"].items():
             row[f"{m}_score"] = s["score"]
         yield row
 
 
 def write_csv(path: str, results: list[dict]) -> None:
-    """One row per window of each result ({file, windows}), the columns CSV_FIELDS."""
-    with open(path, "w", newline="") as fh:
+    """One row per window of each result ({file, windows}), the columns CSV_FIELDS, in UTF-8 (transcripts keep
+    their own script)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for result in results:
@@ -92,12 +93,15 @@ def main_analyze(args) -> int:
                 print(f"✗ {path}: {result['error']['message']} [{result['error']['code']}]")
                 continue
             mods = " ".join(f"{m} {fmt_score(s['score'])}" for m, s in result["modalities"].items())
+            languages = " ".join(f"{code} {share:.0%}" for code, share in result.get("languages", {}).items())
+            if languages:
+                mods += f" | speech: {languages}"
             print(f"✓ {path}: {result['duration']:.1f} s, {len(result['windows'])} windows → "
                   f"{result['label']} ({fmt_score(result['score'])}, {result['graded']}) | {mods} | {took:.1f} s")
     finally:
         engine.close()
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     if args.csv:
         write_csv(args.csv, results)

@@ -44,7 +44,7 @@ def _export_run(run: dict, messages: list[dict], json_out: Path | None, csv_out:
     writers: list[tuple[Path, Callable[[], object]]] = []
     if json_out:
         writers.append((json_out, lambda: json_out.write_text(
-            json.dumps({**run, "messages": messages}, indent=2, ensure_ascii=False) + "\n")))
+            json.dumps({**run, "messages": messages}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")))
     if csv_out:
         windows = [m for m in messages if m["type"] == "window"]
         writers.append((csv_out, lambda: write_csv(str(csv_out), [{"file": run["source"] or run["stream"],

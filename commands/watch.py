@@ -44,11 +44,13 @@ class LivePrinter:
             verdicts = cast("dict[str, ModalityVerdict]", message.modalities)
             mods = " ".join(f"{m[0].upper()} {fmt_score(s['score'])}" for m, s in verdicts.items())
             rolling = message.rolling
+            spoken = f"[{message.language}] " if message.language and message.transcript else ""
             self._line(f"[{message.t_start:6.1f}–{message.t_end:6.1f}s] rolling {fmt_score(rolling['score'])} "
                        f"{(rolling['label'] or '—'):8} {(rolling['graded'] or ''):16} | {mods} | "
-                       f"{message.transcript[:60]}")
+                       f"{spoken}{message.transcript[:60]}")
         elif isinstance(message, TranscriptMessage) and message.final:
-            self._line(f"  » {message.text}")
+            spoken = f"[{message.language}] " if message.language else ""
+            self._line(f"  » {spoken}{message.text}")
         elif isinstance(message, StatusMessage):
             self.status = (f"status: {message.state} · media {message.media_time:.1f} s · lag {message.lag_s:.1f} s · "
                            f"dropped frames {message.dropped_frames} {message.detail}")
@@ -69,8 +71,10 @@ class LivePrinter:
         elif isinstance(message, EndMessage):
             s = message.summary
             self.status = ""
+            languages = ", ".join(f"{code} {share:.0%}" for code, share in (s.get("languages") or {}).items())
             self._line(f"end ({s.get('reason')}): {s.get('windows', 0)} windows, overall {s.get('label')} "
-                       f"({fmt_score(s.get('score'))}, {s.get('graded')})")
+                       f"({fmt_score(s.get('score'))}, {s.get('graded')})" + (f"; speech: {languages}" if languages
+                                                                             else ""))
 
 
 async def _watch_in_process(args, printer: LivePrinter) -> int:
@@ -116,7 +120,8 @@ async def _watch_remote(args, printer: LivePrinter) -> int:
         if args.subscribe:
             stream = await client.subscribe(args.source)
         else:
-            stream = await client.start(args.source, realtime=not args.fast)
+            # without --language, the server's own
+            stream = await client.start(args.source, realtime=not args.fast, language=args.language)
         async for message in client.messages():
             printer(message)
             if isinstance(message, EndMessage) and message.stream == stream:

@@ -15,7 +15,7 @@ from stream.sources import FileSource
 async def analyze_file(path: str | Path, engine: Engine, config: PipelineConfig) -> dict:
     """One file replayed as fast as possible through the live pipeline: its window timeline and overall verdict
     (what `vidsent analyze` writes, and what `vidsent evaluate` scores clips by):
-    {file, duration, label, score, graded, rolling, modalities, transcript, people, windows, error?}."""
+    {file, duration, label, score, graded, rolling, modalities, transcript, languages, people, windows, error?}."""
     windows: list[dict] = []
     errors: list[dict] = []
 
@@ -38,6 +38,7 @@ async def analyze_file(path: str | Path, engine: Engine, config: PipelineConfig)
         "rolling": summary["rolling"],
         "modalities": summary["modalities"],
         "transcript": summary["transcript"],
+        "languages": summary.get("languages", {}),
         "people": summary["people"],
         "windows": windows,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from speech.language import LanguageChoice
 from stream.windows import WindowSchedule
 
 FRAME_BATCH = 4
@@ -29,10 +30,16 @@ class PipelineConfig:
     asr_grace_s: float = 1.0  # how long a real-time window waits for ASR to reach its end
     frame_backlog: int = 8  # sampled frames that may wait for the visual scorer before the oldest are dropped
     status_every_s: float = 2.0
+    language: str = "auto"  # the languages speech may be in: auto, a code (es) or codes (en,es); see speech.language
+
+    @property
+    def languages(self) -> LanguageChoice:
+        return LanguageChoice.parse(self.language)
 
     def __post_init__(self):
         WindowSchedule(self.window_s, self.hop_s)  # validates window and hop
         if self.sample_fps <= 0:
             raise ValueError("sample fps must be positive")
+        self.language = str(self.languages)  # validates it, in its normal form
 
 

@@ -17,6 +17,7 @@ from models.base import MODALITIES
 from models.runtime import configure_runtime, runtime_plan
 from models.scoring import Scorers, build_scorers
 from speech import Transcriber
+from speech.language import LanguageChoice
 from stream.windows import Window
 
 
@@ -26,21 +27,23 @@ class Engine:
     windows and frames of all streams.
 
     A plain container: `scorers` (a models.scoring.Scorers: the in-process ScorerSet, or engine.ray_scorers'
-    client), `transcriber` ((step_s, realtime) → a speech.Transcriber that transcribes in streaming passes) and
-    `whole_file_transcriber` (path → a speech.Transcriber over a whole file, for files replayed as fast as possible
-    with PipelineConfig.asr_whole_file; None: never). Without them it builds the real ones from the options; tests
-    pass fakes and run pipelines without any model."""
+    client), `transcriber` ((step_s, realtime, languages) → a speech.Transcriber that transcribes in streaming
+    passes) and `whole_file_transcriber` ((path, languages) → a speech.Transcriber over a whole file, for files
+    replayed as fast as possible with PipelineConfig.asr_whole_file; None: never). Without them it builds the real
+    ones from the options; tests pass fakes and run pipelines without any model."""
 
     def __init__(self, *, asr: str = "tiny.en", device: str = "auto", heads_dir: str | Path | None = None,
                  fusion: str = "weighted", scorers: Scorers | None = None,
-                 transcriber: Callable[[float, bool], Transcriber] | None = None, batch_wait_s: float = 0.005,
-                 text_evidence: bool = True, whole_file_transcriber: Callable[[Path], Transcriber] | None = None):
+                 transcriber: Callable[[float, bool, LanguageChoice], Transcriber] | None = None,
+                 batch_wait_s: float = 0.005, text_evidence: bool = True,
+                 whole_file_transcriber: Callable[[Path, LanguageChoice], Transcriber] | None = None):
 
         self._scorer_runtime_threads: set[int] = set()
         if scorers is None or transcriber is None:
             self.device = configure_runtime(device)
             if transcriber is None:  # first, so that Whisper's own threads are not counted as the scorers'
-                transcriber, whole_file_transcriber = _whisper_transcribers(asr, self.device)
+                whisper = WhisperTranscribers(asr, self.device)
+                transcriber, whole_file_transcriber = whisper.streaming, whisper.whole_file
             if scorers is None:
                 before = native_thread_ids()
                 scorers = build_scorers(self.device, Path(heads_dir) if heads_dir else None, fusion, text_evidence)
@@ -55,8 +58,8 @@ class Engine:
         self.batcher = ScoreBatcher(scorers, max_wait_s=batch_wait_s, max_windows=self.plan.batch_windows,
                                     max_images=self.plan.batch_images, frames_together=self.device == "cuda")
 
-    def new_asr(self, step_s: float, realtime: bool = True) -> Transcriber:
-        return self.transcriber(step_s, realtime)
+    def new_asr(self, step_s: float, realtime: bool = True, language: LanguageChoice | None = None) -> Transcriber:
+        return self.transcriber(step_s, realtime, language or LanguageChoice())
 
     def join(self, stream: Hashable) -> None:
         """A stream starts using the workers (the batcher then waits a few ms for its requests)."""
@@ -95,12 +98,42 @@ class Engine:
         self.batcher.close()
 
 
-def _whisper_transcribers(size: str, device: str) -> tuple[Callable[[float, bool], Transcriber],
-                                                          Callable[[Path], Transcriber]]:
-    """The streaming and the whole-file transcriber, over the process's one Whisper model."""
-    from models.whisper import load_whisper
-    from speech import IncrementalASR, WholeFileASR
+class WhisperTranscribers:
+    """The streaming and whole-file transcribers over the process's Whisper models: `size` (tiny.en unless --asr
+    says base) for English, the multilingual base for every other language and for identifying them (both loaded once,
+    with the English one, as every stream identifies its language). Each stream gets its own LanguageTracker for
+    the languages it may be in."""
 
-    whisper = load_whisper(size, device)
-    return (lambda step_s, realtime: IncrementalASR(whisper, step_s=step_s, catch_up=realtime),
-            lambda path: WholeFileASR(whisper, path))
+    def __init__(self, size: str, device: str) -> None:
+        from models.whisper import load_whisper
+
+        self.size, self.device = size, device
+        self.english = load_whisper(size, device)
+        self.multilingual()
+
+    def multilingual(self):
+        from models.whisper import load_whisper
+
+        return load_whisper("base", self.device)
+
+    def model_for(self, language: str):
+        return self.english if language == "en" else self.multilingual()
+
+    def tracker(self, choice: LanguageChoice):
+        from speech.language import LanguageTracker, whisper_identifier
+
+        return LanguageTracker(choice, whisper_identifier(self.multilingual()))
+
+    def streaming(self, step_s: float, realtime: bool, language: LanguageChoice) -> Transcriber:
+        from speech import IncrementalASR
+
+        first = language.fixed or "en"
+        return IncrementalASR(self.model_for(first), step_s=step_s, catch_up=realtime, language=first,
+                              languages=self.tracker(language), model_for=self.model_for)
+
+    def whole_file(self, path: Path, language: LanguageChoice) -> Transcriber:
+        from speech import WholeFileASR
+
+        first = language.fixed or "en"
+        return WholeFileASR(self.model_for(first), path, language=first, languages=self.tracker(language),
+                            model_for=self.model_for)

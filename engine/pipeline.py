@@ -50,9 +50,11 @@ from protocol import (
     Modalities,
     SourceDescription,
     StatusMessage,
+    StreamLanguage,
     WindowMessage,
 )
 from speech import AsrUpdate, Transcriber
+from speech.language import SpokenLanguage, language_name
 from stream.buffers import AudioRing
 from stream.sources import MediaSource, SourceError, SourceEvent, SourceInfo
 from stream.windows import Window, WindowSchedule
@@ -296,12 +298,13 @@ class StreamPipeline:
         if (not self.realtime and self.config.asr_whole_file and path is not None
                 and self.engine.whole_file_transcriber is not None):
             try:
-                return await self.engine.in_asr_thread(self, self.engine.whole_file_transcriber, path)
+                return await self.engine.in_asr_thread(self, self.engine.whole_file_transcriber, path,
+                                                       self.config.languages)
             except Exception as exc:  # noqa: BLE001 - the streaming passes read the audio the source decodes
                 log.warning("%s: transcribing in passes, the whole-file decode failed: %s: %s",
                             self.stream_id, type(exc).__name__, exc)
         return self.engine.new_asr(self.config.asr_step_s if self.realtime else self.config.asr_fast_step_s,
-                                   self.realtime)
+                                   self.realtime, self.config.languages)
 
     async def _transcribe(self) -> None:
         asr = self.speech.asr
@@ -335,6 +338,11 @@ class StreamPipeline:
         return await self.engine.in_asr_thread(self, timed)
 
     def _take_asr_update(self, update: AsrUpdate, final: bool = False) -> None:
+        changed = self.speech.follow_language(update)
+        if changed is not None:
+            self.emit(StatusMessage(self.stream_id, self.state, self.lag_s, self.dropped_frames,
+                                    round(self.watermark, 3), detail=language_detail(changed),
+                                    language=cast(StreamLanguage, changed.to_json())))
         for message in self.speech.take(update, self.audio_end, final):
             self.emit(message)
 
@@ -444,6 +452,12 @@ class StreamPipeline:
             if behind is not None and "text" in scores and not scores["text"].available:
                 scores = {**scores, "text": ModalityScore.missing(
                     f"words not in yet (speech recognition {behind:.1f} s behind)")}
+            language = window.language
+            spoken = self.speech.language
+            outside = spoken.outside if spoken is not None else None
+            if spoken is not None and spoken.outside_reason and not window.transcript and "text" in scores:
+                language = spoken.outside[0] if spoken.outside else None
+                scores = {**scores, "text": ModalityScore.missing(spoken.outside_reason)}
             fused = self.engine.scorers.fuse(scores)
             rolling = self.rolling.update(fused.score, window.t_end)
             self.overall.add(scores)
@@ -455,6 +469,9 @@ class StreamPipeline:
                 rolling=rolling_json(rolling, self.config.half_life_s),
                 transcript=window.transcript,
                 latency_s=self._latency(window.t_end),
+                language=language,
+                language_p=outside[1] if outside is not None and language == outside[0]
+                else self.speech.probability(language),
             ))
             # what observers queued after this window (an alert it raised) goes out before the next window
             await asyncio.sleep(0)
@@ -486,8 +503,10 @@ class StreamPipeline:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.status_every_s)
+            language = self.speech.language
             self.emit(StatusMessage(self.stream_id, self.state, self.lag_s, self.dropped_frames,
-                                    round(self.watermark, 3)))
+                                    round(self.watermark, 3),
+                                    language=None if language is None else cast(StreamLanguage, language.to_json())))
 
     def _summary(self) -> EndSummary:
         modalities = self.overall.modalities()
@@ -506,4 +525,14 @@ class StreamPipeline:
             "dropped_frames": self.dropped_frames,
             "transcript": self.speech.transcript,
             "people": self.frames.people.summary(),
+            "languages": self.speech.language_shares,
         })
+
+
+def language_detail(state: SpokenLanguage) -> str:
+    """A status line's words for a change of a stream's language."""
+    if state.outside is not None:
+        return f"{state.outside_reason}: not transcribed"
+    was = f", was {language_name(state.previous)}" if state.previous else ""
+    p = f" (p={state.p:.2f})" if state.p is not None else ""
+    return f"language changed to {language_name(state.language)}{p} from {state.since:.1f} s{was}"

@@ -58,10 +58,12 @@ class ScoringRequest:
     audio: np.ndarray
     frames: list[Any]
     speech_spans: list[tuple[float, float]]
+    language: str | None = None
 
     @classmethod
     def of(cls, window: WindowParts) -> ScoringRequest:
-        return cls(window.index, window.transcript, window.audio, list(window.frames), list(window.speech_spans))
+        return cls(window.index, window.transcript, window.audio, list(window.frames), list(window.speech_spans),
+                   window.language)
 
 
 # -- the batching, without Ray (the replica's logic; unit-tested on fake scorers) ------------------------------

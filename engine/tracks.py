@@ -5,6 +5,7 @@ heard and settled (`SpeechTrack`), and which sampled frames wait for, are in, or
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import Any
 
@@ -12,8 +13,9 @@ from media import VideoFrame, Word
 from models.tracking import PeopleTracker
 from protocol import TranscriptMessage
 from speech import AsrUpdate, Transcriber
+from speech.language import SpokenLanguage
 from stream.buffers import FrameQueue, TimedResults
-from stream.windows import WordStore, join_words, words_between
+from stream.windows import WordStore, join_phrases, join_words, language_seconds, main_language, words_between
 
 TRANSCRIPT_KEPT = 2000  # committed phrases the end summary's transcript keeps (the newest)
 
@@ -32,6 +34,33 @@ class SpeechTrack:
         self.heard_until = 0.0
         self.final_until = 0.0
         self.busy_s = 0.0  # compute seconds of this stream's passes (busy_s / heard_until: the real-time factor)
+        self.language: SpokenLanguage | None = None  # the stream's language now, as its transcriber follows it
+        self.language_p: dict[str, float] = {}  # each language's probability in its latest identification
+        self.speech_s: dict[str, float] = {}  # seconds of committed words per language
+
+    def follow_language(self, update: AsrUpdate) -> SpokenLanguage | None:
+        """Take the language a pass reports; returns it when it differs from before (another language, or speech
+        outside the allowed ones starting or stopping), else None."""
+        now, before = update.language, self.language
+        if now is None:
+            return None
+        self.language = now
+        if now.language is not None and now.p is not None:
+            self.language_p[now.language] = round(now.p, 3)
+        if before is None:
+            return now if now.language is not None or now.outside is not None else None
+        return now if (now.language, now.outside is None) != (before.language, before.outside is None) else None
+
+    def probability(self, language: str | None) -> float | None:
+        return None if language is None else self.language_p.get(language)
+
+    @property
+    def language_shares(self) -> dict[str, float]:
+        """Each language's share of the committed speech (by word duration), largest first."""
+        total = sum(self.speech_s.values())
+        if not total:
+            return {}
+        return {code: round(s / total, 4) for code, s in sorted(self.speech_s.items(), key=lambda kv: -kv[1])}
 
     def take(self, update: AsrUpdate, audio_end: float, final: bool = False) -> list[TranscriptMessage]:
         """A pass's result: the committed words stored, and the transcript messages it gives (the committed words
@@ -39,15 +68,22 @@ class SpeechTrack:
         messages = []
         if update.committed:
             self.words.add(update.committed)
-            text = join_words(update.committed)
+            for code, seconds in language_seconds(update.committed).items():
+                self.speech_s[code] = self.speech_s.get(code, 0.0) + seconds
+        for language, words in itertools.groupby(update.committed, key=lambda w: w.language):
+            phrase = list(words)  # one message per language, should a pass's words hold two
+            text = join_words(phrase)
             self.phrases.append(text)
             messages.append(TranscriptMessage(
-                self.stream_id, round(update.committed[0].start, 3), round(update.committed[-1].end, 3), text, True,
+                self.stream_id, round(phrase[0].start, 3), round(phrase[-1].end, 3), text, True,
                 [{"start": round(w.start, 3), "end": round(w.end, 3), "word": w.text.strip(),
-                  "p": round(w.probability, 3)} for w in update.committed]))
+                  "p": round(w.probability, 3)} for w in phrase],
+                language, self.probability(language)))
         if update.pending != self.pending and update.pending:
+            language = main_language(update.pending)
             messages.append(TranscriptMessage(self.stream_id, round(update.pending[0].start, 3),
-                                              round(update.pending[-1].end, 3), join_words(update.pending), False))
+                                              round(update.pending[-1].end, 3), join_words(update.pending), False,
+                                              language=language, language_p=self.probability(language)))
         self.pending = list(update.pending)
         self.heard_until = audio_end if final else max(self.heard_until, update.processed_until)
         settled = update.processed_until if update.final_until is None else update.final_until
@@ -67,7 +103,7 @@ class SpeechTrack:
 
     @property
     def transcript(self) -> str:
-        return " ".join(self.phrases)
+        return join_phrases(self.phrases)
 
 
 class FrameTrack:

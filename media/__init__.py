@@ -35,3 +35,4 @@ class Word:
     end: float
     text: str  # as Whisper wrote it, with its leading space
     probability: float = 1.0
+    language: str | None = None  # ISO 639-1 code of the language it was transcribed in

@@ -54,6 +54,9 @@ class WindowParts(Protocol):
     @property
     def speech_spans(self) -> list[tuple[float, float]]: ...  # seconds from the window's start
 
+    @property
+    def language(self) -> str | None: ...  # ISO 639-1 code of its words' language, None when not known
+
 
 @runtime_checkable
 class Scorer(Protocol):
@@ -171,10 +174,10 @@ def build_scorers(device: str, heads_dir: Path | None = None, fusion: str = "wei
     text_evidence=False leaves out the text's key words (each window's transcript scored without each word)."""
     from models.audio import AudioEmbedder, AudioScorer
     from models.heads import DEFAULT_HEADS_DIR, load_head
-    from models.text import load_text_scorer
+    from models.text import Said, load_language_routed_scorer
     from models.visual import VisualAnalyzer, VisualScorer
 
-    text = load_text_scorer(device, heads_dir, evidence=text_evidence)
+    text = load_language_routed_scorer(device, heads_dir, evidence=text_evidence)
     audio_head = load_head("audio", heads_dir)
     # the audio embedding is the one the head was trained on, whichever Whisper model transcribes
     audio_embedder = AudioEmbedder.for_head(audio_head, device)
@@ -183,7 +186,7 @@ def build_scorers(device: str, heads_dir: Path | None = None, fusion: str = "wei
     visual = VisualScorer(analyzer, matching_head(load_head("scene", heads_dir), analyzer.scene))
     fusion_file = (heads_dir or DEFAULT_HEADS_DIR) / "fusion.json"
     params = FusionParams.load(fusion_file) if fusion_file.exists() else None
-    return ScorerSet(WindowPartScorer("text", text, lambda w: w.transcript),
+    return ScorerSet(WindowPartScorer("text", text, lambda w: Said(w.transcript, w.language)),
                      WindowPartScorer("audio", audio, lambda w: w.audio),
                      WindowPartScorer("visual", visual, lambda w: w.frames, batched=False),
                      analyzer, fusion, params)

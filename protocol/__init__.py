@@ -106,6 +106,25 @@ class PersonSummary(TypedDict):
     top_emotion: str | None
 
 
+class OutsideLanguage(TypedDict):
+    """Speech identified (with p >= 0.8) in a language outside the stream's allowed ones."""
+
+    language: str
+    p: float
+
+
+class StreamLanguage(TypedDict):
+    """A stream's language now: its ISO 639-1 code (null until identified), its probability in the latest
+    identification, the media time it became current, the one before it, and `outside` while the speech is in a
+    language outside the allowed ones (its text is then not transcribed)."""
+
+    language: str | None
+    p: float | None
+    since: float
+    previous: str | None
+    outside: OutsideLanguage | None
+
+
 class EndSummary(TypedDict):
     """A stream's end: why, its media duration and windows, the overall verdict (the fusion of the per-modality
     means), the last rolling verdict, the whole committed transcript and the tracked faces (the 50 seen most)."""
@@ -123,6 +142,7 @@ class EndSummary(TypedDict):
     dropped_frames: int
     transcript: str
     people: list[PersonSummary]
+    languages: NotRequired[dict[str, float]]  # each language's share of the speech (by word duration)
 
 
 class StreamDescription(TypedDict):
@@ -196,6 +216,8 @@ class WindowMessage(Message):
     rolling: RollingVerdict
     transcript: str
     latency_s: float | None = None  # wall seconds from the window's media reaching the server to this message
+    language: str | None = None  # ISO 639-1 code of the window's speech (what most of its words are in); null: none
+    language_p: float | None = None  # that language's probability in the stream's latest identification
 
 
 @dataclass
@@ -210,6 +232,8 @@ class TranscriptMessage(Message):
     text: str
     final: bool
     words: list[TranscriptWord] = field(default_factory=list)  # [{start, end, word, p}]
+    language: str | None = None  # ISO 639-1 code of the language the words were transcribed in
+    language_p: float | None = None
 
 
 @dataclass
@@ -225,6 +249,7 @@ class StatusMessage(Message):
     media_time: float = 0.0
     detail: str = ""
     source: SourceDescription | None = None  # stream.sources.SourceInfo, on the first `running` status
+    language: StreamLanguage | None = None  # the stream's language, once its speech has been identified
 
 
 @dataclass
@@ -384,6 +409,7 @@ class StartRequest(TypedDict):
     source: str
     stream: NotRequired[str | None]
     realtime: NotRequired[bool]
+    language: NotRequired[str]  # auto (default), a language code (es) or codes (en,es)
 
 
 class StopRequest(TypedDict):
@@ -445,6 +471,8 @@ def parse_request(raw: str | bytes) -> dict[str, Any]:
         stream = obj["stream"]
         if not isinstance(stream, str) or not STREAM_ID.fullmatch(stream):
             raise ProtocolError("bad_request", "a stream id is 1-64 of the characters A-Z a-z 0-9 - _ .")
+    if "language" in obj and (not isinstance(obj["language"], str) or not 0 < len(obj["language"]) <= 200):
+        raise ProtocolError("bad_request", "'language' is auto, a language code (es) or codes (en,es)")
     if "realtime" in obj and not isinstance(obj["realtime"], bool):
         raise ProtocolError("bad_request", "'realtime' must be true or false")
     if "since" in obj and obj["since"] is not None:

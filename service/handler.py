@@ -160,7 +160,8 @@ class Server:
                                                               for h, p in self.hub.policy.rtsp_hosts)))
         elif kind == "start":
             self._check_client_streams(client)
-            live = self.hub.start(request["source"], request.get("stream"), request.get("realtime", True))
+            live = self.hub.start(request["source"], request.get("stream"), request.get("realtime", True),
+                                  language=request.get("language"))
             live.starter = client
             client.started.add(live.id)
             self._subscribe(client, live)

@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection
@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from engine import Engine, PipelineConfig, StreamPipeline
 from monitor.alerts import AlertMonitor, AlertRule
 from monitor.history import History
-from protocol import EndMessage, ErrorMessage, Message, StatusMessage, StreamDescription
+from protocol import EndMessage, ErrorMessage, Message, ProtocolError, StatusMessage, StreamDescription
 from service.access import MAX_STREAMS, RateLimit, SourcePolicy
 from stream.sources import MediaSource, SourceError, open_source, redact_url
 
@@ -177,9 +177,15 @@ class StreamHub:
             raise SourceError("too_many_streams", f"the server runs at most {self.max_streams} streams")
 
     def start(self, spec: str, stream_id: str | None = None, realtime: bool = True,
-              source: MediaSource | None = None) -> LiveStream:
+              source: MediaSource | None = None, language: str | None = None) -> LiveStream:
         """Start a stream from a client's source spec (checked against the policy), or from a ready source (then
-        `spec` is only its name)."""
+        `spec` is only its name). language: the stream's own --language (auto, es, en,es), else the server's."""
+        config = self.config
+        if language is not None:
+            try:
+                config = replace(self.config, language=language)
+            except ValueError as exc:
+                raise ProtocolError("bad_request", str(exc)) from None
         self.check_room(stream_id)
         if source is None:
             source = open_source(self.policy.resolve(spec), realtime=realtime, sample_fps=self.config.sample_fps,
@@ -187,7 +193,7 @@ class StreamHub:
         stream_id = stream_id or self._new_id()
         live = LiveStream(stream_id, redact_url(spec) if "://" in spec else Path(spec).name,
                           observers=list(self.observers))
-        live.pipeline = StreamPipeline(stream_id, source, self.engine, self.config, emit=live.publish)
+        live.pipeline = StreamPipeline(stream_id, source, self.engine, config, emit=live.publish)
         self.streams[stream_id] = live
         live.task = asyncio.create_task(self._run(live), name=f"stream-{stream_id}")
         return live

@@ -24,12 +24,15 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from media import SAMPLE_RATE, Word
 from speech.agreement import agreed_prefix_length, repeated_tail_length
+from speech.language import LanguageTracker
 from speech.transcriber import AsrUpdate
 from speech.vad import Speech, detect_speech, quietest_sample
 from speech.whisper_pass import TAIL_SPEECH_S, Decoded, WhisperPass
@@ -70,6 +73,8 @@ class IncrementalASR:
         catch_up: bool = True,
         agree_after_s: float = 1.0,
         left_context_s: float | None = None,
+        languages: LanguageTracker | None = None,
+        model_for: Callable[[str], Any] | None = None,
     ) -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
@@ -105,9 +110,14 @@ class IncrementalASR:
         self.vad_threshold = vad_threshold
         self.prompt_chars = prompt_chars
         self.use_prompt = use_prompt
-        self._whisper = WhisperPass(
-            model, language=language, beam_size=beam_size, encoder_window_s=encoder_window_s
-        )
+        # Language: fixed (`language`), or followed by a LanguageTracker, each language's passes on the model that
+        # model_for(language) gives (tiny.en for English, the multilingual base for the rest).
+        self.languages = languages
+        self._model_for = model_for or (lambda _language: model)
+        self._beam_size, self._encoder_window_s = beam_size, encoder_window_s
+        self._whispers: dict[str, WhisperPass] = {}
+        self.language = language
+        self._whisper = self._whisper_for(language)
 
         self._queue_lock = threading.Lock()
         self._queue = _Queue()
@@ -120,6 +130,33 @@ class IncrementalASR:
         self._committed_until = float("-inf")
         self._pending: list[Word] = []
         self._earlier: deque[tuple[float, list[Word]]] = deque(maxlen=8)  # (audio end, pending) of recent passes
+
+    def _whisper_for(self, language: str) -> WhisperPass:
+        if language not in self._whispers:
+            self._whispers[language] = WhisperPass(self._model_for(language), language=language,
+                                                   beam_size=self._beam_size, encoder_window_s=self._encoder_window_s)
+        return self._whispers[language]
+
+    def _follow_language(self, speech: Speech, final: bool, paused: bool) -> str | None:
+        """Show the tracker this pass's speech, let it identify the language when due and switch the passes to
+        it; returns why this pass must not transcribe (language not known yet, or speech outside the allowed set)."""
+        tracker = self.languages
+        assert tracker is not None and self._buffer_t0 is not None
+        tracker.hear(self._buffer, self._buffer_t0, speech.regions)
+        # before a pause (or the end) the speech so far is all there will be for a while: decide on it rather than
+        # let the cut after the pause drop it untranscribed
+        tracker.check(force=(final or paused) and not tracker.decided)
+        state = tracker.state
+        if state.language is not None and state.language != self.language:
+            log.info("language %s -> %s (p=%.2f) at %.1f s", self.language, state.language, state.p or 0, state.since)
+            self.language = state.language
+            self._whisper = self._whisper_for(state.language)
+            self._earlier.clear()  # hypotheses in the other language agree with nothing that follows
+        if state.outside is not None:
+            return state.outside_reason
+        if tracker.wait_for_speech(final or paused):
+            return "language not identified yet"
+        return None
 
     # ---- called from the event loop -------------------------------------------------------------------------
     def insert_audio(self, samples: np.ndarray, t: float) -> None:
@@ -179,6 +216,7 @@ class IncrementalASR:
         return AsrUpdate(
             committed=committed,
             pending=list(self._pending),
+            language=self.languages.state if self.languages is not None else None,
             processed_until=self._buffer_end() if self._buffer_t0 is not None else (self._next_t or 0.0),
             compute_s=time.perf_counter() - started,
             # audio before the buffer is never heard again: its words are committed or gone
@@ -251,7 +289,10 @@ class IncrementalASR:
         paused = speech.any and speech.trailing_silence >= self.pause_s
         hypothesis: list[Word] = []
         rejected: str | None = None
-        if speech.any:
+        held = self._follow_language(speech, final, paused) if self.languages is not None and speech.any else None
+        if held:
+            rejected = held
+        elif speech.any:
             # Start just before the first speech and stop shortly after the last: Whisper is asked only about
             # audio that holds speech, so silence cannot turn into words.
             start = max(t0, speech.regions[0][0] - 0.3)
@@ -266,7 +307,9 @@ class IncrementalASR:
                 # this pass commits all it hears and drops the buffer: speech after where Whisper stopped would be lost
                 self._hear_the_rest(decoded, audio, start, speech)
             decoded.words = [
-                Word(w.start, min(w.end, stop), w.text, w.probability) for w in decoded.words if w.start < stop
+                Word(w.start, min(w.end, stop), w.text, w.probability, w.language)
+                for w in decoded.words
+                if w.start < stop
             ]
             rejected = decoded.rejected
             hypothesis = self._new_words(self._lexical(decoded.words, speech))

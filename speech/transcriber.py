@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from media import Word
+from speech.language import SpokenLanguage
 
 
 @dataclass
@@ -19,6 +20,7 @@ class AsrUpdate:
     processed_until: float  # media time up to which audio has been transcribed
     compute_s: float = 0.0  # wall-clock seconds the pass took
     final_until: float | None = None  # media time before which the transcript will not change any more
+    language: SpokenLanguage | None = None  # the stream's language after this pass (None: not followed)
 
 
 class Transcriber(Protocol):

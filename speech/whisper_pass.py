@@ -43,6 +43,7 @@ class WhisperPass:
 
         self.model = model
         multilingual = bool(model.model.is_multilingual)
+        self.language = language if multilingual else "en"
         self.tokenizer = Tokenizer(
             model.hf_tokenizer, multilingual, task="transcribe", language=language if multilingual else "en"
         )
@@ -119,7 +120,7 @@ class WhisperPass:
             [[segment]], tok, encoder_output, content_frames, PREPEND_PUNCTUATION, APPEND_PUNCTUATION, 0.0
         )
         words = [
-            Word(t0 + float(w["start"]), t0 + float(w["end"]), w["word"], float(w["probability"]))
+            Word(t0 + float(w["start"]), t0 + float(w["end"]), w["word"], float(w["probability"]), self.language)
             for w in segment.get("words", [])
         ]
         return Decoded(words)

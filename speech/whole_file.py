@@ -8,8 +8,9 @@ from collections import deque
 import numpy as np
 
 from media import SAMPLE_RATE, Word
+from speech.language import LanguageTracker, SpokenLanguage
 from speech.transcriber import AsrUpdate
-from speech.vad import quietest_sample
+from speech.vad import detect_speech, quietest_sample
 from speech.whisper_pass import transcribe_options
 from speech.words import NON_LEXICAL, in_time_order, normalise_word
 
@@ -28,15 +29,24 @@ class WholeFileASR:
     whole_file = True
     pending_audio_s = 0.0  # nothing waits in a queue: the audio came from the file, not from insert_audio
 
-    def __init__(self, model, path, language: str = "en", beam_size: int = 1, piece_s: float = 600.0) -> None:
+    def __init__(self, model, path, language: str = "en", beam_size: int = 1, piece_s: float = 600.0,
+                 languages: LanguageTracker | None = None, model_for=None) -> None:
         from faster_whisper.audio import decode_audio
 
         self.model = model
         self.audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
         self.duration = len(self.audio) / SAMPLE_RATE
+        # one language per file, identified on its first minute of speech (the live passes follow switches)
+        self.language_state: SpokenLanguage | None = None
+        if languages is not None:
+            self.language_state = identify_file_language(languages, self.audio)
+            if self.language_state.language is not None:
+                language = self.language_state.language
+                self.model = model_for(language) if model_for is not None else model
+        self.language = language
         self.options = transcribe_options(language, beam_size)
         self.step_s = piece_s
-        self.done = False
+        self.done = self.language_state is not None and self.language_state.outside is not None
         self.pieces = self._pieces_of(piece_s)  # sample ranges, each transcribed by one transcribe()
         self._todo = deque(self.pieces)
         self._segments = None
@@ -78,14 +88,16 @@ class WholeFileASR:
         if segment is None:
             self.done = True
             self.audio = np.zeros(0, dtype=np.float32)
-            return AsrUpdate([], [], self.duration, time.perf_counter() - started, final_until=float("inf"))
-        heard = [Word(self._piece_t0 + w.start, self._piece_t0 + w.end, w.word, float(w.probability))
+            return AsrUpdate([], [], self.duration, time.perf_counter() - started, final_until=float("inf"),
+                             language=self.language_state)
+        heard = [Word(self._piece_t0 + w.start, self._piece_t0 + w.end, w.word, float(w.probability), self.language)
                  for w in segment.words or [] if normalise_word(w.word) and not NON_LEXICAL.match(w.word)]
         words = in_time_order(heard, self._committed_until)
         if words:
             self._committed_until = words[-1].end
         until = float(min(self.duration, self._piece_t0 + segment.end))
-        return AsrUpdate(words, [], until, time.perf_counter() - started, final_until=until)
+        return AsrUpdate(words, [], until, time.perf_counter() - started, final_until=until,
+                         language=self.language_state)
 
     def finish(self) -> AsrUpdate:
         """The words of every segment not yet returned, at once, final to the end."""
@@ -93,4 +105,20 @@ class WholeFileASR:
         words: list[Word] = []
         while not self.done:
             words += self.process().committed
-        return AsrUpdate(words, [], self.duration, time.perf_counter() - started, final_until=float("inf"))
+        return AsrUpdate(words, [], self.duration, time.perf_counter() - started, final_until=float("inf"),
+                         language=self.language_state)
+
+
+def identify_file_language(tracker: LanguageTracker, audio: np.ndarray, search_s: float = 120.0) -> SpokenLanguage:
+    """A file's language from the speech in its first search_s: the tracker hears it in 30 s pieces until it has
+    decided (or the speech runs out, when it decides on what there was)."""
+    piece = 30 * SAMPLE_RATE
+    for start in range(0, min(len(audio), int(search_s * SAMPLE_RATE)), piece):
+        chunk = audio[start:start + piece]
+        speech = detect_speech(chunk, start / SAMPLE_RATE, min_silence_s=0.15, threshold=0.5)
+        tracker.hear(chunk, start / SAMPLE_RATE, speech.regions)
+        tracker.check()
+        if tracker.decided and tracker.state.outside is None:
+            return tracker.state
+    tracker.check(force=True)
+    return tracker.state

@@ -29,6 +29,6 @@ def in_time_order(words: list[Word], after: float) -> list[Word]:
     for w in words:
         start = max(w.start, last_end)
         end = max(w.end, start + 0.01)
-        out.append(Word(round(start, 3), round(end, 3), w.text, w.probability))
+        out.append(Word(round(start, 3), round(end, 3), w.text, w.probability, w.language))
         last_end = out[-1].end
     return out

@@ -3,6 +3,7 @@ transcript words that fall inside it."""
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,22 @@ from media import Word
 
 def join_words(words: list[Word]) -> str:
     return "".join(w.text for w in words).strip()
+
+
+# Scripts written without spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Myanmar): phrases in them
+# join without one.
+_UNSPACED = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+                       r"\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]")
+
+
+def join_phrases(phrases) -> str:
+    """Committed phrases as one text: a space between them, except between two in a script without spaces."""
+    out = ""
+    for phrase in phrases:
+        if out and phrase and not (_UNSPACED.match(out[-1]) and _UNSPACED.match(phrase[0])):
+            out += " "
+        out += phrase
+    return out
 
 
 @dataclass
@@ -29,6 +46,11 @@ class Window:
     @property
     def transcript(self) -> str:
         return join_words(self.words + self.pending_words)
+
+    @property
+    def language(self) -> str | None:
+        """The language most of its words (by duration) were transcribed in; None without words."""
+        return main_language(self.words + self.pending_words)
 
     @property
     def speech_spans(self) -> list[tuple[float, float]]:
@@ -100,6 +122,20 @@ class WordStore:
 
     def between(self, t0: float, t1: float) -> list[Word]:
         return words_between(self._words, t0, t1)
+
+
+def language_seconds(words) -> dict[str, float]:
+    """Seconds of speech per language the words were transcribed in (words without a language left out)."""
+    seconds: dict[str, float] = {}
+    for w in words:
+        if w.language:
+            seconds[w.language] = seconds.get(w.language, 0.0) + max(0.0, w.end - w.start)
+    return seconds
+
+
+def main_language(words) -> str | None:
+    seconds = language_seconds(words)
+    return max(seconds, key=seconds.__getitem__) if seconds else None
 
 
 def words_between(words, t0: float, t1: float) -> list[Word]:

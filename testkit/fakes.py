@@ -14,6 +14,7 @@ from media import SAMPLE_RATE, AudioChunk, VideoFrame, Word
 from models.base import ModalityScore
 from models.scoring import ScorerSet
 from speech import AsrUpdate
+from speech.language import SpokenLanguage
 from stream.sources import MediaSource, SourceError, SourceInfo
 
 
@@ -62,7 +63,7 @@ class FakeASR:
     done = False
     settle_s = 0.0  # how far behind what it heard its words are final (Whisper's buffer: up to ~10 s)
 
-    def __init__(self, step_s: float, realtime: bool = True):
+    def __init__(self, step_s: float, realtime: bool = True, language=None):
         self.step_s = step_s
         self.queued = 0.0
         self.until = 0.0
@@ -90,6 +91,50 @@ class FakeASR:
     def finish(self) -> AsrUpdate:
         self.queued = 0.0
         return AsrUpdate(self._words(self.until), [], self.until)
+
+
+class PhrasesASR(FakeASR):
+    """Commits scripted phrases, each (media start, text, language) spoken at seconds_per_word, as the audio
+    reaches them, and reports the language of the latest phrase heard (p 0.95) as a transcriber that follows the
+    language does."""
+
+    phrases: list[tuple[float, str, str]] = []
+    seconds_per_word = 1.0
+
+    def __init__(self, step_s: float, realtime: bool = True, language=None):
+        super().__init__(step_s, realtime, language)
+        self.script: list[Word] = []
+        for start, text, code in self.phrases:
+            # as Whisper writes them: words with their leading space, or (Chinese, Japanese) one character each
+            pieces = [" " + word for word in text.split()] if " " in text else list(text)
+            step = self.seconds_per_word
+            self.script += [Word(start + k * step, start + (k + 0.9) * step, piece, 0.9, code)
+                            for k, piece in enumerate(pieces)]
+        self.state: SpokenLanguage | None = None
+
+    def _update(self, upto: float) -> AsrUpdate:
+        """The words heard by `upto`, those of one language at most (a pass transcribes in one language)."""
+        heard = [w for w in self.script if w.end <= upto]
+        new = heard[:next((k for k, w in enumerate(heard) if w.language != heard[0].language), len(heard))]
+        self.script = self.script[len(new):]
+        if new and (self.state is None or self.state.language != new[0].language):
+            previous = self.state.language if self.state else None
+            self.state = SpokenLanguage(new[0].language, 0.95, new[0].start, previous)
+        until = new[-1].end if len(new) < len(heard) else upto
+        return AsrUpdate(new, [], until, language=self.state)
+
+    def process(self) -> AsrUpdate:
+        self.queued = 0.0
+        return self._update(self.until)
+
+    def finish(self) -> AsrUpdate:
+        self.queued = 0.0
+        return self._update(float("inf"))  # (the scripts of the tests end with their media's last step)
+
+
+def phrases_asr(phrases: list[tuple[float, str, str]], seconds_per_word: float = 1.0) -> type[PhrasesASR]:
+    """A PhrasesASR class (what an Engine's transcriber factory is) that says these phrases."""
+    return type("ScriptedPhrasesASR", (PhrasesASR,), {"phrases": phrases, "seconds_per_word": seconds_per_word})
 
 
 class ConstantScorer:

@@ -73,9 +73,11 @@ async def test_watch_prints_each_window_and_the_end_in_process():
     assert code == 0, err
     window_lines = [line for line in out.splitlines() if line.startswith("[")]
     assert len(window_lines) == 1 and "rolling" in window_lines[0] and "impressive" in window_lines[0].lower()
-    heard = [line for line in out.splitlines() if line.startswith("  » ")]
-    assert normalise_text(" ".join(heard)) == ["i", "mean", "that", "was", "impressive"], heard
+    assert "| [en] I mean that was impressive." in window_lines[0]  # the words, after the language they are in
+    heard = [line.removeprefix("  » [en] ") for line in out.splitlines() if line.startswith("  » [en] ")]
+    assert normalise_text(" ".join(heard)) == ["i", "mean", "that", "was", "impressive"], out
     assert out.strip().splitlines()[-1].startswith("end (eof): 1 windows, overall positive")
+    assert out.strip().splitlines()[-1].endswith("; speech: en 100%")
 
 
 async def test_watch_through_a_running_server(engine):

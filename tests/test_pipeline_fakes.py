@@ -328,12 +328,12 @@ class FakeWholeFileASR:
 def test_a_replay_transcribed_whole_waits_for_final_words_and_scores_ready_windows_together():
     made = []
 
-    def whole_file(path):
+    def whole_file(path, language):
         made.append(FakeWholeFileASR(path, 9.0, first_call_s=0.3))
         return made[-1]
 
     engine = fake_engine()
-    engine.transcriber = lambda step_s, realtime: pytest.fail("the streaming transcriber was built")
+    engine.transcriber = lambda step_s, realtime, language: pytest.fail("the streaming transcriber was built")
     engine.whole_file_transcriber = whole_file
     messages, end = run(ScriptedFile(9.0), engine, asr_whole_file=True)
     assert [m.path for m in made] == ["scripted.mp4"] and made[0].done
@@ -347,7 +347,7 @@ def test_a_replay_transcribed_whole_waits_for_final_words_and_scores_ready_windo
 
 
 def test_a_replay_whose_whole_file_decode_fails_is_transcribed_in_passes(caplog):
-    def whole_file(path):
+    def whole_file(path, language):
         raise RuntimeError("undecodable audio")
 
     engine = fake_engine()
@@ -361,6 +361,6 @@ def test_a_replay_whose_whole_file_decode_fails_is_transcribed_in_passes(caplog)
 @pytest.mark.parametrize("realtime,whole_file", [pytest.param(True, True, marks=pytest.mark.slow), (False, False)])
 def test_only_a_replay_as_fast_as_possible_with_asr_whole_file_is_transcribed_whole(realtime, whole_file):
     engine = fake_engine()
-    engine.whole_file_transcriber = lambda path: pytest.fail("the whole-file transcriber was built")
+    engine.whole_file_transcriber = lambda path, language: pytest.fail("the whole-file transcriber was built")
     messages, end = run(ScriptedFile(5.0, realtime=realtime), engine, asr_whole_file=whole_file)
     assert end.summary["transcript"].split() == FakeASR.names[:5]

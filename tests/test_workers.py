@@ -427,16 +427,17 @@ def test_analyze_fast_lowers_the_scorers_runtime_threads_but_not_whispers(monkey
         thread.start()
         started[name] = thread
 
-    def whisper_transcribers(size, device):
-        runtime_thread("whisper-runtime")
-        return FakeASR, None
+    class WhisperTranscribers:
+        def __init__(self, size, device):
+            runtime_thread("whisper-runtime")
+            self.streaming, self.whole_file = FakeASR, None
 
     def build_scorers(device, heads_dir, fusion, text_evidence):
         runtime_thread("encoder-runtime")
         return ScorerSet(ConstantScorer("text", 0.5), ConstantScorer("audio", 0.5), ConstantScorer("visual", 0.5),
                          frames=SlowFrames(0.0))
 
-    monkeypatch.setattr(engine_module, "_whisper_transcribers", whisper_transcribers)
+    monkeypatch.setattr(engine_module, "WhisperTranscribers", WhisperTranscribers)
     monkeypatch.setattr(engine_module, "build_scorers", build_scorers)
     engine = Engine(device="cpu")
     try:

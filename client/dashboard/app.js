@@ -32,8 +32,9 @@ const ui = {
 // ------------------------------------------------------------------ state exposed for tests and the console
 
 /** window.vidsent: {connected, connection, streams: {ID: {windows, transcripts, pending, ended, lost, watched,
- * lastWindow, lastStatus, source, summary}}, running: [...], media: {...}, errors: [...], iceServers, camera,
- * scale (the label thresholds and grade bands in use: the server's from its hello)}. */
+ * lastWindow, lastStatus, source, summary, language (the last status's: {language, p, since, previous} or null)}},
+ * running: [...], media: {...}, errors: [...], iceServers, camera, scale (the label thresholds and grade bands in
+ * use: the server's from its hello)}. */
 const vidsent = {
   connected: false,
   connection: 'connecting',
@@ -56,7 +57,7 @@ window.vidsent = vidsent;
 function streamState(id) {
   if (!vidsent.streams[id]) {
     vidsent.streams[id] = { windows: 0, transcripts: 0, pending: 0, ended: false, lost: false, watched: false,
-      lastWindow: null, lastStatus: null, source: null, summary: null, alerts: [] };
+      lastWindow: null, lastStatus: null, source: null, summary: null, alerts: [], language: null };
   }
   return vidsent.streams[id];
 }
@@ -223,6 +224,7 @@ function onStatus(msg) {
   const st = streamState(msg.stream);
   st.lastStatus = msg;
   if (msg.source) st.source = msg.source;
+  if (Object.hasOwn(msg, 'language')) st.language = msg.language;
   const panel = panels.get(msg.stream);
   if (panel) panel.onStatus(msg);
   const item = running.get(msg.stream);

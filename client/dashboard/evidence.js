@@ -1,11 +1,14 @@
 // What each modality's score rests on (a window's modalities.*.details, README "Evidence"): one card per modality.
 
+import { languageCode, languageLong } from './language.js';
 import { labelOf } from './scale.js';
 import { clamp, h, isNum, num, pct, signed } from './util.js';
 import { MODALITIES, divergingBar, kv, meter } from './widgets.js';
 
 const EMOTIONS = ['happy', 'surprise', 'neutral', 'sad', 'fear', 'angry', 'disgust'];
 const SIGN_OF_LABEL = { positive: 'pos', negative: 'neg' };
+// text details.head: which head scored the words
+const HEADS = { text: 'English head', text_multilingual: 'multilingual head' };
 
 export class Evidence {
   constructor() {
@@ -18,6 +21,9 @@ export class Evidence {
   _textCard() {
     this.vaderBar = divergingBar('vader-bar');
     this.vader = kv('VADER compound');
+    this.vaderLine = h('div', { class: 'ev-line vader-line' }, this.vader, this.vaderBar);
+    this.head = kv('scored by');
+    this.textLanguage = kv('language');
     this.words = kv('words');
     this.keyWords = h('span', { class: 'key-words', 'aria-label': 'the words that moved the text score most' });
     this.keyWordsKv = kv('moved by');
@@ -26,7 +32,8 @@ export class Evidence {
       this.pPos = h('span', { class: 'p-pos' }));
     this.probsKv = kv('neg / neu / pos');
     return h('div', { class: 'ev-card', dataset: { modality: 'text' } },
-      h('h4', {}, 'Text'), this.missing.text, h('div', { class: 'ev-line' }, this.vader, this.vaderBar), this.words,
+      h('h4', {}, 'Text'), this.missing.text, h('div', { class: 'ev-line wrap' }, this.head, this.textLanguage),
+      this.vaderLine, this.words,
       h('div', { class: 'ev-line wrap' }, this.keyWordsKv, this.keyWords),
       h('div', { class: 'ev-line' }, this.probsKv, this.probs));
   }
@@ -77,27 +84,42 @@ export class Evidence {
       h('div', { class: 'ev-line wrap' }, this.peopleKv, this.people), this.strongest);
   }
 
-  /** A window's modalities. */
-  update(mods) {
+  /** A window's modalities (and its spoken language, the window's `language`). */
+  update(mods, language = null) {
     for (const m of MODALITIES) {
       const info = mods[m];
       this.missing[m].textContent = info && !info.available ? `missing: ${info.reason || 'unknown'}` : '';
     }
-    this._text((mods.text && mods.text.details) || {});
+    this._text((mods.text && mods.text.details) || {}, language);
     this._audio((mods.audio && mods.audio.details) || {});
     this._visual((mods.visual && mods.visual.details) || {});
   }
 
-  _text(text) {
-    this.vader.value.textContent = isNum(text.vader) ? signed(text.vader) : '—';
-    this.vaderBar.set(isNum(text.vader) ? text.vader : null, -1, 1);
+  _text(text, windowLanguage) {
+    const head = typeof text.head === 'string' ? text.head : '';
+    this.head.value.textContent = head ? HEADS[head] || head : '—';
+    this.head.value.dataset.head = head;
+    const language = languageCode(text.language) || languageCode(windowLanguage);
+    this.textLanguage.value.textContent = language ? languageLong(language) : '—';
+    this.textLanguage.value.dataset.language = language || '';
+    // VADER is English-only: a window in another language shows why it has no VADER score (the server's
+    // vader_skipped), never a number, even one a server sent
+    const english = !language || language.toLowerCase().split('-')[0] === 'en';
+    const skipped = typeof text.vader_skipped === 'string' && text.vader_skipped ? text.vader_skipped : '';
+    const vader = english && !skipped && isNum(text.vader) ? text.vader : null;
+    this.vaderLine.dataset.skipped = String(vader === null && (!!skipped || !english));
+    this.vader.value.textContent = vader !== null ? signed(vader) : skipped || '—';
+    this.vader.value.classList.toggle('skipped', !!skipped && vader === null);
+    this.vaderBar.set(vader, -1, 1);
     this.words.value.textContent = isNum(text.words) ? String(text.words) : '—';
     const keyWords = Array.isArray(text.key_words) ? text.key_words : [];
     this.keyWordsKv.value.textContent = keyWords.length ? '' : '—';
+    if (language) this.keyWords.setAttribute('lang', language);
+    else this.keyWords.removeAttribute('lang');
     this.keyWords.replaceChildren(...keyWords.map((k) => h('span', {
       class: 'key-word', dataset: { sign: k.effect > 0 ? 'pos' : 'neg' },
       title: `without it the score would be ${signed(-k.effect)}`,
-    }, k.word, h('small', {}, signed(k.effect)))));
+    }, h('bdi', {}, k.word), h('small', { lang: 'en', dir: 'ltr' }, signed(k.effect)))));
     const probs = text.probs;
     if (probs && isNum(probs.negative)) {
       this.pNeg.style.width = pct(probs.negative, 1);

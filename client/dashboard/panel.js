@@ -4,6 +4,7 @@
 import { AlertList } from './alerts.js';
 import { TimelineChart } from './chart.js';
 import { Evidence } from './evidence.js';
+import { languageCode, languageLong, languageName, languageShort } from './language.js';
 import { labelOf } from './scale.js';
 import { StatusBar } from './status.js';
 import { lostView, summaryView } from './summary.js';
@@ -24,6 +25,7 @@ export class StreamPanel {
     this.isCamera = !!camera;
     this.ended = false;
     this.lastIndex = -1;
+    this.languageFromStatus = false;  // once a status carried `language`, the badge follows the statuses alone
     this.chart = new TimelineChart();
     this.evidence = new Evidence();
     this.transcript = new Transcript();
@@ -36,6 +38,8 @@ export class StreamPanel {
     const title = h('div', { class: 'panel-title' },
       h('span', { class: 'stream-id', title: 'stream id' }, this.id),
       this.kindEl = h('span', { class: 'source-kind' }, camera ? 'camera' : ''),
+      this.langBadge = h('span', { class: 'lang-badge', dataset: { language: '' }, role: 'status',
+        'aria-live': 'polite', hidden: true }),
       this.sourceEl = h('span', { class: 'source-name', title: source }, source));
     this.stopBtn = h('button', { type: 'button', class: 'stop', 'aria-label': `Stop stream ${this.id}`,
       onclick: () => this.onStop(this) }, 'Stop');
@@ -120,6 +124,9 @@ export class StreamPanel {
     const rolling = w.rolling || {};
 
     this.chart.push(w);
+    if (!this.languageFromStatus && languageCode(w.language)) {
+      this._language({ language: w.language, p: w.language_p, since: null, previous: null });
+    }
 
     // badge: the rolling verdict
     const graded = rolling.graded || '';
@@ -134,7 +141,7 @@ export class StreamPanel {
     this.methodKv.value.textContent = `${fused.method || '—'}${missing}`;
 
     for (const m of MODALITIES) this._modality(m, mods[m]);
-    this.evidence.update(mods);
+    this.evidence.update(mods, w.language);
     this.status.setLatency(w.latency_s);
     this.transcript.addWindow({ index: w.index, t_start: w.t_start, t_end: w.t_end,
       label: fused.label || labelOf(fused.score), score: fused.score });
@@ -169,6 +176,29 @@ export class StreamPanel {
     if (this.ended) return;
     if (s.source) this.setSourceInfo(s.source);
     this.status.update(s);
+    if (Object.hasOwn(s, 'language')) {
+      this.languageFromStatus = true;
+      this._language(s.language);
+    }
+  }
+
+  /** The current spoken language ({language, p, since, previous} or null: none identified) in the badge. */
+  _language(info) {
+    const code = info && typeof info === 'object' ? languageCode(info.language) : null;
+    const badge = this.langBadge;
+    badge.hidden = !code;
+    badge.dataset.language = code || '';
+    this.el.dataset.language = code || '';
+    if (!code) {
+      badge.textContent = '';
+      badge.removeAttribute('title');
+      return;
+    }
+    badge.textContent = languageShort(code, info.p);
+    const since = isNum(info.since) ? ` since ${seconds(info.since)}` : '';
+    const previous = languageCode(info.previous);
+    badge.title = `spoken language: ${languageLong(code, info.p)}${since}` +
+      (previous ? ` (before: ${languageName(previous)})` : '');
   }
 
   setSourceInfo(src) {

@@ -1,9 +1,35 @@
 // What a panel shows once its stream is over: the `end` summary, or a note that the end was missed.
 
-import { h, isNum, num, seconds } from './util.js';
+import { languageCode, languageName } from './language.js';
+import { h, isNum, num, pct, seconds } from './util.js';
 import { COLORS, MODALITIES, MODALITY_NAMES } from './widgets.js';
 
-/** The `end` message's summary: the overall verdict, facts, per-modality means and the whole transcript. */
+const MAX_LANGUAGES = 6;  // language shares named in the summary; the rest are summed as "other"
+
+/** The summary's `languages` ({code: share of the speech time}) as named shares, largest first, and a bar; "no
+ * speech" for {}; null when the server sent none. */
+function languageShares(languages) {
+  if (!languages || typeof languages !== 'object' || Array.isArray(languages)) return null;
+  const shares = Object.entries(languages)
+    .map(([code, share]) => [languageCode(code), share])
+    .filter(([code, share]) => code && isNum(share) && share > 0)
+    .sort((a, b) => b[1] - a[1]);
+  if (!shares.length) return h('span', { class: 'lang-shares', dataset: { empty: 'true' } }, 'no speech');
+  const shown = shares.slice(0, MAX_LANGUAGES);
+  const rest = shares.slice(MAX_LANGUAGES).reduce((sum, [, share]) => sum + share, 0);
+  const items = shown.map(([code, share], i) => h('span', { class: 'lang-share', dataset: { language: code,
+    share: String(share), n: String(i) }, title: `${languageName(code)} (${code}): ${pct(share, 1)} of the speech` },
+  `${languageName(code)} ${pct(share)}`));
+  if (rest > 0) items.push(h('span', { class: 'lang-share', dataset: { language: 'other', n: 'other' } },
+    `other ${pct(rest)}`));
+  const bar = h('span', { class: 'lang-bar', 'aria-hidden': 'true' },
+    shown.map(([code, share], i) => h('span', { dataset: { language: code, n: String(i) },
+      style: { width: pct(share, 1) } })));
+  return h('span', { class: 'lang-shares' }, bar, items);
+}
+
+/** The `end` message's summary: the overall verdict, facts, per-modality means, the language shares and the whole
+ * transcript. */
 export function summaryView(s) {
   const graded = s.graded || (s.fused && s.fused.graded) || '';
   const modRows = MODALITIES.map((m) => {
@@ -30,6 +56,8 @@ export function summaryView(s) {
       + `(${seconds(p.first_seen)}–${seconds(p.last_seen)})`);
     facts.push(['people', shown.join(' · ') + (people.length > 5 ? ` +${people.length - 5} more` : '')]);
   }
+  const languages = languageShares(s.languages);
+  if (languages) facts.push(['languages', languages]);
   return h('section', { class: 'summary', dataset: { reason: s.reason || '' }, 'aria-label': 'summary' },
     h('div', { class: 'summary-head' },
       h('h3', {}, 'Summary'),
@@ -40,7 +68,7 @@ export function summaryView(s) {
       facts.map(([k, v]) => h('div', { dataset: { fact: k } }, h('dt', {}, k), h('dd', {}, v)))),
     h('table', { class: 'summary-modalities' },
       h('caption', {}, 'per-modality means'), h('tbody', {}, modRows)),
-    s.transcript ? h('p', { class: 'summary-transcript' }, `“${s.transcript}”`) : null);
+    s.transcript ? h('p', { class: 'summary-transcript', dir: 'auto' }, `“${s.transcript}”`) : null);
 }
 
 /** After a reconnect the stream was gone: it ended while the page was away, its summary missed. */

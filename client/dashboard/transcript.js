@@ -1,6 +1,8 @@
 // A stream's transcript: committed phrases, each coloured by the label of the window around it, then the current
-// unconfirmed guess.
+// unconfirmed guess. Each phrase carries its spoken language (lang, dir and a small tag); consecutive phrases of one
+// language share a block (a "run"), so a right-to-left language is laid out right to left and right-aligned.
 
+import { directionOf, languageCode, languageLong, languageTag } from './language.js';
 import { h, isNum, seconds } from './util.js';
 
 export const MAX_PHRASES = 200;   // committed transcript phrases kept
@@ -9,7 +11,7 @@ const MAX_WINDOWS_FOR_PHRASES = 60;  // recent windows kept to colour phrases th
 export class Transcript {
   constructor() {
     this.windows = [];  // recent {t_start, t_end, label, score, index}
-    this.phrases = [];  // committed {mid, el, dist}
+    this.phrases = [];  // committed {mid, el, run, dist, about}
     this.pendingEl = h('span', { class: 'pending' });
     this.el = h('div', { class: 'transcript', dataset: { empty: 'true' }, 'aria-label': 'transcript',
       'aria-live': 'off', tabindex: '0' }, this.pendingEl);
@@ -18,8 +20,10 @@ export class Transcript {
   /** A `transcript` message: committed text (final) or the guess that replaces the last one. */
   add(t) {
     const stick = this._atBottom();
+    const language = languageCode(t.language);
     if (!t.final) {
       this.pendingEl.textContent = t.text || '';
+      this._placePending(language);
       this.el.dataset.empty = String(!this.phrases.length && !t.text);
       if (stick) this._scrollToEnd();
       return;
@@ -27,13 +31,19 @@ export class Transcript {
     const text = (t.text || '').trim();
     this.pendingEl.textContent = '';
     if (!text) return;
-    const el = h('span', { class: 'committed', title: `${seconds(t.t_start)}–${seconds(t.t_end)}` }, `${text} `);
-    this.el.insertBefore(el, this.pendingEl);
-    const phrase = { mid: (t.t_start + t.t_end) / 2, t_start: t.t_start, t_end: t.t_end, el, dist: Infinity };
+    const about = language ? ` · ${languageLong(language, t.language_p)}` : '';
+    const el = h('span', { class: 'committed', lang: language || '', dir: directionOf(language),
+      dataset: { language: language || '' }, title: `${seconds(t.t_start)}–${seconds(t.t_end)}${about}` },
+    languageTag(language, t.language_p), h('span', { class: 'phrase-text' }, text), ' ');
+    const run = this._runFor(language);
+    run.insertBefore(el, this.pendingEl.parentNode === run ? this.pendingEl : null);
+    const phrase = { mid: (t.t_start + t.t_end) / 2, t_start: t.t_start, t_end: t.t_end, el, run, dist: Infinity,
+      about };
     if (!isNum(phrase.mid)) phrase.mid = t.t_start;
     this.phrases.push(phrase);
-    while (this.phrases.length > MAX_PHRASES) this.phrases.shift().el.remove();
+    while (this.phrases.length > MAX_PHRASES) this._drop(this.phrases.shift());
     for (let i = this.windows.length - 1; i >= 0; i -= 1) this._match(phrase, this.windows[i]);
+    this._placePending(language);
     this.el.dataset.empty = 'false';
     if (stick) this._scrollToEnd();
   }
@@ -50,6 +60,46 @@ export class Transcript {
     }
   }
 
+  /** The last run when a phrase in `language` continues it (a phrase of no known language continues any run),
+   * else a new run in that language. */
+  _runFor(language) {
+    const last = this._lastRun();
+    if (last && (!language || last.dataset.language === language)) return last;
+    const run = h('div', { class: 't-run', dir: directionOf(language), lang: language || undefined,
+      dataset: { language: language || '' } });
+    this.el.insertBefore(run, this.pendingEl.parentNode === this.el ? this.pendingEl : null);
+    return run;
+  }
+
+  _lastRun() {
+    const runs = this.el.querySelectorAll(':scope > .t-run');
+    return runs.length ? runs[runs.length - 1] : null;
+  }
+
+  /** The unconfirmed guess follows the last run when it is in that run's language (or in none known), else it
+   * stands on its own line in its own language and direction. */
+  _placePending(language) {
+    const last = this._lastRun();
+    const pending = this.pendingEl;
+    if (last && (!language || last.dataset.language === language)) {
+      pending.removeAttribute('lang');
+      pending.removeAttribute('dir');
+      if (pending.parentNode !== last) last.append(pending);
+    } else {
+      if (language) pending.setAttribute('lang', language);
+      else pending.removeAttribute('lang');
+      pending.setAttribute('dir', directionOf(language));
+      if (pending.parentNode !== this.el || pending.nextSibling) this.el.append(pending);
+    }
+    pending.dataset.language = language || '';
+  }
+
+  _drop(phrase) {
+    phrase.el.remove();
+    const { run } = phrase;
+    if (!run.querySelector('.committed') && this.pendingEl.parentNode !== run) run.remove();
+  }
+
   /** Colours a phrase by the window that contains its middle, preferring the window centred nearest to it. */
   _match(phrase, w) {
     if (!w.label || !(phrase.mid >= w.t_start && phrase.mid < w.t_end)) return;
@@ -58,8 +108,8 @@ export class Transcript {
     phrase.dist = dist;
     phrase.el.dataset.label = w.label;
     phrase.el.dataset.window = String(w.index);
-    phrase.el.title = `${seconds(phrase.t_start)}–${seconds(phrase.t_end)} · window #${w.index}: ${w.label}` +
-      (isNum(w.score) ? ` (${w.score.toFixed(2)})` : '');
+    phrase.el.title = `${seconds(phrase.t_start)}–${seconds(phrase.t_end)}${phrase.about} · window #${w.index}: ` +
+      `${w.label}${isNum(w.score) ? ` (${w.score.toFixed(2)})` : ''}`;
   }
 
   _atBottom() {
