@@ -452,12 +452,12 @@ class StreamPipeline:
             if behind is not None and "text" in scores and not scores["text"].available:
                 scores = {**scores, "text": ModalityScore.missing(
                     f"words not in yet (speech recognition {behind:.1f} s behind)")}
-            language = window.language
+            language, language_p = window.language, self.speech.probability(window.language)
             spoken = self.speech.language
-            outside = spoken.outside if spoken is not None else None
-            if spoken is not None and spoken.outside_reason and not window.transcript and "text" in scores:
-                language = spoken.outside[0] if spoken.outside else None
-                scores = {**scores, "text": ModalityScore.missing(spoken.outside_reason)}
+            if spoken is not None and spoken.outside is not None and not window.transcript and "text" in scores:
+                # no words because the speech is in a language outside the allowed ones: say which, and why
+                language, language_p = spoken.outside
+                scores = {**scores, "text": ModalityScore.missing(spoken.outside_reason or "")}
             fused = self.engine.scorers.fuse(scores)
             rolling = self.rolling.update(fused.score, window.t_end)
             self.overall.add(scores)
@@ -470,8 +470,7 @@ class StreamPipeline:
                 transcript=window.transcript,
                 latency_s=self._latency(window.t_end),
                 language=language,
-                language_p=outside[1] if outside is not None and language == outside[0]
-                else self.speech.probability(language),
+                language_p=language_p,
             ))
             # what observers queued after this window (an alert it raised) goes out before the next window
             await asyncio.sleep(0)

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.request import urlopen
@@ -22,22 +21,14 @@ from monitor.alerts import AlertRule
 from protocol import parse_message
 from service.hub import StreamHub
 from stream.webrtc import gather_ice_on
+from testkit.browser import CHROMIUM, need_browser
 from testkit.data import ROOT, need_data
 from testkit.reliability import own_threads, settled
 from testkit.servers import RunningServer, collect, make_hub
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("VIDSENT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
 
 gather_ice_on(["127.0.0.1"])  # loopback only: nothing leaves this machine
-
-
-def need_browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("VIDSENT_REQUIRE_BROWSER"):
-            pytest.fail(f"Chromium is required here (VIDSENT_REQUIRE_BROWSER=1) but {CHROMIUM} is missing")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    pytest.importorskip("playwright.async_api")
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from protocol import EndMessage, Message, StatusMessage, SubscribedMessage, TranscriptMessage, WindowMessage
+from testkit.browser import CHROMIUM, need_browser
 from testkit.data import ROOT
 from testkit.servers import RunningServer, make_hub
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("VIDSENT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
 STREAM = "polyglot"
 PANEL = f".stream-panel[data-stream='{STREAM}']"
@@ -34,14 +33,6 @@ CHINESE = "这部电影让我非常开心。"
 MARKUP = "<b>hmm</b><img src=x onerror=alert(1)>"
 VADER_SKIPPED = "VADER is English-only"
 A_NUMBER = re.compile(r"\d")
-
-
-def need_browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("VIDSENT_REQUIRE_BROWSER"):
-            pytest.fail(f"Chromium is required here (VIDSENT_REQUIRE_BROWSER=1) but {CHROMIUM} is missing")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    pytest.importorskip("playwright.async_api")
 
 
 _checks: dict = {}
