@@ -35,7 +35,7 @@ from speech.language import LanguageChoice  # noqa: E402
 from speech.metrics import UNSPACED_LANGUAGES, characters, edit_distance  # noqa: E402
 from speech.words import normalise_text  # noqa: E402
 
-STEP_S = 0.75
+STEP_S = 0.75  # the pipeline's live step (PipelineConfig.asr_step_s); a language on Whisper base takes its own
 
 
 def decode(path: Path) -> np.ndarray:
@@ -52,17 +52,20 @@ def speech_seconds_before(audio: np.ndarray, t: float) -> float:
 
 
 def stream_clip(transcribers, audio: np.ndarray):
-    """(committed words, [(media time, SpokenLanguage)], compute seconds) of one clip in live-sized passes."""
+    """(committed words, [(media time, SpokenLanguage)], compute seconds) of one clip in live passes: audio comes in
+    0.25 s pieces and a pass runs whenever the transcriber's step (its language's pace) is in, as in the pipeline."""
     asr = transcribers.streaming(STEP_S, True, LanguageChoice())
     words, states, busy = [], [], 0.0
-    step = int(STEP_S * SAMPLE_RATE)
-    for i in range(0, len(audio), step):
-        asr.insert_audio(audio[i:i + step], i / SAMPLE_RATE)
+    piece = int(0.25 * SAMPLE_RATE)
+    for i in range(0, len(audio), piece):
+        asr.insert_audio(audio[i:i + piece], i / SAMPLE_RATE)
+        if asr.pending_audio_s < asr.step_s:
+            continue
         started = time.perf_counter()
         update = asr.process()
         busy += time.perf_counter() - started
         words += update.committed
-        states.append(((i + step) / SAMPLE_RATE, update.language))
+        states.append((min(i + piece, len(audio)) / SAMPLE_RATE, update.language))
     started = time.perf_counter()
     update = asr.finish()
     busy += time.perf_counter() - started

@@ -75,6 +75,15 @@ def main_analyze(args) -> int:
     except ValueError as exc:
         print(f"vidsent analyze: {exc}", file=sys.stderr)
         return 2
+    pages = None
+    if args.report:  # where each file's page goes, refused before any model loads when it cannot be
+        from commands.report import report_paths
+
+        try:
+            pages = report_paths(args.report, args.files)
+        except ValueError as exc:
+            print(f"vidsent analyze: {exc}", file=sys.stderr)
+            return 2
     if args.fast:
         config = fast_analysis_config(config)
         args.text_evidence = False  # the key words cost about ten text embeddings per window
@@ -106,9 +115,14 @@ def main_analyze(args) -> int:
     if args.csv:
         write_csv(args.csv, results)
         print(f"wrote {args.csv}")
+    unwritten = 0
+    if pages:
+        from commands.report import write_reports
+
+        unwritten = write_reports(pages, results)  # a page for each file, the ones that failed included
     if failed:
         print(f"{failed} of {len(args.files)} file(s) could not be analysed", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or unwritten else 0
 
 
 def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +130,9 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--json", metavar="OUT", help="write every file's window timeline and verdict as JSON")
     parser.add_argument("--csv", metavar="OUT", help="write one CSV row per window")
+    parser.add_argument("--report", metavar="PATH",
+                        help="write each file's analysis as a self-contained HTML page that opens offline: PATH for "
+                             "one file; a folder (made when missing) for several, one FILE-NAME.html per file")
     parser.add_argument("--fast", action="store_true",
                          help="throughput over detail: a frame every 2 s (unless --fps sets another rate), 20-second "
                               "speech-recognition passes and no text key words (the same windows, models and "

@@ -45,8 +45,9 @@ class LivePrinter:
             mods = " ".join(f"{m[0].upper()} {fmt_score(s['score'])}" for m, s in verdicts.items())
             rolling = message.rolling
             spoken = f"[{message.language}] " if message.language and message.transcript else ""
+            grade = "uncertain" if rolling.get("uncertain") else (rolling["graded"] or "")
             self._line(f"[{message.t_start:6.1f}–{message.t_end:6.1f}s] rolling {fmt_score(rolling['score'])} "
-                       f"{(rolling['label'] or '—'):8} {(rolling['graded'] or ''):16} | {mods} | "
+                       f"{(rolling['label'] or '—'):8} {grade:16} | {mods} | "
                        f"{spoken}{message.transcript[:60]}")
         elif isinstance(message, TranscriptMessage) and message.final:
             spoken = f"[{message.language}] " if message.language else ""
@@ -72,9 +73,11 @@ class LivePrinter:
             s = message.summary
             self.status = ""
             languages = ", ".join(f"{code} {share:.0%}" for code, share in (s.get("languages") or {}).items())
+            doubts = "; ".join(s.get("fused", {}).get("doubts") or [])
             self._line(f"end ({s.get('reason')}): {s.get('windows', 0)} windows, overall {s.get('label')} "
                        f"({fmt_score(s.get('score'))}, {s.get('graded')})" + (f"; speech: {languages}" if languages
-                                                                             else ""))
+                                                                             else "")
+                       + (f"; uncertain: {doubts}" if doubts else ""))
 
 
 async def _watch_in_process(args, printer: LivePrinter) -> int:

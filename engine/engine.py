@@ -16,7 +16,7 @@ from engine.workers import (
 from models.base import MODALITIES
 from models.runtime import configure_runtime, runtime_plan
 from models.scoring import Scorers, build_scorers
-from speech import Transcriber
+from speech import PassPacing, Transcriber
 from speech.language import LanguageChoice
 from stream.windows import Window
 
@@ -98,6 +98,9 @@ class Engine:
         self.batcher.close()
 
 
+BASE_LIVE_PACING = PassPacing(step_s=1.0, encoder_window_s=15.0, left_context_s=3.0)
+
+
 class WhisperTranscribers:
     """The streaming and whole-file transcribers over the process's Whisper models: `size` (tiny.en unless --asr
     says base) for English, the multilingual base for every other language and for identifying them (both loaded once,
@@ -119,6 +122,15 @@ class WhisperTranscribers:
     def model_for(self, language: str):
         return self.english if language == "en" else self.multilingual()
 
+    def live_pacing(self, language: str) -> PassPacing | None:
+        """Whisper base costs about three times tiny.en a pass: at tiny.en's pace (0.75 s steps, a 20 s encoder
+        window) its passes took 1.0 s per media second on this 2-core CPU and fell behind (Italian: word p95 4.7 s
+        live). Passes 1 s apart on a 15 s window take 0.7-0.8 s per media second, and each pass settles words on
+        the one before it (agreement needs passes 1 s apart), so words wait one step less: word p95 3.2 s instead
+        of 4.2 s in the same simulation, WER unchanged (issue #31's notes have the sweep)."""
+        size = self.size if language == "en" else "base"
+        return BASE_LIVE_PACING if size == "base" else None
+
     def tracker(self, choice: LanguageChoice):
         from speech.language import LanguageTracker, whisper_identifier
 
@@ -128,8 +140,10 @@ class WhisperTranscribers:
         from speech import IncrementalASR
 
         first = language.fixed or "en"
+        # a pass's pace is tuned per model for live steps only; files replayed fast take the steps they are given
         return IncrementalASR(self.model_for(first), step_s=step_s, catch_up=realtime, language=first,
-                              languages=self.tracker(language), model_for=self.model_for)
+                              languages=self.tracker(language), model_for=self.model_for,
+                              pacing_for=self.live_pacing if realtime else None)
 
     def whole_file(self, path: Path, language: LanguageChoice) -> Transcriber:
         from speech import WholeFileASR

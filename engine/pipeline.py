@@ -314,10 +314,9 @@ class StreamPipeline:
                 self._take_asr_update(await self._asr_pass(asr.process))
                 await self._notify()
             return
-        step = asr.step_s
         while True:
-            await self._wait_for(lambda: self.eof or asr.pending_audio_s >= step)
-            if self.eof and asr.pending_audio_s < step:  # full steps first: the same passes every replay
+            await self._wait_for(lambda: self.eof or asr.pending_audio_s >= asr.step_s)
+            if self.eof and asr.pending_audio_s < asr.step_s:  # full steps first: the same passes every replay
                 update = await self._asr_pass(asr.finish)
                 self._take_asr_update(update, final=True)
                 await self._notify()
@@ -459,14 +458,14 @@ class StreamPipeline:
                 language, language_p = spoken.outside
                 scores = {**scores, "text": ModalityScore.missing(spoken.outside_reason or "")}
             fused = self.engine.scorers.fuse(scores)
-            rolling = self.rolling.update(fused.score, window.t_end)
+            self.rolling.update(fused.score, window.t_end, fused.certainty)
             self.overall.add(scores)
             self.emit(WindowMessage(
                 stream=self.stream_id, index=window.index, t_start=round(window.t_start, 3),
                 t_end=round(window.t_end, 3),
                 modalities=cast(Modalities, {m: s.to_json() for m, s in scores.items()}),
                 fused=cast(FusedVerdict, fused.to_json()),
-                rolling=rolling_json(rolling, self.config.half_life_s),
+                rolling=rolling_json(self.rolling),
                 transcript=window.transcript,
                 latency_s=self._latency(window.t_end),
                 language=language,
@@ -519,7 +518,7 @@ class StreamPipeline:
             "label": fused.label,
             "graded": fused.graded,
             "fused": fused.to_json(),
-            "rolling": rolling_json(self.rolling.score, self.config.half_life_s),
+            "rolling": rolling_json(self.rolling),
             "modalities": {m: s.to_json() for m, s in modalities.items()},
             "dropped_frames": self.dropped_frames,
             "transcript": self.speech.transcript,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from models.base import MODALITIES, ModalityScore, label_for
-from models.fusion import grade_for_score
+from models.fusion import RollingSentiment, grade_for_score
 from protocol import RollingVerdict
 
 
@@ -38,11 +38,14 @@ class OverallScores:
         return out
 
 
-def rolling_json(score: float | None, half_life_s: float) -> RollingVerdict:
+def rolling_json(rolling: RollingSentiment) -> RollingVerdict:
     """The rolling verdict as `window.rolling` and `end.summary.rolling` carry it."""
+    score, certainty = rolling.score, rolling.certainty
     return cast(RollingVerdict, {
         "score": None if score is None else round(score, 4),
         "label": None if score is None else label_for(score),
         "graded": None if score is None else grade_for_score(score),
-        "half_life_s": half_life_s,
+        "half_life_s": rolling.half_life_s,
+        "certainty": None if certainty is None else round(certainty, 4),
+        "uncertain": rolling.uncertain,
     })

@@ -79,6 +79,11 @@ class FusionParams:
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
+# A verdict is "uncertain" when its certainty is below this, or when its modalities disagree this much or more.
+UNCERTAIN_BELOW = 0.2
+DISAGREE_AT = 0.5
+
+
 @dataclass
 class FusedScore:
     score: float | None
@@ -87,6 +92,13 @@ class FusedScore:
     method: str
     used: list[str]
     missing: list[str]
+    certainty: float | None = None  # see certainty_of
+    disagreement: float | None = None
+    doubts: list[str] = field(default_factory=list)  # why the verdict is uncertain; empty when it is not
+
+    @property
+    def uncertain(self) -> bool:
+        return bool(self.doubts)
 
     def to_json(self) -> dict:
         return {
@@ -96,7 +108,37 @@ class FusedScore:
             "method": self.method,
             "used": self.used,
             "missing": self.missing,
+            "certainty": None if self.certainty is None else round(self.certainty, 4),
+            "disagreement": None if self.disagreement is None else round(self.disagreement, 4),
+            "uncertain": self.uncertain,
+            "doubts": self.doubts,
         }
+
+
+def certainty_of(score: float, scores: dict[str, float], weights: dict[str, float]) -> tuple[float, float, list[str]]:
+    """(certainty, disagreement, doubts) of a fused P(positive) from the modality scores it fused.
+
+    disagreement: twice the weighted mean distance of the modalities' scores from their weighted mean, in [0, 1]:
+      0 when they all say the same, 1 when two equal-weighted modalities sit at opposite ends (one modality: 0).
+    certainty: the verdict's distance from the undecided middle, |2·score − 1|, times (1 − disagreement): a
+      verdict near 0.5, or one whose modalities pull apart, is not one to act on.
+    doubts: why the verdict is uncertain, when its certainty is below UNCERTAIN_BELOW or the disagreement reaches
+      DISAGREE_AT."""
+    names = list(scores)
+    w = np.array([max(weights.get(m, 1.0), 1e-6) for m in names])
+    x = np.array([scores[m] for m in names])
+    centre = float((w * x).sum() / w.sum())
+    disagreement = float(min(1.0, 2.0 * (w * np.abs(x - centre)).sum() / w.sum()))
+    margin = abs(2.0 * score - 1.0)
+    certainty = margin * (1.0 - disagreement)
+    doubts = []
+    if disagreement >= DISAGREE_AT:
+        doubts.append("the modalities disagree: " + ", ".join(f"{m} {scores[m]:.2f}" for m in names))
+    if margin < UNCERTAIN_BELOW:
+        doubts.append(f"close to the middle ({score:.2f})")
+    elif certainty < UNCERTAIN_BELOW and not doubts:
+        doubts.append(f"weak evidence (certainty {certainty:.2f})")
+    return certainty, disagreement, doubts
 
 
 def logit(p: float) -> float:
@@ -116,16 +158,18 @@ def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
     if not present:
         return FusedScore(None, None, None, method, [], missing)
 
+    weights = {m: params.weights.get(m, 1.0) for m in used}
     if method == "vote":
         positive = sum(1 for v in value.values() if v >= 0.5)
         score = positive / len(present)
         graded = grade_for_vote(positive, len(present))
-        return FusedScore(score, label_for(score), graded, method, used, missing)
+        return FusedScore(score, label_for(score), graded, method, used, missing,
+                          *certainty_of(score, {m: value[m] for m in used}, weights))
 
     if method == "product":
         # product of experts: multiply the odds, i.e. sum the logits, weighted
-        weights = params.product or params.weights
-        z = sum(weights.get(m, 1.0) * logit(value[m]) for m in present)
+        experts = params.product or params.weights
+        z = sum(experts.get(m, 1.0) * logit(value[m]) for m in present)
         score = 1.0 / (1.0 + math.exp(-z))
     elif method == "stacking" and "+".join(used) in params.stacking:
         model = params.stacking["+".join(used)]
@@ -136,26 +180,40 @@ def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
         w = np.array([params.weights.get(m, 1.0) * (0.05 + s.confidence) for m, s in present.items()])
         x = np.array([s.score for s in present.values()])
         score = float((w * x).sum() / w.sum())
-    return FusedScore(score, label_for(score), grade_for_score(score), method, used, missing)
+    return FusedScore(score, label_for(score), grade_for_score(score), method, used, missing,
+                      *certainty_of(score, {m: value[m] for m in used}, weights))
 
 
 class RollingSentiment:
-    """Exponential moving average of the fused score over media time, with a half-life in seconds."""
+    """Exponential moving average of the fused score, and of its certainty, over media time, with a half-life in
+    seconds."""
 
     def __init__(self, half_life_s: float = 6.0):
         if half_life_s <= 0:
             raise ValueError("half-life must be positive")
         self.half_life_s = half_life_s
         self.score: float | None = None
+        self.certainty: float | None = None
         self._last_t: float | None = None
 
-    def update(self, score: float | None, t: float) -> float | None:
+    def update(self, score: float | None, t: float, certainty: float | None = None) -> float | None:
         if score is None:
             return self.score
         if self.score is None or self._last_t is None:
-            self.score = score
+            self.score, self.certainty = score, certainty
         else:
             alpha = 1.0 - 0.5 ** (max(t - self._last_t, 0.0) / self.half_life_s)
             self.score = self.score + alpha * (score - self.score)
+            if certainty is not None:
+                self.certainty = certainty if self.certainty is None else \
+                    self.certainty + alpha * (certainty - self.certainty)
         self._last_t = t
         return self.score
+
+    @property
+    def uncertain(self) -> bool:
+        """The rolling verdict is not one to act on: its recent windows were uncertain, or it sits in the middle."""
+        if self.score is None:
+            return False
+        return abs(2 * self.score - 1) < UNCERTAIN_BELOW or (self.certainty is not None
+                                                             and self.certainty < UNCERTAIN_BELOW)

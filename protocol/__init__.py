@@ -62,6 +62,12 @@ class FusedVerdict(TypedDict):
     method: str
     used: list[str]
     missing: list[str]
+    # Added in v1 without a version change (the server always sends them; older histories lack them):
+    # how far to trust it (models.fusion.certainty_of): |2·score − 1| × (1 − disagreement), null with no modality
+    certainty: NotRequired[float | None]
+    disagreement: NotRequired[float | None]  # 0: the modalities agree, 1: two at opposite ends
+    uncertain: NotRequired[bool]  # certainty < 0.2 or disagreement ≥ 0.5: show "uncertain", not a confident verdict
+    doubts: NotRequired[list[str]]  # why it is uncertain (empty when it is not)
 
 
 class RollingVerdict(TypedDict):
@@ -71,6 +77,8 @@ class RollingVerdict(TypedDict):
     label: Label | None
     graded: Grade | None
     half_life_s: float
+    certainty: NotRequired[float | None]  # the windows' certainty, averaged the same way (added, as fused's)
+    uncertain: NotRequired[bool]  # the rolling score sits in the middle or its windows were uncertain
 
 
 class TranscriptWord(TypedDict):

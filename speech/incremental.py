@@ -41,6 +41,16 @@ from speech.words import NON_LEXICAL, in_time_order, normalise_word
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PassPacing:
+    """How often a live pass runs and on how much audio, for one Whisper model: new audio per pass, the encoder
+    window, and the committed speech kept before the new words."""
+
+    step_s: float
+    encoder_window_s: float
+    left_context_s: float
+
+
 @dataclass
 class _Queue:
     pieces: deque = field(default_factory=deque)  # (t, samples) as inserted
@@ -75,6 +85,7 @@ class IncrementalASR:
         left_context_s: float | None = None,
         languages: LanguageTracker | None = None,
         model_for: Callable[[str], Any] | None = None,
+        pacing_for: Callable[[str], PassPacing | None] | None = None,
     ) -> None:
         if step_s <= 0:
             raise ValueError(f"step_s must be positive, got {step_s}")
@@ -87,7 +98,6 @@ class IncrementalASR:
             encoder_window_s = 20.0 if step_s <= 10 else 30.0
         if max_buffer_s < 4 * pause_s or max_buffer_s > 25:
             raise ValueError(f"max_buffer_s must lie between {4 * pause_s:.1f} and 25 s, got {max_buffer_s}")
-        self.step_s = step_s
         # Live, a pass that fell behind takes up to twice the step to catch up. A file replayed as fast as possible
         # (catch_up=False) takes exactly one step per pass: the same passes, so the same transcript, every run.
         self.catch_up = catch_up
@@ -102,7 +112,6 @@ class IncrementalASR:
             left_context_s = 3.0 if step_s <= 2 else 0.0
         if left_context_s < 0:
             raise ValueError(f"left_context_s must not be negative, got {left_context_s}")
-        self.left_context_s = left_context_s
         self.pause_s = pause_s
         self.max_buffer_s = max_buffer_s
         self.soft_buffer_s = 0.6 * max_buffer_s
@@ -111,13 +120,15 @@ class IncrementalASR:
         self.prompt_chars = prompt_chars
         self.use_prompt = use_prompt
         # Language: fixed (`language`), or followed by a LanguageTracker, each language's passes on the model that
-        # model_for(language) gives (tiny.en for English, the multilingual base for the rest).
+        # model_for(language) gives (tiny.en for English, the multilingual base for the rest), paced as
+        # pacing_for(language) says (None: as the arguments above say).
         self.languages = languages
         self._model_for = model_for or (lambda _language: model)
-        self._beam_size, self._encoder_window_s = beam_size, encoder_window_s
+        self._pacing_for = pacing_for or (lambda _language: None)
+        self._given_pacing = PassPacing(step_s, encoder_window_s, left_context_s)
+        self._beam_size = beam_size
         self._whispers: dict[str, WhisperPass] = {}
-        self.language = language
-        self._whisper = self._whisper_for(language)
+        self._use_language(language)
 
         self._queue_lock = threading.Lock()
         self._queue = _Queue()
@@ -131,11 +142,16 @@ class IncrementalASR:
         self._pending: list[Word] = []
         self._earlier: deque[tuple[float, list[Word]]] = deque(maxlen=8)  # (audio end, pending) of recent passes
 
-    def _whisper_for(self, language: str) -> WhisperPass:
+    def _use_language(self, language: str) -> None:
+        """Transcribe from now on in `language`, on its model and at its pace."""
+        pacing = self._pacing_for(language) or self._given_pacing
+        self.language = language
+        self.step_s, self.left_context_s = pacing.step_s, pacing.left_context_s
         if language not in self._whispers:
             self._whispers[language] = WhisperPass(self._model_for(language), language=language,
-                                                   beam_size=self._beam_size, encoder_window_s=self._encoder_window_s)
-        return self._whispers[language]
+                                                   beam_size=self._beam_size,
+                                                   encoder_window_s=pacing.encoder_window_s)
+        self._whisper = self._whispers[language]
 
     def _follow_language(self, speech: Speech, final: bool, paused: bool) -> str | None:
         """Show the tracker this pass's speech, let it identify the language when due and switch the passes to
@@ -149,8 +165,7 @@ class IncrementalASR:
         state = tracker.state
         if state.language is not None and state.language != self.language:
             log.info("language %s -> %s (p=%.2f) at %.1f s", self.language, state.language, state.p or 0, state.since)
-            self.language = state.language
-            self._whisper = self._whisper_for(state.language)
+            self._use_language(state.language)
             self._earlier.clear()  # hypotheses in the other language agree with nothing that follows
         if state.outside is not None:
             return state.outside_reason

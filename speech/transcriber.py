@@ -25,9 +25,10 @@ class AsrUpdate:
 
 class Transcriber(Protocol):
     """One stream's speech recognition. Streaming (`whole_file` false, speech.IncrementalASR): the pipeline inserts
-    audio as it arrives and runs `process()` once `pending_audio_s` reaches `step_s`, then `finish()` at the end of
-    the media. Whole file (`whole_file` true, speech.WholeFileASR): the audio was read up front; `process()` gives
-    one more segment until `done`."""
+    audio as it arrives and runs `process()` once `pending_audio_s` reaches `step_s` (which may change after a pass:
+    a language on a slower model takes longer steps), then `finish()` at the end of the media. Whole file
+    (`whole_file` true, speech.WholeFileASR): the audio was read up front; `process()` gives one more segment until
+    `done`."""
 
     whole_file: bool
     done: bool

@@ -9,7 +9,7 @@ import pytest
 
 from media import AudioChunk, VideoFrame, Word
 from models.base import ModalityScore
-from models.fusion import FusionParams, RollingSentiment, fuse, grade_for_vote
+from models.fusion import FusionParams, RollingSentiment, certainty_of, fuse, grade_for_vote
 from protocol import ProtocolError, WindowMessage, parse_message, parse_request
 from stream.buffers import AudioRing, FrameQueue, TimedResults
 from stream.windows import WindowSchedule, WordStore
@@ -104,6 +104,40 @@ def test_rolling_ema_has_the_configured_half_life():
     assert rolling.update(1.0, 0.0) == 1.0
     assert rolling.update(0.0, 4.0) == pytest.approx(0.5)
     assert rolling.update(None, 6.0) == pytest.approx(0.5)  # a window with no modality changes nothing
+
+
+def test_certainty_is_the_margin_shrunk_by_the_modalities_disagreement():
+    # hand-computed: equal weights, text 0.9 and visual 0.1 -> mean 0.5, each 0.4 away: disagreement 2 * 0.4 = 0.8
+    certainty, disagreement, doubts = certainty_of(0.5, {"text": 0.9, "visual": 0.1}, {})
+    assert disagreement == pytest.approx(0.8) and certainty == pytest.approx(0.0)
+    assert doubts == ["the modalities disagree: text 0.90, visual 0.10", "close to the middle (0.50)"]
+    # all agree at 0.9: margin 0.8, nothing to doubt
+    assert certainty_of(0.9, {"text": 0.9, "audio": 0.9}, {})[:2] == (pytest.approx(0.8), pytest.approx(0.0))
+    # weights count: a weight of 3 on audio 0.8 against text 0.4 -> mean 0.7, distances 0.1 and 0.3
+    certainty, disagreement, doubts = certainty_of(0.7, {"text": 0.4, "audio": 0.8}, {"audio": 3.0})
+    assert disagreement == pytest.approx(2 * (3 * 0.1 + 0.3) / 4) and certainty == pytest.approx(0.4 * 0.7)
+    assert doubts == []
+    # one modality only: no disagreement; a weak verdict is flagged as weak
+    assert certainty_of(0.62, {"audio": 0.62}, {}) == (pytest.approx(0.24), 0.0, [])
+    assert certainty_of(0.55, {"audio": 0.55}, {})[2] == ["close to the middle (0.55)"]
+
+
+def test_every_fusion_says_how_certain_it_is_and_the_rolling_verdict_follows():
+    for method in ("weighted", "vote", "product", "stacking"):
+        agreed = fuse(scores(text=0.9, audio=0.85, visual=0.9), method)
+        split = fuse(scores(text=0.95, audio=None, visual=0.05), method)
+        assert agreed.certainty > 0.5 and not agreed.uncertain, method
+        assert split.uncertain and split.disagreement > 0.8 and "disagree" in split.doubts[0], method
+        assert split.to_json()["uncertain"] is True and split.to_json()["doubts"] == split.doubts
+    nothing = fuse(scores(text=None, audio=None, visual=None))
+    assert nothing.certainty is None and not nothing.uncertain
+    rolling = RollingSentiment(half_life_s=4.0)
+    rolling.update(0.9, 0.0, 0.8)
+    assert not rolling.uncertain
+    rolling.update(0.9, 4.0, 0.0)  # a window whose modalities pulled apart: the rolling certainty halves
+    assert rolling.certainty == pytest.approx(0.4) and not rolling.uncertain
+    rolling.update(0.9, 12.0, 0.0)
+    assert rolling.certainty == pytest.approx(0.1) and rolling.uncertain
 
 
 def test_protocol_round_trip_and_request_validation():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -21,12 +20,10 @@ from monitor.alerts import AlertRule
 from protocol import parse_message
 from service.hub import StreamHub
 from stream.webrtc import gather_ice_on
-from testkit.browser import CHROMIUM, need_browser
-from testkit.data import ROOT, need_data
+from testkit.browser import Browser, need_browser
+from testkit.data import need_data
 from testkit.reliability import own_threads, settled
 from testkit.servers import RunningServer, collect, make_hub
-
-ARTIFACTS = Path(os.environ.get("VIDSENT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
 
 gather_ice_on(["127.0.0.1"])  # loopback only: nothing leaves this machine
 
@@ -44,46 +41,6 @@ def fake_camera(tmp_path_factory) -> tuple[Path, Path]:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-vn", "-ac", "1", "-ar", "48000",
                     "-af", "apad=pad_dur=0.6", "-c:a", "pcm_s16le", str(audio)], check=True, timeout=120)
     return video, audio
-
-
-def chromium_args(camera: tuple[Path, Path] | None = None) -> list[str]:
-    args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream"]
-    if camera is not None:
-        args += [f"--use-file-for-fake-video-capture={camera[0]}", f"--use-file-for-fake-audio-capture={camera[1]}"]
-    return args
-
-
-class Browser:
-    """A headless Chromium with one page, its console errors collected."""
-
-    def __init__(self, camera=None):
-        self.camera = camera
-        self.errors: list[str] = []
-
-    async def __aenter__(self):
-        from playwright.async_api import async_playwright
-
-        self._playwright = await async_playwright().start()
-        self.browser = await self._playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                              args=chromium_args(self.camera))
-        self.context = await self.browser.new_context(viewport={"width": 1400, "height": 1000})
-        self.page = await self.context.new_page()
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.browser.close()
-        await self._playwright.stop()
-
-    async def screenshot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / name
-        await self.page.screenshot(path=str(path), full_page=True)
-        return path
 
 
 def dashboard_hub(engine, alert_rules=None) -> StreamHub:

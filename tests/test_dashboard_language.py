@@ -2,7 +2,8 @@
 Playwright for Python. A server on testkit's fake engine serves the page; the page's websocket is routed through
 Playwright to it (hello, list and media come from the server), and the test plays a stream's messages into the
 page as the server sends them: window, transcript, status and end carrying the protocol's language fields, with
-Spanish, Arabic and Chinese speech, each message checked against the schema of the protocol's types first.
+Spanish, Arabic and Chinese speech, each message checked against the schema of the protocol's types first; and a
+verdict whose modalities disagree, which the badge shows as uncertain rather than as a confident grade.
 
 The Chinese needs a CJK font (fonts-noto-cjk, in .ci/apt-packages.txt); DejaVu Sans (fonts-dejavu-core) has the
 Arabic. Screenshots go to out/test-artifacts/ (or $VIDSENT_TEST_ARTIFACTS)."""
@@ -12,16 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 
 from protocol import EndMessage, Message, StatusMessage, SubscribedMessage, TranscriptMessage, WindowMessage
-from testkit.browser import CHROMIUM, need_browser
-from testkit.data import ROOT
+from testkit.browser import ARTIFACTS, CHROMIUM, chromium_args, need_browser
 from testkit.servers import RunningServer, make_hub
 
-ARTIFACTS = Path(os.environ.get("VIDSENT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
 STREAM = "polyglot"
 PANEL = f".stream-panel[data-stream='{STREAM}']"
 
@@ -81,9 +79,7 @@ async def dashboard():
 
     async with RunningServer(make_hub(media_dir=None)) as server, async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+            executable_path=CHROMIUM, headless=True, args=chromium_args())
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
@@ -320,3 +316,37 @@ async def test_no_speech_and_a_server_without_languages(dashboard):
     await page.wait_for_selector(f"{PANEL}[data-ended='true'] .summary", timeout=5000)
     assert await dashboard.text(f"{PANEL} .summary [data-fact='languages'] dd") == "no speech"
     assert not dashboard.errors, dashboard.errors
+
+
+async def test_a_verdict_whose_modalities_disagree_shows_as_uncertain_not_as_a_grade(dashboard):
+    panel = dashboard.page.locator(PANEL)
+    badge = panel.locator(".badge").first
+    doubts = ["the modalities disagree: text 0.91, audio 0.12"]
+    split = window(0, "en", 0.99, verdict(0.91, details=text_details("text", "en", vader=0.6)), ENGLISH)
+    split.modalities["audio"] = verdict(0.12)
+    split.fused.update(score=0.52, label="neutral", graded="Positive", certainty=0.0, disagreement=0.79,
+                       uncertain=True, doubts=doubts)
+    split.rolling.update(score=0.52, label="neutral", certainty=0.0, uncertain=True)
+    dashboard.play(split)
+    await dashboard.windows(1)
+    assert await badge.get_attribute("data-uncertain") == "true"
+    assert await badge.locator(".grade").text_content() == "uncertain (Positive)"
+    assert await badge.get_attribute("data-graded") == ""  # no confident grade colour
+    await dashboard.screenshot("dashboard-uncertain.png")
+
+    agreed = window(1, "en", 0.99, verdict(0.85, details=text_details("text", "en", vader=0.6)), ENGLISH)
+    agreed.fused.update(certainty=0.6, disagreement=0.1, uncertain=False, doubts=[])
+    agreed.rolling.update(certainty=0.5, uncertain=False)
+    dashboard.play(agreed)
+    await dashboard.windows(2)
+    assert await badge.locator(".grade").text_content() == "Positive"
+    assert await badge.get_attribute("data-uncertain") == "false"
+
+    summary = end({"en": 1.0}, ENGLISH)
+    summary.summary["fused"].update(certainty=0.05, disagreement=0.7, uncertain=True, doubts=doubts)
+    dashboard.play(summary)
+    facts = panel.locator(".summary .facts [data-fact='certainty'] dd")
+    await facts.wait_for(timeout=10000)
+    assert "uncertain: the modalities disagree" in await facts.text_content()
+    assert await panel.locator(".summary .badge .grade").text_content() == "uncertain (Positive)"
+    assert dashboard.errors == []

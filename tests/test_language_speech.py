@@ -115,6 +115,26 @@ def test_an_allowed_set_keeps_english_on_the_fast_english_model(engine):
     assert states[-1][1].language == "en"
 
 
+def test_live_passes_take_each_models_pace_and_replays_the_steps_they_are_given(engine):
+    from engine.engine import BASE_LIVE_PACING
+
+    english = engine.new_asr(0.75, True, LanguageChoice())
+    assert (english.step_s, english.left_context_s) == (0.75, 3.0)
+    spanish = engine.new_asr(0.75, True, LanguageChoice.parse("es"))
+    assert (spanish.step_s, spanish.left_context_s) == (BASE_LIVE_PACING.step_s, BASE_LIVE_PACING.left_context_s)
+    assert BASE_LIVE_PACING.step_s > 0.75  # Whisper base would fall behind at tiny.en's pace
+    assert engine.new_asr(5.0, False, LanguageChoice.parse("es")).step_s == 5.0
+    # a stream that starts on the English guess takes base's pace once it hears Spanish, and transcribes it
+    followed = engine.new_asr(0.75, True, LanguageChoice())
+    audio, step, heard = decode(CLIPS / "es_fleurs_luchadores.flac"), int(0.75 * SAMPLE_RATE), []
+    for i in range(0, len(audio), step):
+        followed.insert_audio(audio[i:i + step], i / SAMPLE_RATE)
+        heard += followed.process().committed
+    heard += followed.finish().committed
+    assert followed.language == "es" and followed.step_s == BASE_LIVE_PACING.step_s
+    assert "luchadores" in "".join(w.text for w in heard)
+
+
 SAID = [(0.0, "Me encanta este lugar, es maravilloso y estoy muy feliz.", "es", "positive"),
         (8.0, "Odio esto, es horrible y estoy muy triste.", "es", "negative"),
         (16.0, "Ich liebe diesen Tag, alles ist wunderbar und ich bin glücklich.", "de", "positive"),

@@ -1,9 +1,10 @@
 """Evaluating modalities and fusion on a labelled manifest: `vidsent evaluate MANIFEST --modality M --out DIR`.
 
 Writes DIR/predictions.csv (item, label, <modality>_score / _label per modality, fused_<method>_score / _label per
-fusion method), DIR/summary.json and DIR/summary.md: accuracy, macro and weighted F1, confusion matrix and expected
-calibration error for every modality, every fusion method on every combination of modalities, baselines (VADER for
-text) and external predictions given with --compare.
+fusion method), DIR/summary.json and DIR/summary.md: accuracy, macro and weighted F1, confusion matrix, expected
+calibration error and the reliability diagram it is computed from, for every modality, every fusion method on every
+combination of modalities, baselines (VADER for text) and external predictions given with --compare; and
+DIR/report.html with each row's reliability diagram and confusion matrix as PNG beside it (training/plots.py).
 
 Learned fusion (weighted, product, stacking) is scored with parameters learned on other items only: from
 --fusion-params when given, else by cross-validation on the manifest itself (leave-one-out up to 200 items).
@@ -97,7 +98,7 @@ def summarise(row: Scored, truth: Sequence[str], classes: Sequence[str]) -> dict
     p_pos = np.array([row.scores[i] for i in keep], dtype=np.float64) if keep else None
     if len(classes) == 2 and proba is None and p_pos is not None:
         proba = np.stack([1 - p_pos, p_pos], axis=1) if list(classes) == ["negative", "positive"] else None
-    summary = classification_summary(y_true, y_pred, classes, proba, p_pos)
+    summary = classification_summary(y_true, y_pred, classes, proba, p_pos, with_reliability=True)
     summary["coverage"] = round(len(keep) / max(len(truth), 1), 4)
     return {"name": row.name, "kind": row.kind, **row.info, **rounded(summary)}
 
@@ -359,21 +360,30 @@ def _column(name: str) -> str:
     return name.split(" ")[0]
 
 
-def write_summary(out: Path, table: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    (out / "summary.json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")
-    classes = meta["classes"]
-    lines = [f"# vidsent evaluation: {meta['manifest']}", "",
-             f"{meta['n_items']} items, modality `{meta['modality']}`, classes {', '.join(classes)}; "
-             f"heads: `{meta['heads']}`; fusion parameters: {meta['fusion']}.", "",
-             "| row | n | coverage | accuracy | macro F1 | weighted F1 | ECE |"
-             + (" pos-vs-neg acc |" if len(classes) == 3 else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if len(classes) == 3 else "")]
+def metrics_table(table: list[dict[str, Any]], classes: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
+    """The metrics table of summary.md and report.html: its header and one line of cells per row."""
+    header = ["row", "n", "coverage", "accuracy", "macro F1", "weighted F1", "ECE"]
+    if len(classes) == 3:
+        header.append("pos-vs-neg acc")
+    lines: list[list[Any]] = []
     for r in table:
         cells = [r["name"], r.get("n", 0), r.get("coverage", ""), r.get("accuracy", ""), r.get("macro_f1", ""),
                  r.get("weighted_f1", ""), r.get("ece", r.get("posneg_ece", ""))]
         if len(classes) == 3:
             cells.append(r.get("posneg_accuracy", ""))
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append(cells)
+    return header, lines
+
+
+def write_summary(out: Path, table: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    (out / "summary.json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")
+    classes = meta["classes"]
+    header, cells = metrics_table(table, classes)
+    lines = [f"# vidsent evaluation: {meta['manifest']}", "",
+             f"{meta['n_items']} items, modality `{meta['modality']}`, classes {', '.join(classes)}; "
+             f"heads: `{meta['heads']}`; fusion parameters: {meta['fusion']}.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in line) + " |" for line in cells]
     lines += ["", "Confusion matrices (rows = true, columns = predicted, order: " + ", ".join(classes) + "):", ""]
     for r in table:
         if "confusion" in r and r["kind"] != "compare":
@@ -434,6 +444,9 @@ def evaluate_manifest(manifest: Manifest, *, heads_dir: Path | None, out: Path, 
     meta = {"manifest": str(manifest.path), "modality": manifest.modality, "n_items": len(truth),
             "classes": classes, "heads": str(heads_dir or "default"), "fusion": fusion_desc}
     write_summary(out, table, meta)
+    from training.plots import write_report  # matplotlib: only when a report is written
+
+    write_report(out, table, meta, metrics_table(table, classes))
     return table
 
 
@@ -441,7 +454,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="CSV manifest (see training/manifest.py for the columns)")
     parser.add_argument("--modality", required=True, choices=("text", "audio", "visual", "video"))
     parser.add_argument("--head", help="evaluate this head name instead of the modality's default head")
-    parser.add_argument("--out", type=Path, required=True, help="folder for predictions.csv and summary.json/.md")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for predictions.csv, summary.json/.md, report.html and its PNG pictures")
     parser.add_argument("--classes", help="comma-separated class names, when the labels are not sentiment classes")
     parser.add_argument("--label-column", help="the manifest column holding the label")
     parser.add_argument("--compare", type=Path, action="append", default=[],

@@ -128,14 +128,23 @@ export class StreamPanel {
       this._language({ language: w.language, p: w.language_p, since: null, previous: null });
     }
 
-    // badge: the rolling verdict
+    // badge: the rolling verdict; an uncertain one (in the middle, or its windows' modalities pulling apart) says
+    // so instead of showing a confident grade
     const graded = rolling.graded || '';
-    this.badge.dataset.graded = graded;
+    const uncertain = rolling.uncertain === true;
+    this.badge.dataset.graded = uncertain ? '' : graded;
     this.badge.dataset.label = rolling.label || '';
-    this.gradeEl.textContent = graded || 'no verdict';
+    this.badge.dataset.uncertain = uncertain ? 'true' : 'false';
+    this.gradeEl.textContent = !graded ? 'no verdict' : uncertain ? `uncertain (${graded})` : graded;
     this.scoreEl.textContent = num(rolling.score);
+    const certainty = isNum(rolling.certainty) ? ` · certainty ${num(rolling.certainty)}` : '';
+    this.badge.title = `rolling verdict (exponentially weighted over recent windows)${certainty}`;
+    const doubt = fused.uncertain && (fused.doubts || []).length ? ` · uncertain: ${fused.doubts.join('; ')}` : '';
     this.fusedKv.value.textContent = isNum(fused.score) ? `${num(fused.score)} ${fused.graded || ''}`.trim() : '—';
-    this.fusedKv.value.dataset.graded = fused.graded || '';
+    this.fusedKv.value.title = isNum(fused.certainty) ? `certainty ${num(fused.certainty)}, disagreement ` +
+      `${num(fused.disagreement)}${doubt}` : '';
+    this.fusedKv.value.dataset.graded = fused.uncertain ? '' : (fused.graded || '');
+    this.fusedKv.value.dataset.uncertain = fused.uncertain ? 'true' : 'false';
     this.windowKv.value.textContent = `#${w.index} · ${seconds(w.t_start)}–${seconds(w.t_end)}`;
     const missing = (fused.missing || []).length ? ` (missing ${fused.missing.join(', ')})` : '';
     this.methodKv.value.textContent = `${fused.method || '—'}${missing}`;

@@ -32,6 +32,8 @@ function languageShares(languages) {
  * transcript. */
 export function summaryView(s) {
   const graded = s.graded || (s.fused && s.fused.graded) || '';
+  const fused = s.fused || {};
+  const uncertain = fused.uncertain === true;
   const modRows = MODALITIES.map((m) => {
     const info = (s.modalities || {})[m] || {};
     const windows = info.details && isNum(info.details.windows) ? `${info.details.windows} windows` : '';
@@ -50,6 +52,10 @@ export function summaryView(s) {
   if (s.rolling && isNum(s.rolling.score)) {
     facts.push(['final rolling', `${num(s.rolling.score)} ${s.rolling.graded || ''}`]);
   }
+  if (isNum(fused.certainty)) {
+    const doubts = uncertain && (fused.doubts || []).length ? ` — uncertain: ${fused.doubts.join('; ')}` : '';
+    facts.push(['certainty', `${num(fused.certainty)} (disagreement ${num(fused.disagreement)})${doubts}`]);
+  }
   const people = Array.isArray(s.people) ? s.people : [];
   if (people.length) {
     const shown = people.slice(0, 5).map((p) => `#${p.person} ${p.top_emotion} ${num(p.score)} `
@@ -61,8 +67,9 @@ export function summaryView(s) {
   return h('section', { class: 'summary', dataset: { reason: s.reason || '' }, 'aria-label': 'summary' },
     h('div', { class: 'summary-head' },
       h('h3', {}, 'Summary'),
-      h('span', { class: 'badge small', dataset: { graded } },
-        h('span', { class: 'grade' }, graded || 'no verdict'), h('span', { class: 'score' }, num(s.score))),
+      h('span', { class: 'badge small', dataset: { graded: uncertain ? '' : graded, uncertain: String(uncertain) } },
+        h('span', { class: 'grade' }, !graded ? 'no verdict' : uncertain ? `uncertain (${graded})` : graded),
+        h('span', { class: 'score' }, num(s.score))),
       h('span', { class: 'summary-label' }, s.label ? `overall ${s.label}` : '')),
     h('dl', { class: 'facts' },
       facts.map(([k, v]) => h('div', { dataset: { fact: k } }, h('dt', {}, k), h('dd', {}, v)))),
