@@ -183,3 +183,18 @@ def test_vidsent_evaluate_writes_reliability_diagrams_and_a_report(tmp_path: Pat
         width, height = assert_real_png(out / name)
         assert width * height > 0
     assert manifest.name in page and "| text |" in (out / "summary.md").read_text()
+
+
+def test_a_fused_row_reports_its_accuracy_where_it_was_sure_and_where_it_doubted():
+    from training.evaluate import Scored, summarise
+
+    truth = ["positive", "negative", "positive", "negative", "positive"]
+    row = Scored("text+visual [weighted]", "fusion", [0.9, 0.2, 0.55, 0.52, None],
+                 ["positive", "negative", "negative", "positive", None], None, {"method": "weighted"},
+                 uncertain=[False, False, True, True, False])
+    summary = summarise(row, truth, ["negative", "positive"])
+    # the fifth item was not scored; of the rest, the two sure verdicts were right and the two doubted ones wrong
+    assert (summary["certain_n"], summary["certain_accuracy"]) == (2, 1.0)
+    assert (summary["uncertain_n"], summary["uncertain_accuracy"]) == (2, 0.0)
+    assert "certain_n" not in summarise(Scored("text", "modality", [0.9], ["positive"]), ["positive"],
+                                         ["negative", "positive"])

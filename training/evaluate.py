@@ -55,6 +55,7 @@ class Scored:
     labels: list[str | None]                   # predicted label per item
     proba: np.ndarray | None = None            # (n, classes) when the scorer gives class probabilities
     info: dict[str, Any] = field(default_factory=dict)
+    uncertain: list[bool] | None = None        # per item, whether the fused verdict said it was uncertain
 
 
 def polar_label(score: float, classes: Sequence[str]) -> str:
@@ -86,7 +87,22 @@ def scored_from_fusion(name: str, fused: list[FusedScore], classes: Sequence[str
             labels.append("positive" if f.graded == "Positive" else "negative")
         else:
             labels.append(polar_label(f.score, classes))
-    return Scored(name, "fusion", [f.score for f in fused], labels, None, {"method": fused[0].method if fused else ""})
+    return Scored(name, "fusion", [f.score for f in fused], labels, None, {"method": fused[0].method if fused else ""},
+                  [f.uncertain for f in fused])
+
+
+def certainty_summary(row: Scored, truth: Sequence[str], keep: Sequence[int]) -> dict[str, Any]:
+    """Does `uncertain` mean anything? How many of the scored items a fused row called uncertain, and its accuracy on
+    those and on the rest (an honest flag: lower accuracy where it doubts)."""
+    if row.uncertain is None or not keep:
+        return {}
+    out: dict[str, Any] = {}
+    for name, flag in (("certain", False), ("uncertain", True)):
+        picked = [i for i in keep if row.uncertain[i] == flag]
+        out[f"{name}_n"] = len(picked)
+        if picked:
+            out[f"{name}_accuracy"] = sum(row.labels[i] == truth[i] for i in picked) / len(picked)
+    return out
 
 
 def summarise(row: Scored, truth: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
@@ -100,6 +116,7 @@ def summarise(row: Scored, truth: Sequence[str], classes: Sequence[str]) -> dict
         proba = np.stack([1 - p_pos, p_pos], axis=1) if list(classes) == ["negative", "positive"] else None
     summary = classification_summary(y_true, y_pred, classes, proba, p_pos, with_reliability=True)
     summary["coverage"] = round(len(keep) / max(len(truth), 1), 4)
+    summary.update(certainty_summary(row, truth, keep))
     return {"name": row.name, "kind": row.kind, **row.info, **rounded(summary)}
 
 
@@ -365,12 +382,15 @@ def metrics_table(table: list[dict[str, Any]], classes: Sequence[str]) -> tuple[
     header = ["row", "n", "coverage", "accuracy", "macro F1", "weighted F1", "ECE"]
     if len(classes) == 3:
         header.append("pos-vs-neg acc")
+    header.append("accuracy certain / uncertain (n)")
     lines: list[list[Any]] = []
     for r in table:
         cells = [r["name"], r.get("n", 0), r.get("coverage", ""), r.get("accuracy", ""), r.get("macro_f1", ""),
                  r.get("weighted_f1", ""), r.get("ece", r.get("posneg_ece", ""))]
         if len(classes) == 3:
             cells.append(r.get("posneg_accuracy", ""))
+        cells.append(f"{r.get('certain_accuracy', '—')} ({r['certain_n']}) / {r.get('uncertain_accuracy', '—')} "
+                     f"({r['uncertain_n']})" if "certain_n" in r else "")
         lines.append(cells)
     return header, lines
 

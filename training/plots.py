@@ -66,7 +66,7 @@ def reliability_png(path: Path, diagram: Sequence[dict[str, Any]], *, title: str
             label="observed accuracy of the bin")
     top.vlines(confidence, np.minimum(confidence, accuracy), np.maximum(confidence, accuracy), color=GAP, lw=1.5,
                label="gap (what ECE averages)")
-    top.plot(confidence, accuracy, "o", color=DOT, ms=5, label="mean confidence of the bin")
+    top.plot(confidence, accuracy, "o", color=DOT, ms=5, label="the bin at its mean confidence")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1.02)
     top.set_ylabel("observed accuracy")
