@@ -206,63 +206,21 @@ def present_score(window: dict, m: str) -> float | None:
     return s.get("score") if s.get("available") and is_num(s.get("score")) else None
 
 
-def certainty_text(value: object) -> str | None:
-    """A `certainty` as it comes (a number, a word, an interval, or an object of those): shown, not interpreted."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if is_num(value):
-        return num(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple) and len(value) == 2 and all(is_num(v) for v in value):
-        return f"{num(value[0])}–{num(value[1])}"
-    if isinstance(value, dict):
-        parts = []
-        for key, v in value.items():
-            text = certainty_text(v)
-            if text is not None and not isinstance(v, dict):
-                parts.append(f"{key} {text}".replace("_", " "))
-        return " · ".join(parts) or None
-    if isinstance(value, list | tuple):
-        return ", ".join(t for t in (certainty_text(v) for v in value) if t) or None
-    return str(value)
-
-
-def is_uncertain(value: object) -> bool:
-    """Whether a `certainty` says the verdict is uncertain (a word or flag saying so)."""
-    if isinstance(value, str):
-        return "uncertain" in value.lower()
-    if isinstance(value, dict):
-        return bool(value.get("uncertain")) or any(is_uncertain(v) for k, v in value.items() if isinstance(v, str))
-    return False
-
-
-# what a verdict (a window's `fused`, the summary's `fused` or `rolling`) may carry about how sure it is
-CERTAINTY_FIELDS = ("certainty", "interval", "disagreement", "uncertain", "doubts")
-
-
 def verdict_certainty(verdict: object) -> dict | None:
-    """The certainty fields a verdict carries, or None when it has no certainty (or interval) to show."""
-    if not isinstance(verdict, dict):
+    """How sure a verdict (a window's or the summary's `fused`, or `rolling`) says it is: its certainty, disagreement,
+    uncertain and doubts fields (protocol v1's additions, models.fusion.certainty_of); None when it has no certainty
+    (no modality, or a history written before those fields)."""
+    if not isinstance(verdict, dict) or not is_num(verdict.get("certainty")):
         return None
-    found = {k: verdict[k] for k in CERTAINTY_FIELDS if verdict.get(k) is not None}
-    return found if "certainty" in found or "interval" in found else None
+    return {k: verdict.get(k) for k in ("certainty", "disagreement", "uncertain", "doubts")}
 
 
-def window_certainty(window: dict) -> object:
-    """A window's certainty: its own `certainty` field, else the one its fused verdict carries; None without."""
-    if window.get("certainty") is not None:
-        return window["certainty"]
+def window_certainty(window: dict) -> dict | None:
     return verdict_certainty(window.get("fused"))
 
 
-def file_certainty(result: dict) -> tuple[object, str] | None:
-    """The file's certainty and what it is of: the result's own `certainty`, else its fused verdict's, else the
-    rolling verdict's at the end; None without."""
-    if result.get("certainty") is not None:
-        return result["certainty"], "certainty"
+def file_certainty(result: dict) -> tuple[dict, str] | None:
+    """The file's certainty and what it is of: its fused verdict's, else the rolling verdict's at the end."""
     for key, what in (("fused", "certainty"), ("rolling", "certainty (rolling, at the end)")):
         found = verdict_certainty(result.get(key))
         if found is not None:
@@ -270,18 +228,14 @@ def file_certainty(result: dict) -> tuple[object, str] | None:
     return None
 
 
-def certainty_html(value: object) -> str:
-    """A certainty as it comes, its numbers shown, an `uncertain` badge where it says so, and its doubts."""
-    doubts: list[str] = []
-    shown = value
-    if isinstance(value, dict):
-        shown = {k: v for k, v in value.items() if k not in ("uncertain", "doubts")}
-        doubts = [d for d in value.get("doubts") or [] if isinstance(d, str)]
-        if list(shown) == ["certainty"]:  # only the number: no need to name it again
-            shown = shown["certainty"]
-    out = esc(certainty_text(shown) or "—")
-    if is_uncertain(value):
+def certainty_html(found: dict) -> str:
+    """A certainty, its disagreement, an `uncertain` badge where the verdict says so, and its doubts."""
+    out = esc(num(found["certainty"]))
+    if is_num(found.get("disagreement")):
+        out = f"certainty {out} · disagreement {esc(num(found['disagreement']))}"
+    if found.get("uncertain"):
         out += ' <span class="pill uncertain">uncertain</span>'
+    doubts = [d for d in found.get("doubts") or [] if isinstance(d, str)]
     if doubts:
         out += f' <span class="note">{esc("; ".join(doubts))}</span>'
     return out

@@ -1,5 +1,5 @@
 """`vidsent analyze FILE --report PATH` (issue #33, item 4): the analyst's page of a file. The page builder on
-hand-made results (escaping, right-to-left speech, a `certainty` present or not, where the pages go), then one real
+hand-made results (escaping, right-to-left speech, certainty present or not, where the pages go), then one real
 `vidsent analyze --report DIR` on a spoken clip, a clip without audio or faces and a text file, each page opened
 from disk in Debian's Chromium (as tests/test_dashboard.py drives it): no console error, nothing fetched, the chart
 has the file's windows, the transcript its words, the verdict shown; the two bad files' pages say why.
@@ -33,7 +33,7 @@ def verdict(score, available=True, reason=None, details=None):
     return out
 
 
-def window(index, transcript, text, language="en", certainty=None, key_words=()):
+def window(index, transcript, text, language="en", key_words=()):
     t0 = 2.0 * index
     w = {"index": index, "t_start": t0, "t_end": t0 + 4.0, "transcript": transcript, "language": language,
          "language_p": 0.97,
@@ -44,8 +44,6 @@ def window(index, transcript, text, language="en", certainty=None, key_words=())
          "fused": {"score": 0.5, "label": "neutral", "graded": "Positive", "method": "weighted",
                    "used": ["text", "visual"], "missing": ["audio"]},
          "rolling": {"score": 0.5, "label": "neutral", "graded": "Positive", "half_life_s": 6.0}}
-    if certainty is not None:
-        w["certainty"] = certainty
     return w
 
 
@@ -86,21 +84,16 @@ def test_page_escapes_user_text_and_keeps_the_speech_direction():
     assert page.index("مرحبا<small") < page.index("Hello<small")
 
 
-def test_page_shows_a_certainty_when_the_windows_carry_one():
-    windows = [window(0, "fine", 0.7, certainty={"level": "uncertain", "interval": [0.41, 0.66]}),
-               window(1, "fine then", 0.7, certainty=0.83)]
-    page = build_report(result(windows, certainty={"level": "high", "disagreement": 0.12}))
-    assert "<th>certainty</th>" in page and "level uncertain · interval 0.41–0.66" in page and ">0.83<" in page
-    assert "level high · disagreement 0.12" in page and 'class="pill uncertain"' in page
-    # or as the fused and rolling verdicts carry it
+def test_page_shows_how_sure_each_verdict_was():
     windows = [window(0, "fine", 0.7), window(1, "fine then", 0.7)]
     windows[1]["fused"].update(certainty=0.08, disagreement=0.61, uncertain=True,
                                doubts=["the modalities disagree: text 0.90, visual 0.20"])
     page = build_report(result(windows, rolling={"score": 0.5, "certainty": 0.3, "uncertain": False}))
+    assert "<th>certainty</th>" in page
     assert "certainty 0.08 · disagreement 0.61 <span class=\"pill uncertain\">uncertain</span>" in page
     assert "the modalities disagree: text 0.90, visual 0.20" in page
     assert "<dt>certainty (rolling, at the end)</dt><dd>0.30</dd>" in page
-    assert page.count("<td>—</td>") >= 1  # the window without a certainty
+    assert page.count("<td>—</td>") >= 1  # the window without a certainty (a history from before the field)
     assert "<th>agreement · confidence</th>" in page  # beside it, what every window carries
 
 
@@ -178,11 +171,9 @@ async def test_the_page_of_a_spoken_clip_in_a_real_browser(analysed):
         assert await p.page.locator("#timeline canvas").count() == 1
         assert (await p.texts("#verdict .badge .label")) == [clip["label"]]
         assert (await p.texts("#verdict .badge .graded")) == [clip["graded"]]
-        # each window's certainty where the windows carry one (in `fused`, or their own), beside the agreement
+        # each window's certainty, beside the agreement of its modalities
         headers = await p.texts("#windows th")
-        carried = any(w.get("certainty") is not None or w["fused"].get("certainty") is not None
-                      for w in clip["windows"])
-        assert ("certainty" in headers) == carried and "agreement · confidence" in headers
+        assert "certainty" in headers and "agreement · confidence" in headers
         # the transcript: every word of the file once, though each word is in two overlapping windows
         heard = " ".join(await p.texts("#transcript .seg .words"))
         assert normalise_text(heard) == normalise_text(clip["transcript"]), heard
