@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from models.base import MODALITIES, label_for
 from models.fusion import sentiment_scale
 
 TEMPLATE = Path(__file__).with_name("report.html")
 UPLOT_DIR = Path(__file__).resolve().parents[1] / "client" / "dashboard" / "vendor" / "uplot"
-MODALITIES = ("text", "audio", "visual")
 # languages written right to left, and scripts that are: as client/dashboard/language.js decides `dir`
 RTL_LANGUAGES = {"ar", "he", "fa", "ur", "yi", "ps", "sd", "ug", "dv", "iw", "ji"}
 RTL_SCRIPTS = {"arab", "hebr", "thaa", "syrc", "nkoo", "adlm", "rohg", "mand", "samr"}
@@ -39,7 +39,6 @@ MAX_KEY_WORDS = 24
 MAX_FACES = 6
 FACE_PX = 160  # the side of an embedded face crop
 THUMB_PX = 240  # the longer side of a whole-frame thumbnail (no face found in the frame again)
-MAX_FRAME_SIDE = 640  # frames are looked at as the pipeline samples them (stream/decoding.py)
 WINDOW_TABLE_OPEN = 40  # the window table starts open up to this many windows
 
 
@@ -145,14 +144,6 @@ def direction_of(code: str | None) -> str:
 def lang_attrs(code: object) -> str:
     c = language_code(code)
     return (f' lang="{esc(c)}"' if c else "") + f' dir="{direction_of(c)}"'
-
-
-def label_of(score: object, scale: dict) -> str | None:
-    if not is_num(score):
-        return None
-    if score >= scale["labels"]["positive"]:
-        return "positive"
-    return "negative" if score <= scale["labels"]["negative"] else "neutral"
 
 
 def _mix(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[int, int, int]:
@@ -346,7 +337,7 @@ def section_verdict(result: dict, scale: dict) -> str:
             colour = sentiment_rgb(s["score"], scale)[0]
             out.append(f'<tr><td>{m}</td><td class="num">{num(s["score"])}</td><td>'
                        f'<span class="bar" style="width:{width}px; background: rgb{colour}"></span>'
-                       f'{pill(s.get("label") or label_of(s["score"], scale))}</td><td>{over}</td></tr>')
+                       f'{pill(s.get("label") or label_for(s["score"]))}</td><td>{over}</td></tr>')
         else:
             out.append(f'<tr><td>{m}</td><td class="num">—</td><td class="missing">missing</td>'
                        f'<td class="missing">{esc(s.get("reason") or "missing")}</td></tr>')
@@ -439,7 +430,7 @@ def section_transcript(result: dict, scale: dict) -> str:
         score = present_score(w, "text")
         text_info = modality(w, "text")
         title = (f"window {w.get('index')} · {span(w.get('t_start'), w.get('t_end'))} · text "
-                 + (f"{num(score)} {label_of(score, scale)}" if score is not None
+                 + (f"{num(score)} {label_for(score)}" if score is not None
                     else f"missing: {text_info.get('reason') or 'no score'}"))
         segment = (f'<span class="seg" data-window="{esc(w.get("index"))}" data-score="{num(score, 4)}"'
                    f' style="{sentiment_style(score, scale)}" title="{esc(title)}"{lang_attrs(code)}>'
@@ -546,16 +537,12 @@ def face_moments(windows: list[dict], limit: int = MAX_FACES) -> list[FaceMoment
     return sorted(found.values(), key=lambda f: -f.strength)[:limit]
 
 
-def _scaled_size(width: int, height: int) -> tuple[int, int]:
-    scale = min(1.0, MAX_FRAME_SIDE / max(width, height, 1))
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
-
-
 def decode_frames(path: str | Path, times: Sequence[float]) -> dict[float, Any]:
     """RGB frames (numpy, scaled and turned upright as the pipeline samples them) at these media times: for each,
     the decoded frame nearest to it. Media time counts from the file's first media, as the pipeline's does."""
     import av
-    import numpy as np
+
+    from stream.decoding import frame_image
 
     frames: dict[float, Any] = {}
     with av.open(str(path)) as container:
@@ -583,12 +570,7 @@ def decode_frames(path: str | Path, times: Sequence[float]) -> dict[float, Any]:
                     break
             if best is None:
                 continue
-            width, height = _scaled_size(best.width, best.height)
-            image: Any = best.to_ndarray(format="rgb24", width=width, height=height)
-            quarter_turns = round(getattr(best, "rotation", 0) / 90) % 4
-            if quarter_turns:
-                image = np.ascontiguousarray(np.rot90(image, quarter_turns))
-            frames[t] = image
+            frames[t] = frame_image(best)
     return frames
 
 
@@ -648,7 +630,7 @@ def section_faces(result: dict, scale: dict, detector_kind: str = "full") -> str
     problem = picture_faces(result["file"], moments, detector_kind)
     figures = []
     for m in moments:
-        label = label_of(m.score, scale)
+        label = label_for(m.score) if m.score is not None else None
         caption = [f"<strong>{clock(m.t)}</strong> · {esc(m.emotion or 'face')}",
                    f"face score {num(m.score)} {pill(label) if label else ''}"]
         if m.person is not None:

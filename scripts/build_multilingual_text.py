@@ -176,6 +176,17 @@ def _umsab_source(lang: str, language_dir: str, origin: str) -> Source:
         labels="0 negative, 1 neutral, 2 positive; the benchmark's own train / val / test", reader=umsab(language_dir))
 
 
+def marc(language: str, folder: str) -> Source:
+    """One language of the Multilingual Amazon Reviews Corpus, as the TYQ aggregator gives it."""
+    valid, test = f"data/{folder}/valid.csv", f"data/{folder}/test.csv"
+    return Source(name=f"marc-{language}", repo=TYQ[0], commit=TYQ[1], files=(valid, test),
+                  licence="Multilingual Amazon Reviews Corpus: Amazon's licence, non-commercial research use only "
+                          "(aggregating repository Apache-2.0)", language=language, genre="product reviews",
+                  labels="1 star negative, 3 stars neutral, 5 stars positive (mapped by the aggregator); MARC's "
+                         "validation split = train here, its test split = test",
+                  reader=split_csvs({valid: "train", test: "test"}, "text", "label", NAMED_LABELS))
+
+
 SOURCES: tuple[Source, ...] = (
     _umsab_source("en", "english", "SemEval-2017 Task 4"),
     _umsab_source("es", "spanish", "InterTASS 2017"),
@@ -200,20 +211,8 @@ SOURCES: tuple[Source, ...] = (
            reader=split_csvs({"Dataset/rusentiment_random_posts.csv": "train",
                               "Dataset/rusentiment_preselected_posts.csv": "train",
                               "Dataset/rusentiment_test.csv": "test"}, "text", "label", RUSENTIMENT_LABELS)),
-    Source(name="marc-ja", repo=TYQ[0], commit=TYQ[1], files=("data/japanese/valid.csv", "data/japanese/test.csv"),
-           licence="Multilingual Amazon Reviews Corpus: Amazon's licence, non-commercial research use only "
-                   "(aggregating repository Apache-2.0)", language="ja", genre="product reviews",
-           labels="1 star negative, 3 stars neutral, 5 stars positive (mapped by the aggregator); MARC's "
-                  "validation split = train here, its test split = test",
-           reader=split_csvs({"data/japanese/valid.csv": "train", "data/japanese/test.csv": "test"}, "text", "label",
-                             NAMED_LABELS)),
-    Source(name="marc-zh", repo=TYQ[0], commit=TYQ[1], files=("data/chinese/valid.csv", "data/chinese/test.csv"),
-           licence="Multilingual Amazon Reviews Corpus: Amazon's licence, non-commercial research use only "
-                   "(aggregating repository Apache-2.0)", language="zh", genre="product reviews",
-           labels="1 star negative, 3 stars neutral, 5 stars positive (mapped by the aggregator); MARC's "
-                  "validation split = train here, its test split = test",
-           reader=split_csvs({"data/chinese/valid.csv": "train", "data/chinese/test.csv": "test"}, "text", "label",
-                             NAMED_LABELS)),
+    marc("ja", "japanese"),
+    marc("zh", "chinese"),
     Source(name="chnsenticorp-htl-zh", repo=SOPHON[0], commit=SOPHON[1],
            files=("datasets/ChnSentiCorp_htl_all/ChnSentiCorp_htl_all.csv",),
            licence="no licence stated (ChnSentiCorp, Tan Songbo, ICT CAS; research corpus)", language="zh",

@@ -39,6 +39,19 @@ def _frame_size(width: int, height: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
+def frame_image(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded frame as the pipeline looks at it: RGB, scaled to `size` (default: its longer side at most
+    MAX_FRAME_SIDE) and turned upright."""
+    width, height = size or _frame_size(frame.width, frame.height)
+    image: np.ndarray = frame.to_ndarray(format="rgb24", width=width, height=height)
+    # A phone stores its picture as the sensor saw it and says in the display matrix how to turn it upright;
+    # FFmpeg's decoder leaves that to the player, and the face detector only finds upright faces.
+    quarter_turns = round(frame.rotation / 90) % 4  # frame.rotation: degrees counter-clockwise
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+    return image
+
+
 class MonoResampler:
     """Audio frames → 16 kHz mono float32 frames: av.AudioResampler's filter graph (abuffer → aformat → abuffersink,
     the same samples out), on one thread. FFmpeg gives a filter graph a thread per core by default, which these
@@ -159,14 +172,7 @@ class FrameSampler:
         source_size = (frame.width, frame.height)
         if source_size not in self._sizes:
             self._sizes[source_size] = _frame_size(*source_size)
-        width, height = self._sizes[source_size]
-        image: np.ndarray = frame.to_ndarray(format="rgb24", width=width, height=height)
-        # A phone stores its picture as the sensor saw it and says in the display matrix how to turn it upright;
-        # FFmpeg's decoder leaves that to the player, and the face detector only finds upright faces.
-        quarter_turns = round(frame.rotation / 90) % 4  # frame.rotation: degrees counter-clockwise
-        if quarter_turns:
-            image = np.ascontiguousarray(np.rot90(image, quarter_turns))
-        return VideoFrame(t, image)
+        return VideoFrame(t, frame_image(frame, self._sizes[source_size]))
 
 
 def sample_video(path: str | Path, sample_fps: float, max_frames: int | None = None) -> list[VideoFrame]:
