@@ -80,6 +80,22 @@ def errors(reference: str, hypothesis: str, language: str) -> tuple[int, int]:
     return edit_distance(ref, hyp), len(ref)
 
 
+def write_stream(manifests: list[Path], language: str, seconds: float, out: Path) -> None:
+    from testkit.media import write_flac
+
+    paths = [manifest.parent / row["path"] for manifest in manifests
+             for row in csv.DictReader(manifest.open(encoding="utf-8")) if row["language"] == language]
+    if not paths:
+        raise SystemExit(f"no clip in {language!r} in {', '.join(map(str, manifests))}")
+    silence, pieces, filled, i = np.zeros(SAMPLE_RATE // 2, np.float32), [], 0, 0
+    while filled < seconds * SAMPLE_RATE:
+        clip = decode(paths[i % len(paths)])
+        pieces += [clip, silence]
+        filled, i = filled + len(clip) + len(silence), i + 1
+    write_flac(out, np.concatenate(pieces)[: int(seconds * SAMPLE_RATE)])
+    print(f"wrote {out}: {seconds:g} s of {language}, {i} clips")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifests", type=Path, nargs="+", metavar="MANIFEST")
@@ -87,7 +103,14 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=12, help="pairs of clips for the switch measurement")
     parser.add_argument("--asr", default="tiny.en", choices=["tiny.en", "base"])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--stream", nargs=3, metavar=("LANGUAGE", "SECONDS", "OUT"),
+                        help="instead: write OUT (FLAC), a long stream of the manifests' clips in LANGUAGE, in their "
+                             "order, 0.5 s of silence between them, again from the first until SECONDS are filled "
+                             "(the Italian stream of the README's live figures: --stream it 600 it600.flac)")
     args = parser.parse_args()
+    if args.stream:
+        write_stream(args.manifests, args.stream[0], float(args.stream[1]), Path(args.stream[2]))
+        return
 
     from engine.engine import WhisperTranscribers
     from models.runtime import configure_runtime

@@ -1,5 +1,6 @@
-"""Media for the tests, made from the real clips: a clip's length, its video alone or with silent audio, and the
-bad-input matrix's awkward files with the file-mode helpers its unreadable case needs."""
+"""Media for the tests, made from the real clips: a clip's length, its video alone or with silent audio, 16 kHz
+speech written as FLAC, and the bad-input matrix's awkward files with the file-mode helpers its unreadable case
+needs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from media import SAMPLE_RATE
 from testkit.data import VIDEOS
 
 
@@ -69,6 +71,17 @@ ENGLISH = "vna_mosi_2.6.mp4"  # "I mean that was impressive." (1.3 s, 480x360, 4
 FACE = "pyfeat_single_face.mp4"  # one face, close up (2.4 s, 640x360)
 PHOTO = "pyfeat_single_face.jpg"
 MANDARIN = ("vna_0001.mp4", "vna_0008.mp4", "vna_videogpt_raw.mp4")  # 1.3 + 2.7 + 4.0 s of Mandarin speech
+
+
+def write_flac(path: str | Path, audio: np.ndarray) -> None:
+    """16 kHz mono float audio in [-1, 1] as a 16-bit FLAC file."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
+        frame = av.AudioFrame.from_ndarray((np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16",
+                                           layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
 
 
 def ffmpeg(*args: str | Path) -> None:

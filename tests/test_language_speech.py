@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-import av
 import numpy as np
 import pytest
 
@@ -17,6 +16,7 @@ from media import SAMPLE_RATE
 from speech.language import LanguageChoice
 from speech.metrics import error_rate
 from testkit.data import ROOT, need_data
+from testkit.media import write_flac
 
 pytestmark = pytest.mark.models
 
@@ -39,16 +39,6 @@ def decode(path) -> np.ndarray:
     from faster_whisper.audio import decode_audio
 
     return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
-
-
-def write_flac(path, audio: np.ndarray) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
-        frame = av.AudioFrame.from_ndarray((np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16",
-                                           layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
 
 
 def live_passes(engine, audio: np.ndarray, choice: LanguageChoice, step_s: float = 0.75):
