@@ -59,11 +59,12 @@ class ScoringRequest:
     frames: list[Any]
     speech_spans: list[tuple[float, float]]
     language: str | None = None
+    word_probabilities: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, window: WindowParts) -> ScoringRequest:
         return cls(window.index, window.transcript, window.audio, list(window.frames), list(window.speech_spans),
-                   window.language)
+                   window.language, tuple(window.word_probabilities))
 
 
 # -- the batching, without Ray (the replica's logic; unit-tested on fake scorers) ------------------------------

@@ -4,6 +4,8 @@ music sounds (tonal_features)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from media import SAMPLE_RATE
@@ -43,6 +45,25 @@ def _frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
         x = np.pad(x, (0, size - len(x)))
     n = 1 + (len(x) - size) // hop
     return np.lib.stride_tricks.sliding_window_view(x, size)[::hop][:n]
+
+
+def mono_samples(clip: Any, min_seconds: float, what: str = "an audio clip") -> np.ndarray:
+    """1-D float32 samples in [-1, 1] (int16 scaled) of at least min_seconds at 16 kHz, all finite; else ValueError
+    naming `what`."""
+    audio = np.asarray(clip)
+    if audio.ndim != 1:
+        raise ValueError(f"{what} must be 1-D mono samples, got shape {audio.shape}")
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768.0
+    elif not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"{what}'s samples must be float (or int16), got {audio.dtype}")
+    audio = audio.astype(np.float32, copy=False)
+    if len(audio) < min_seconds * SAMPLE_RATE:
+        raise ValueError(f"{what} needs at least {min_seconds} s ({int(min_seconds * SAMPLE_RATE)} samples), "
+                         f"got {len(audio)} samples")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError(f"{what}'s samples must be finite")
+    return audio
 
 
 def frame_rms_db(audio: np.ndarray) -> np.ndarray:

@@ -33,6 +33,21 @@ _NMS_IOU = 0.3
 class FaceBox:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
     score: float
+    # BlazeFace's six key points in image pixels, in its order: right eye, left eye, nose tip, mouth, right ear,
+    # left ear (the subject's right and left); empty when not known
+    keypoints: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def frontal(self) -> float | None:
+        """How squarely the face looks at the camera, in [0, 1]: 1 when the nose tip sits midway between the eyes,
+        0 when it sits at (or beyond) one eye, as in a profile. None without key points."""
+        if len(self.keypoints) < 3:
+            return None
+        (rx, _), (lx, _), (nx, _) = self.keypoints[:3]
+        half_gap = abs(lx - rx) / 2
+        if half_gap < 1e-6:
+            return 0.0
+        return float(max(0.0, 1.0 - abs(nx - (lx + rx) / 2) / half_gap))
 
 
 @dataclass
@@ -42,6 +57,19 @@ class Face:
     emotions: dict[str, float]  # the 7 expression probabilities, fer's order
     valence: float  # P(positive) from the expression probabilities
     person: int | None = None  # set by models.tracking.FaceTracker: the same id while the face stays in view
+    sharpness: float | None = None  # variance of the Laplacian of the 64 px grey face the expression model reads
+    frontal: float | None = None  # FaceBox.frontal
+
+    @property
+    def size_px(self) -> float:
+        """The face box's shorter side in image pixels."""
+        x0, y0, x1, y1 = self.box
+        return float(min(x1 - x0, y1 - y0))
+
+    @property
+    def quality(self) -> float:
+        """How far its expression can be trusted, in [0, 1]: face_quality of its size, sharpness and pose."""
+        return face_quality(self.size_px, self.sharpness, self.frontal)[0]
 
     @property
     def top_emotion(self) -> str:
@@ -80,7 +108,8 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray,
                  iou_threshold: float = _NMS_IOU) -> tuple[np.ndarray, np.ndarray]:
-    """mediapipe's weighted NMS: each kept box is the score-weighted mean of the boxes that overlap the best one."""
+    """mediapipe's weighted NMS: each kept box is the score-weighted mean of the boxes that overlap the best one
+    (rows may carry more columns after x0, y0, x1, y1, such as key points: they are averaged the same way)."""
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     kept_boxes, kept_scores = [], []
@@ -95,7 +124,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray,
         kept_scores.append(scores[best])
         remaining = remaining[~overlap]
     if not kept_boxes:
-        return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
+        return np.zeros((0, boxes.shape[1]), dtype=np.float32), np.zeros((0,), dtype=np.float32)
     return np.stack(kept_boxes).astype(np.float32), np.array(kept_scores, dtype=np.float32)
 
 
@@ -137,18 +166,22 @@ class FaceDetector:
         keep = scores > self.min_score
         if not keep.any():
             return []
-        # raw box: centre offset (x, y) and size (w, h) in input pixels, relative to the anchor centre
-        raw = raw_boxes[keep, :4] / self.size
-        centre = raw[:, :2] + self.anchors[keep]
+        # raw box: centre offset (x, y) and size (w, h) in input pixels, relative to the anchor centre; then six
+        # key points (x, y), also relative to the anchor centre
+        raw = raw_boxes[keep, :16] / self.size
+        anchors = self.anchors[keep]
+        centre = raw[:, :2] + anchors
         half = raw[:, 2:4] / 2
-        boxes = np.concatenate([centre - half, centre + half], axis=1)
+        points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+        boxes = np.concatenate([centre - half, centre + half, points.reshape(-1, 12)], axis=1)
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, scores = weighted_nms(boxes[valid], scores[keep][valid])
         # letterbox input coordinates → image pixels
         boxes = boxes * self.size
-        boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - pad_x) / scale, 0, w)
-        boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - pad_y) / scale, 0, h)
-        return [FaceBox(tuple(float(v) for v in box), float(score))  # type: ignore[arg-type]
+        boxes[:, 0::2] = np.clip((boxes[:, 0::2] - pad_x) / scale, 0, w)
+        boxes[:, 1::2] = np.clip((boxes[:, 1::2] - pad_y) / scale, 0, h)
+        return [FaceBox(tuple(float(v) for v in box[:4]), float(score),  # type: ignore[arg-type]
+                        tuple((float(x), float(y)) for x, y in box[4:].reshape(-1, 2)))
                 for box, score in zip(boxes, scores) if box[2] - box[0] >= 2 and box[3] - box[1] >= 2]
 
 
@@ -176,6 +209,43 @@ def face_valence(emotions: dict[str, float]) -> float:
     return float((positive + 0.5 * neutral) / total) if total > 0 else 0.5
 
 
+# A face's quality: its size ramps from FACE_SIZE_POOR px (nothing readable) to FACE_SIZE_GOOD px; its sharpness
+# (Laplacian variance of the 64 px grey crop, intensities in [0, 1]) from SHARP_POOR to SHARP_GOOD; a profile keeps
+# PROFILE_QUALITY of a frontal face's. Set from the faces of the talking-head clips in ../shared/data/videos (sharpness
+# 0.0025-0.02 at 125-245 px: the softest, 480p interviews, read in full) and the same frames downscaled until the
+# face is 24 px (0.0006-0.0024, and small: the size rules them out); the music videos' faces are mostly small and soft
+# (21-31 px, 0.0004-0.0017).
+FACE_SIZE_POOR, FACE_SIZE_GOOD = 16.0, 64.0
+SHARP_POOR, SHARP_GOOD = 0.0008, 0.0028
+PROFILE_QUALITY = 0.5
+
+
+def _ramp(value: float, poor: float, good: float) -> float:
+    return float(min(1.0, max(0.0, (value - poor) / (good - poor))))
+
+
+def face_quality(size_px: float, sharpness: float | None, frontal: float | None) -> tuple[float, list[str]]:
+    """(quality in [0, 1], what lowers it) of a face of this size, sharpness and pose (None: not known)."""
+    notes = []
+    size_q = _ramp(size_px, FACE_SIZE_POOR, FACE_SIZE_GOOD)
+    if size_q < 1:
+        notes.append(f"small face ({size_px:.0f} px)")
+    sharp_q = 1.0 if sharpness is None else _ramp(sharpness, SHARP_POOR, SHARP_GOOD)
+    if sharp_q < 1:
+        notes.append("blurred face")
+    pose_q = 1.0 if frontal is None else PROFILE_QUALITY + (1 - PROFILE_QUALITY) * frontal
+    if frontal is not None and frontal < 0.5:
+        notes.append("face turned away")
+    return size_q * sharp_q * pose_q, notes
+
+
+def laplacian_variance(grey: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of a grey image (intensities scaled to [0, 1]): low when blurred."""
+    g = grey.astype(np.float32) / 255.0
+    lap = -4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
+    return float(lap.var()) if lap.size else 0.0
+
+
 class ExpressionModel:
     """fer's 7-emotion CNN (64x64 grey, FER2013 classes) as .tflite."""
 
@@ -189,13 +259,19 @@ class ExpressionModel:
 
     def predict(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
         """(n_boxes, 7) probabilities in EMOTIONS order for each face box of an RGB image."""
+        return self.read(image, boxes)[0]
+
+    def read(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> tuple[np.ndarray, list[float]]:
+        """predict(), and the sharpness (laplacian_variance) of each 64 px grey face it read."""
         image = check_image(image)
         out = np.zeros((len(boxes), len(EMOTIONS)), dtype=np.float32)
+        sharpness = []
         for i, box in enumerate(boxes):
             grey = resize(to_grey(face_crop(image, box, self.margin)), 64, 64)
+            sharpness.append(laplacian_variance(grey))
             x = (grey.astype(np.float32) / 255.0 - 0.5) * 2.0
             self._interpreter.set_tensor(self._input, x[None, :, :, None])
             self._interpreter.invoke()
             probs = self._interpreter.get_tensor(self._output)[0]
             out[i] = probs / max(float(probs.sum()), 1e-6)
-        return out
+        return out, sharpness

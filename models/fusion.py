@@ -1,6 +1,10 @@
 """Late fusion of the per-modality scores of one window, and the rolling (EMA) sentiment over windows.
 
 Every method renormalises over the modalities present: a missing modality is left out and named, never guessed.
+A modality whose input was poor counts less (a documented rule, see `evidence`): its score is drawn towards the
+undecided 0.5 by its input's quality before any method fuses it, keeping the weight it would have had (`trust`), so
+a degraded input pulls the verdict towards the middle instead of handing it to the other modalities: on the music
+videos' degraded copies, lowering its weight as well let a weaker modality flip the verdict.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from models.base import MODALITIES, NEGATIVE_AT, POSITIVE_AT, ModalityScore, label_for
+from models.calibration import Calibration
 
 FUSION_METHODS = ("weighted", "vote", "product", "stacking")
 GRADES = ("Strong Negative", "Negative", "Slight Negative", "Positive")
@@ -59,23 +64,28 @@ class FusionParams:
     product: per-modality weights of the product of experts (the weights above when empty).
     stacking: logistic regression on logit(score) per modality, one model per subset of present modalities,
       keyed "text+audio" etc. in MODALITIES order: {"coef": [...], "intercept": b}.
+    calibration: per method, the calibration of its fused score (models.calibration; none: as fused).
     """
 
     weights: dict[str, float] = field(default_factory=lambda: {m: 1.0 for m in MODALITIES})
     stacking: dict[str, dict] = field(default_factory=dict)
     card: dict = field(default_factory=dict)
     product: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Calibration] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> FusionParams:
         data = json.loads(Path(path).read_text())
         return cls(weights=data.get("weights", {}), stacking=data.get("stacking", {}), card=data.get("card", {}),
-                   product=data.get("product", {}))
+                   product=data.get("product", {}),
+                   calibration={m: Calibration.from_json(c) for m, c in data.get("calibration", {}).items()})
 
     def save(self, path: str | Path) -> None:
-        data = {"weights": self.weights, "stacking": self.stacking, "card": self.card}
+        data: dict = {"weights": self.weights, "stacking": self.stacking, "card": self.card}
         if self.product:
             data["product"] = self.product
+        if self.calibration:
+            data["calibration"] = {m: c.to_json() for m, c in self.calibration.items()}
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -141,6 +151,38 @@ def certainty_of(score: float, scores: dict[str, float], weights: dict[str, floa
     return certainty, disagreement, doubts
 
 
+# A verdict resting on an input whose quality is below this says so in its doubts.
+POOR_QUALITY_BELOW = 0.5
+
+
+def evidence(score: ModalityScore) -> float:
+    """What a modality's score counts for in fusion: 0.5 + quality × (score − 0.5), the score itself when its
+    quality was not assessed."""
+    value = float(score.score if score.score is not None else 0.5)
+    if score.quality is None:
+        return value
+    return 0.5 + max(0.0, min(1.0, score.quality.value)) * (value - 0.5)
+
+
+def trust(score: ModalityScore) -> float:
+    """How much the weighted mean weighs a score: its confidence before its input's quality scaled it (quality acts
+    through `evidence` instead)."""
+    q = 1.0 if score.quality is None else score.quality.value
+    if q <= 1e-3:
+        return abs(2.0 * float(score.score if score.score is not None else 0.5) - 1.0)
+    return min(1.0, score.confidence / q)
+
+
+def quality_doubts(scores: dict[str, ModalityScore]) -> list[str]:
+    """A doubt per modality whose input was poor, with what made it so."""
+    doubts = []
+    for m, s in scores.items():
+        if s.quality is not None and s.quality.value < POOR_QUALITY_BELOW:
+            why = f": {', '.join(s.quality.notes)}" if s.quality.notes else ""
+            doubts.append(f"poor {m} input (quality {s.quality.value:.2f}{why})")
+    return doubts
+
+
 def logit(p: float) -> float:
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
@@ -152,7 +194,7 @@ def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
         raise ValueError(f"unknown fusion method {method!r}: choose one of {', '.join(FUSION_METHODS)}")
     params = params or FusionParams()
     present = {m: s for m, s in scores.items() if s.available and s.score is not None}
-    value = {m: s.score for m, s in present.items() if s.score is not None}  # the present scores, as floats
+    value = {m: evidence(s) for m, s in present.items()}  # what each present score counts for
     missing = [m for m in scores if m not in present]
     used = sorted(present, key=MODALITIES.index)
     if not present:
@@ -163,8 +205,7 @@ def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
         positive = sum(1 for v in value.values() if v >= 0.5)
         score = positive / len(present)
         graded = grade_for_vote(positive, len(present))
-        return FusedScore(score, label_for(score), graded, method, used, missing,
-                          *certainty_of(score, {m: value[m] for m in used}, weights))
+        return _verdict(score, graded, method, used, missing, value, weights, present)
 
     if method == "product":
         # product of experts: multiply the odds, i.e. sum the logits, weighted
@@ -177,11 +218,19 @@ def fuse(scores: dict[str, ModalityScore], method: str = "weighted",
         score = 1.0 / (1.0 + math.exp(-z))
     else:
         # confidence-weighted mean; a stacking request without a model for this subset falls back here
-        w = np.array([params.weights.get(m, 1.0) * (0.05 + s.confidence) for m, s in present.items()])
-        x = np.array([s.score for s in present.values()])
+        w = np.array([params.weights.get(m, 1.0) * (0.05 + trust(s)) for m, s in present.items()])
+        x = np.array([value[m] for m in present])
         score = float((w * x).sum() / w.sum())
-    return FusedScore(score, label_for(score), grade_for_score(score), method, used, missing,
-                      *certainty_of(score, {m: value[m] for m in used}, weights))
+    if method in params.calibration:
+        score = params.calibration[method](score)
+    return _verdict(score, grade_for_score(score), method, used, missing, value, weights, present)
+
+
+def _verdict(score: float, graded: str, method: str, used: list[str], missing: list[str], value: dict[str, float],
+             weights: dict[str, float], present: dict[str, ModalityScore]) -> FusedScore:
+    certainty, disagreement, doubts = certainty_of(score, {m: value[m] for m in used}, weights)
+    return FusedScore(score, label_for(score), graded, method, used, missing, certainty, disagreement,
+                      doubts + quality_doubts({m: present[m] for m in used}))
 
 
 class RollingSentiment:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from models.audio import heard_shares
 from models.base import MODALITIES, ModalityScore
+from models.calibration import Calibration, calibrated, calibration_key, load_calibrations
 from models.fusion import FusedScore, FusionParams, fuse
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class WindowParts(Protocol):
 
     @property
     def language(self) -> str | None: ...  # ISO 639-1 code of its words' language, None when not known
+
+    @property
+    def word_probabilities(self) -> tuple[float, ...]: ...  # the recogniser's probability of each word
 
 
 @runtime_checkable
@@ -107,6 +111,8 @@ class ScorerSet:
     frames: FrameAnalyzer
     fusion: str = "weighted"
     fusion_params: FusionParams | None = None
+    # each new score goes through its calibration (models.calibration), keyed by the head or modality that made it
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
 
     def by_modality(self) -> dict[str, Scorer]:
         return {"text": self.text, "audio": self.audio, "visual": self.visual}
@@ -140,7 +146,7 @@ class ScorerSet:
             if present:
                 scores = self._score_isolated(modality, scorer, [windows[i] for i in present])
                 for i, score in zip(present, scores):
-                    out[i][modality] = score
+                    out[i][modality] = calibrated(score, self.calibrations.get(calibration_key(modality, score)))
         for window, row, want in zip(windows, out, wanted):
             audio = row.get("audio")
             if "text" in want and audio is not None and audio.available and len(window.audio):
@@ -186,10 +192,10 @@ def build_scorers(device: str, heads_dir: Path | None = None, fusion: str = "wei
     visual = VisualScorer(analyzer, matching_head(load_head("scene", heads_dir), analyzer.scene))
     fusion_file = (heads_dir or DEFAULT_HEADS_DIR) / "fusion.json"
     params = FusionParams.load(fusion_file) if fusion_file.exists() else None
-    return ScorerSet(WindowPartScorer("text", text, lambda w: Said(w.transcript, w.language)),
+    return ScorerSet(WindowPartScorer("text", text, lambda w: Said(w.transcript, w.language, w.word_probabilities)),
                      WindowPartScorer("audio", audio, lambda w: w.audio),
                      WindowPartScorer("visual", visual, lambda w: w.frames, batched=False),
-                     analyzer, fusion, params)
+                     analyzer, fusion, params, load_calibrations(heads_dir or DEFAULT_HEADS_DIR))
 
 
 def matching_head(head, embedder):

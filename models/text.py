@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from models.assets import file_sha256, minilm_dir
-from models.base import ModalityScore
+from models.base import ModalityScore, Quality
 from models.heads import Head
 from models.runtime import resolve_device
 
@@ -39,10 +39,34 @@ VADER_SKIPPED = "VADER's lexicon is English-only"
 
 
 class Said(NamedTuple):
-    """A window's transcript and the language (ISO 639-1) it was transcribed in (None: not known)."""
+    """A window's transcript, the language (ISO 639-1) it was transcribed in (None: not known) and the recogniser's
+    probability of each of its words (empty: not known)."""
 
     text: str
     language: str | None = None
+    word_probabilities: tuple[float, ...] = ()
+
+
+# A transcript's quality: Whisper's mean word probability ramps from WORD_P_POOR to WORD_P_GOOD (its words in clean
+# speech average 0.8-0.95; sung, noisy or mumbled words fall to 0.3-0.6), and a window of fewer than ENOUGH_WORDS
+# words says less ("What?!" can go either way).
+WORD_P_POOR, WORD_P_GOOD = 0.35, 0.75
+ENOUGH_WORDS = 4
+
+
+def text_quality(said: Said) -> Quality:
+    words = len(said.text.split())
+    count_q = min(1.0, words / ENOUGH_WORDS)
+    notes = [f"few words ({words})"] if count_q < 1 else []
+    features: dict[str, float] = {"words": float(words)}
+    prob_q = 1.0
+    if said.word_probabilities:
+        mean_p = float(np.mean(said.word_probabilities))
+        features["word_probability"] = mean_p
+        prob_q = float(np.clip((mean_p - WORD_P_POOR) / (WORD_P_GOOD - WORD_P_POOR), 0.0, 1.0))
+        if prob_q < 1:
+            notes.append(f"unsure words (probability {mean_p:.2f})")
+    return Quality(count_q * prob_q, tuple(notes), features)
 
 
 def _wheel_version(dist: str) -> str:
@@ -327,8 +351,10 @@ class LanguageRoutedTextScorer:
                         else ModalityScore.missing("no speech")
                 continue
             for i, score in zip(picked, scorer.score([said[i].text for i in picked])):
-                if score.available and said[i].language:
-                    score.details["language"] = said[i].language
+                if score.available:
+                    if said[i].language:
+                        score.details["language"] = said[i].language
+                    score = score.assessed(text_quality(said[i]))
                 results[i] = score
         return results
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.base import ModalityScore
-from models.faces import EMOTIONS, ExpressionModel, Face, FaceDetector, face_valence
+from models.base import ModalityScore, Quality
+from models.faces import EMOTIONS, ExpressionModel, Face, FaceDetector, face_quality, face_valence
 from models.images import check_image, load_image
 from models.scene import SceneEmbedder, pooled_features
 
@@ -60,6 +60,43 @@ def _weighted_valence(faces: list[Face], image_size: tuple[int, int]) -> float |
     return float((weights * values).sum() / weights.sum())
 
 
+# The scene head reads a frame scaled to 224 px: a frame whose shorter side is below SCENE_SIDE_GOOD px gives it
+# less to read, and one at SCENE_SIDE_POOR px or less nothing it was trained on.
+SCENE_SIDE_POOR, SCENE_SIDE_GOOD = 32.0, 128.0
+
+
+def scene_quality(frames: list[FrameAnalysis]) -> tuple[float, list[str]]:
+    """(quality, notes) of the frames the scene head reads: their resolution."""
+    sides = [min(f.image_size) for f in frames if f.image_size[0]]
+    if not sides:
+        return 1.0, []
+    side = float(np.median(sides))
+    q = float(min(1.0, max(0.0, (side - SCENE_SIDE_POOR) / (SCENE_SIDE_GOOD - SCENE_SIDE_POOR))))
+    return q, ([f"low-resolution frames ({side:.0f} px)"] if q < 1 else [])
+
+
+def faces_quality(faces: list[tuple[Face, float]]) -> tuple[float, list[str], dict[str, float]]:
+    """(quality, notes, features) of a window's faces, each weighted as it counts in the pooled valence: the
+    weighted mean of face_quality, and the median face size, sharpness and pose."""
+    w = np.asarray([weight for _, weight in faces], dtype=np.float64)
+    w = np.ones_like(w) / len(w) if w.sum() <= 0 else w / w.sum()
+    qualities = [face_quality(face.size_px, face.sharpness, face.frontal) for face, _ in faces]
+    value = float(w @ np.asarray([q for q, _ in qualities]))
+    # the notes of the faces that carry most of the weight
+    main = [notes for (_, notes), weight in zip(qualities, w) if weight >= 0.25 * w.max()]
+    notes = sorted({note.split(" (")[0] for group in main for note in group})
+    features = {"face_size_px": float(np.median([face.size_px for face, _ in faces]))}
+    sharp = [face.sharpness for face, _ in faces if face.sharpness is not None]
+    frontal = [face.frontal for face, _ in faces if face.frontal is not None]
+    if sharp:
+        features["face_sharpness"] = float(np.median(sharp))
+    if frontal:
+        features["face_frontal"] = float(np.median(frontal))
+    if "small face" in notes:
+        notes[notes.index("small face")] = f"small faces ({features['face_size_px']:.0f} px)"
+    return value, notes, features
+
+
 class VisualAnalyzer:
     """Faces, expressions and scene embedding for a batch of RGB frames."""
 
@@ -77,11 +114,12 @@ class VisualAnalyzer:
         boxes = self.detector.detect(image)
         if not boxes:
             return []
-        probs = self.expressions.predict(image, [b.box for b in boxes])
+        probs, sharpness = self.expressions.read(image, [b.box for b in boxes])
         faces = []
-        for b, p in zip(boxes, probs):
+        for b, p, sharp in zip(boxes, probs, sharpness):
             emotions = {name: float(v) for name, v in zip(EMOTIONS, p)}
-            faces.append(Face(box=b.box, score=b.score, emotions=emotions, valence=face_valence(emotions)))
+            faces.append(Face(box=b.box, score=b.score, emotions=emotions, valence=face_valence(emotions),
+                              sharpness=sharp, frontal=b.frontal))
         return faces
 
     def analyze(self, images: list[np.ndarray]) -> list[FrameAnalysis]:
@@ -101,9 +139,11 @@ class VisualAnalyzer:
 class VisualScorer:
     """Pools a window's frames into one score: face valence blended with the scene head's positivity.
 
-    face_share: the faces' blend weight when every frame has a face, scaled down by the share of frames with one;
-    the scene head has the rest. A prior until fusion evaluation tunes it.
+    face_share: the faces' blend weight when every frame has a face, scaled down by the share of frames with one
+    and by the faces' quality (small, blurred or turned-away faces count less); the scene head has the rest.
     scene_only_trust: scales the confidence of a scene-only score (no face seen in the window).
+    The score's quality is that of the evidence it rests on: the faces' and the frames' quality in the blend's
+    proportions; its confidence is its margin times that quality.
     """
 
     def __init__(self, analyzer: VisualAnalyzer | None, scene_head: SceneHead | None, face_share: float = 0.75,
@@ -131,8 +171,13 @@ class VisualScorer:
                                    "faces_found": sum(len(f.faces) for f in frames)}
 
         face_score = None
+        scene_q, notes = scene_quality(frames)
+        features: dict[str, float] = {"frames_with_face_share": len(face_frames) / len(frames)}
+        face_q = 0.0
         if face_frames:
             faces = [(face, _face_weight_in(frame, face)) for frame in face_frames for face in frame.faces]
+            face_q, face_notes, face_features = faces_quality(faces)
+            features.update(face_features)
             face_score, mean_emotions = _pool_faces(faces)
             details["face_valence"] = round(face_score, 4)
             details["top_emotion"] = max(mean_emotions, key=mean_emotions.__getitem__)
@@ -151,16 +196,22 @@ class VisualScorer:
             if scene_score is None:
                 return ModalityScore.missing("no faces and no scene head")
             details.update(self._strongest(frames, scene_score))
-            return ModalityScore.of(scene_score, confidence=abs(scene_score - 0.5) * 2 * self.scene_only_trust,
-                                    reason="no faces; scene only", details=details)
+            quality = Quality(scene_q, tuple(notes), features)
+            return ModalityScore.of(scene_score,
+                                    confidence=abs(scene_score - 0.5) * 2 * self.scene_only_trust * scene_q,
+                                    reason="no faces; scene only", details=details, quality=quality)
         if scene_score is None:
             share, score = 1.0, face_score
+            value = face_q
         else:
-            share = self.face_share * len(face_frames) / len(frames)
+            share = self.face_share * len(face_frames) / len(frames) * face_q
             score = share * face_score + (1 - share) * scene_score
+            value = share * face_q + (1 - share) * scene_q
+        if face_q < 1:
+            notes = [*face_notes, *notes]
         details["face_share"] = round(share, 4)
         details.update(self._strongest(frames, score))
-        return ModalityScore.of(score, details=details)
+        return ModalityScore.of(score, details=details, quality=Quality(value, tuple(notes), features))
 
     def _strongest(self, frames: list[FrameAnalysis], score: float) -> dict[str, Any]:
         """The frame whose own visual score lies furthest from neutral in the direction of the window's score, and

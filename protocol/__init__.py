@@ -31,6 +31,16 @@ Label = Literal["negative", "neutral", "positive"]
 Grade = Literal["Strong Negative", "Negative", "Slight Negative", "Positive"]
 
 
+class InputQuality(TypedDict):
+    """How good a modality's input was (added to v1): value in [0, 1] (1: nothing wrong the scorer can see), notes
+    saying what lowered it, the features measured (README "Input quality"; in `end`: the mean value and the notes of
+    a third of the windows or more, no features)."""
+
+    value: float
+    notes: list[str]
+    features: dict[str, float]
+
+
 class ModalityVerdict(TypedDict):
     """One modality's verdict on a window (in `end`: its mean over the stream). score: P(positive) in [0, 1], null
     when the modality is missing (available false; reason says why). details: the evidence (README "Evidence"; in
@@ -42,6 +52,7 @@ class ModalityVerdict(TypedDict):
     reason: str | None
     confidence: float
     details: NotRequired[dict[str, Any]]
+    quality: NotRequired[InputQuality]  # added to v1; absent where the scorer does not assess its input
 
 
 class Modalities(TypedDict, total=False):

@@ -16,8 +16,12 @@ What it does (the splits are the ones ../shared/data/README.md suggests):
           4-class head (the mean of each song's crops);
 - scene:  EfficientNet-Lite0 embedding on OASIS (positive = valence_mean > 5, negative < 3), held-out images;
           the face-expression valence is reported on the same images that have a face;
+- calibration: each modality's P(positive) calibrated on its head's held-out sets (text: MELD dev + test, by
+          dialogue; audio: RAVDESS actors 19-24 + the 4Q test songs' 4 s crops; visual: the OASIS test images),
+          temperature or isotonic chosen by cross-fitted ECE (training/calibration.py), shipped as calibration.json;
+          the music videos are the check on another domain, before and after;
 - fusion: all three modalities on the 52 music videos, every fusion method and combination, leave-one-out for
-          anything learnt on them; the fitted fusion.json is shipped.
+          anything learnt on them (each fused score's calibration included); the fitted fusion.json is shipped.
 The manifests, embeddings and evaluation reports go to --work; the heads, their cards and metrics.json/.md to --out.
 """
 
@@ -41,7 +45,9 @@ from models.assets import cache_dir
 from training.embed_cache import audio_seconds  # noqa: E402
 from training.manifest import read_manifest, write_manifest  # noqa: E402
 
-STEPS = ("text", "audio", "scene", "fusion", "audio-eval")  # audio-eval: measure the shipped audio head only
+# audio-eval: measure the shipped audio head only; calibration: fit calibration.json on the shipped heads' held-out
+# sets (run it after the heads it calibrates and before fusion, which learns on calibrated scores)
+STEPS = ("text", "audio", "scene", "calibration", "fusion", "audio-eval")
 # manifests, embeddings and reports (never in the repository)
 WORK = cache_dir() / "default-heads"
 RAVDESS_POSITIVE = {"happy", "calm"}
@@ -395,6 +401,70 @@ def train_scene(data: Path, work: Path, out: Path, args) -> dict:
             "visual_blend": pick(table, "visual")}
 
 
+def calibration_sets(data: Path, work: Path) -> dict[str, dict[str, object]]:
+    """Per calibration key, its held-out sets: name → manifest (the column read is <modality>_score)."""
+    meld = read_manifest(meld_manifest(data, work), "text")
+    paths = audio_manifests(data, work)
+    return {"text": {"meld_dev": meld.subset("val"), "meld_test": meld.subset("test")},
+            "audio": {"ravdess_19_24": read_manifest(paths["ravdess_test"], "audio"),
+                      "music4q_test_4s_crops": read_manifest(paths["music4q_test"], "audio")},
+            "visual": {"oasis_test": read_manifest(oasis_manifest(data, work)[1], "visual")}}
+
+
+def polar_scores(predictions: Path, manifest, column: str) -> tuple[list[float], list[bool], list[str]]:
+    """(P(positive), is positive, group) of the positive and negative items an evaluation scored."""
+    with open(predictions, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    p, y, groups = [], [], []
+    for row, item in zip(rows, manifest.items, strict=True):
+        if item.label in ("positive", "negative") and row.get(column):
+            p.append(float(row[column]))
+            y.append(item.label == "positive")
+            groups.append(item.group or item.ref)
+    return p, y, groups
+
+
+def calibrate(data: Path, work: Path, out: Path, args) -> dict:
+    """The `calibration` step: every held-out set scored without calibration (the shipped file is set aside
+    meanwhile), a calibration chosen and fitted per key, calibration.json written; the music videos' per-modality
+    ECE before (after: the fusion step, which runs them through the calibrated live pipeline)."""
+    from models.calibration import CALIBRATION_FILE, save_calibrations
+    from training.calibration import choose_calibration
+    from training.evaluate import evaluate_manifest
+
+    shipped = out / CALIBRATION_FILE
+    aside = out / (CALIBRATION_FILE + ".aside")
+    if shipped.exists():
+        shipped.replace(aside)
+    pooled: dict[str, tuple[list, list, list, list]] = {}
+    results: dict = {}
+    try:
+        for key, sets in calibration_sets(data, work).items():
+            pooled[key] = ([], [], [], [])
+            for name, manifest in sets.items():
+                report = work / "reports" / f"calibration_{name}"
+                evaluate_manifest(manifest, heads_dir=out, out=report, device=args.device, cache_root=work / "cache")
+                p, y, groups = polar_scores(report / "predictions.csv", manifest, f"{key}_score")
+                for column, values in zip(pooled[key], (p, y, groups, [name] * len(p))):
+                    column.extend(values)
+        videos = read_manifest(musicvideos_manifest(data, work), "video")
+        table = evaluate_manifest(videos, heads_dir=out, out=work / "reports" / "calibration_musicvideos",
+                                  device=args.device, cache_root=work / "cache")
+        results["musicvideos_before"] = {r["name"]: {"n": r["n"], "accuracy": r.get("accuracy"), "ece": r.get("ece")}
+                                         for r in table if r["kind"] in ("modality", "fusion")}
+    finally:
+        if aside.exists():
+            aside.replace(shipped)
+    calibrations = {}
+    for key, (p, y, groups, sets) in pooled.items():
+        calibrations[key], report = choose_calibration(p, y, groups, sets)
+        results[key] = report
+        log(f"calibration {key}: {report['chosen']} (cross-fitted ECE per kind {report['kinds']})")
+    save_calibrations(out, calibrations, card={"fitted_on": {k: list(v) for k, v in calibration_sets(data, work)
+                                                             .items()}})
+    return results
+
+
 def train_fusion(data: Path, work: Path, out: Path, args) -> dict:
     from training.evaluate import evaluate_manifest
 
@@ -419,6 +489,17 @@ def write_metrics(out: Path, results: dict, seconds: dict) -> None:
             continue
         lines += [f"## {step}", "", "| row | n | accuracy | macro F1 | weighted F1 | ECE | pos-vs-neg acc |",
                   "|---|---|---|---|---|---|---|"]
+        if step == "calibration":
+            lines[-2:] = ["| key | held-out set | n | ECE before | identity / temperature / isotonic (cross-fitted) | "
+                          "ECE floor | accuracy before → after |", "|---|---|---|---|---|---|---|"]
+            for key, report in result.items():
+                for name, m in report.get("sets", {}).items():
+                    chosen = report["chosen"]
+                    lines.append(f"| {key} ({chosen}) | {name} | {m['n']} | {m['ece_before']} | {m['ece_identity']} / "
+                                 f"{m['ece_temperature']} / {m['ece_isotonic']} | {m['ece_floor']} | "
+                                 f"{m['accuracy_before']} → {m[f'accuracy_{chosen}']} |")
+            lines.append("")
+            continue
         for name, m in result.items():
             unit = next((u for u in ("folds", "seeds") if isinstance(m, dict) and u in m), None)
             if unit:
@@ -436,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "default_heads")
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--only", default=",".join(STEPS[:4]), help="comma-separated steps: " + ", ".join(STEPS))
+    parser.add_argument("--only", default=",".join(STEPS[:5]), help="comma-separated steps: " + ", ".join(STEPS))
     add_model_arguments(parser, asr=False, heads=False, threads=True)
     parser.add_argument("--text-layers", type=int, default=6, help="top MiniLM layers fine-tuned for the text head")
     parser.add_argument("--text-epochs", type=int, default=3)
@@ -466,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    runners = {"text": train_text, "audio": train_audio, "scene": train_scene, "fusion": train_fusion,
-               "audio-eval": evaluate_audio}
+    runners = {"text": train_text, "audio": train_audio, "scene": train_scene, "calibration": calibrate,
+               "fusion": train_fusion, "audio-eval": evaluate_audio}
     for step in steps:
         started = time.time()
         log(f"--- {step}")

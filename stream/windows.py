@@ -53,6 +53,11 @@ class Window:
         return main_language(self.words + self.pending_words)
 
     @property
+    def word_probabilities(self) -> tuple[float, ...]:
+        """The recogniser's probability of each of its words."""
+        return tuple(float(w.probability) for w in self.words + self.pending_words if w.probability is not None)
+
+    @property
     def speech_spans(self) -> list[tuple[float, float]]:
         """Where the recognised words are, in seconds from the window's start (clipped to the window)."""
         length = self.t_end - self.t_start

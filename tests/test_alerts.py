@@ -140,14 +140,15 @@ async def stream_with_rules(engine, rules: list[AlertRule]):
 async def test_alerts_reach_the_websocket_and_a_webhook_once_per_episode(engine):
     need_data("videos", CLIP)
     with Receiver() as receiver:
-        rules = [AlertRule.parse("rolling<0.3 for 6s", name="low", webhook=receiver.url),
+        # 0.32: the Pexels clip's first window sits at 0.30, a hair either side of 0.3 by CPU
+        rules = [AlertRule.parse("rolling<0.32 for 6s", name="low", webhook=receiver.url),
                  AlertRule.parse("fused>0.9", name="elated", webhook=receiver.url, notify_cleared=True)]
         messages, hub = await stream_with_rules(engine, rules)
     alerts = [m for m in messages if m.type == "alert"]
     assert [(a.rule, a.state) for a in alerts] == [("low", "raised"), ("low", "cleared"), ("elated", "raised"),
                                                    ("elated", "cleared")]
     low_raised, low_cleared, elated, ended = alerts
-    assert low_raised.t_start == 0.0 and low_raised.value < 0.3 and low_cleared.value >= 0.35
+    assert low_raised.t_start == 0.0 and low_raised.value < 0.32 and low_cleared.value >= 0.37
     assert elated.value > 0.9 and ended.detail == "the stream ended"
     windows = [m for m in messages if m.type == "window"]
     for alert in alerts[:3]:  # each alert follows the window it came from
@@ -164,7 +165,7 @@ async def test_a_slow_or_down_webhook_never_holds_up_the_stream(engine, receiver
     need_data("videos", CLIP)
     with Receiver(hold=True) as receiver:
         url = receiver.url if receiver_state == "slow" else f"http://127.0.0.1:{free_port()}/hook"
-        rules = [AlertRule.parse("rolling<0.3 for 6s", name="low", webhook=url)]
+        rules = [AlertRule.parse("rolling<0.32 for 6s", name="low", webhook=url)]
         hub = make_hub(engine, alert_rules=rules)
         async with RunningServer(hub) as server:
             async with connect(server.url) as ws:
@@ -185,11 +186,11 @@ async def test_a_slow_or_down_webhook_never_holds_up_the_stream(engine, receiver
 @pytest.mark.models  # `vidsent watch` on a real clip
 async def test_watch_prints_alerts_between_the_windows(tmp_path):
     need_data("videos", CLIP)
-    code, out, err = await run_vidsent("watch", str(VIDEOS / CLIP), "--fast", "--alert", "rolling<0.3 for 6s")
+    code, out, err = await run_vidsent("watch", str(VIDEOS / CLIP), "--fast", "--alert", "rolling<0.32 for 6s")
     assert code == 0, err
     lines = out.splitlines()
-    raised = next(i for i, line in enumerate(lines) if line.startswith("⚠ alert rolling<0.3 for 6s: rolling 0.2"))
+    raised = next(i for i, line in enumerate(lines) if line.startswith("⚠ alert rolling<0.32 for 6s: rolling 0.2"))
     assert lines[raised - 1].startswith("[   2.0–   6.0s]")  # right after the window that raised it
-    assert any(line.startswith("✓ alert rolling<0.3 for 6s cleared at 14.0 s") for line in lines[raised:])
+    assert any(line.startswith("✓ alert rolling<0.32 for 6s cleared at 14.0 s") for line in lines[raised:])
     code, out, err = await run_vidsent("watch", str(VIDEOS / CLIP), "--fast", "--alert", "mood<0.3")
     assert code == 2 and "signal is one of" in err and "Traceback" not in err

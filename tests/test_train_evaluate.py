@@ -380,12 +380,13 @@ def test_a_modality_seen_on_too_few_items_keeps_its_prior():
 
 def test_cross_validated_fusion_never_sees_the_item_it_scores():
     rows, y = synthetic_rows(30, 2)
-    cv = cross_validated_fusion(rows, y, ("stacking",), folds=None, min_per_class=3)["stacking"]
+    # uncalibrated: on these well-separated items a fitted temperature would push every score to 0 or 1
+    cv = cross_validated_fusion(rows, y, ("stacking",), folds=None, min_per_class=3, calibrate={})["stacking"]
     assert len(cv) == 30 and all(f.score is not None for f in cv)
     # leave-one-out: item 0 is fused with parameters fitted on the other 29 items exactly
-    without_first = fit_fusion(rows[1:], y[1:], methods=("stacking",), min_per_class=3)
+    without_first = fit_fusion(rows[1:], y[1:], methods=("stacking",), min_per_class=3, calibrate={})
     assert cv[0].score == pytest.approx(fuse(rows[0], "stacking", without_first).score)
-    with_first = fit_fusion(rows, y, methods=("stacking",), min_per_class=3)
+    with_first = fit_fusion(rows, y, methods=("stacking",), min_per_class=3, calibrate={})
     assert fuse(rows[0], "stacking", with_first).score != pytest.approx(cv[0].score)
 
 

@@ -172,7 +172,10 @@ def test_scorer_on_happy_face(analyzer, single_face, multi_face):
     head = ConstantHead(0.3)
     blended = VisualScorer(analyzer, head, face_share=0.75).score(frames)
     assert head.seen[0].shape == (1, SCENE_DIM)
-    expected = 0.75 * faces_only.details["face_valence"] + 0.25 * 0.3
+    # the faces' share: 0.75 scaled by their quality (the group photo's small faces count less)
+    share = blended.details["face_share"]
+    assert 0.5 < share < 0.75 and blended.quality is not None and blended.quality.value > 0.6
+    expected = share * faces_only.details["face_valence"] + (1 - share) * 0.3
     assert blended.score == pytest.approx(expected, abs=1e-3)
     assert blended.score > 0.5
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.assets import file_sha256
-from models.base import MODALITIES, ModalityScore
+from models.base import MODALITIES, ModalityScore, Quality
+from models.calibration import CALIBRATION_FILE
 from models.heads import DEFAULT_HEADS_DIR
 from training.embed_cache import RecordCache, file_key
 
@@ -33,10 +34,11 @@ RECORD_KIND = "live-clips"
 def heads_digest(heads_dir: Path | None) -> str:
     """A digest of the heads in a folder: a clip's cached scores are only valid for the heads that made them."""
     folder = Path(heads_dir) if heads_dir else DEFAULT_HEADS_DIR
-    # the heads' weights and cards; fusion.json and the metrics do not change a clip's per-modality scores
+    # the heads' weights and cards and their calibrations; fusion.json and the metrics do not change a clip's
+    # per-modality scores
     heads = {p.stem for p in folder.glob("*.safetensors")}
     parts = [f"{p.name}:{file_sha256(p)}" for p in sorted(folder.iterdir())
-             if p.is_file() and p.stem.split(".")[0] in heads]
+             if p.is_file() and (p.stem.split(".")[0] in heads or p.name == CALIBRATION_FILE)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -55,9 +57,12 @@ def clip_record(result: dict) -> dict[str, Any]:
 
 
 def modality_score(record: dict) -> ModalityScore:
+    quality = record.get("quality")
     return ModalityScore(score=record["score"], label=record["label"], available=record["available"],
                          reason=record.get("reason"), confidence=record.get("confidence", 0.0),
-                         details=record.get("details") or {})
+                         details=record.get("details") or {},
+                         quality=Quality(quality["value"], tuple(quality.get("notes", ())),
+                                         quality.get("features", {})) if quality else None)
 
 
 class LiveClipAnalyzer:
@@ -75,7 +80,7 @@ class LiveClipAnalyzer:
     @property
     def settings_id(self) -> str:
         c = self.config
-        return (f"live-v3|asr={self.asr}|heads={heads_digest(self.heads_dir)}|window={c.window_s}|hop={c.hop_s}"
+        return (f"live-v5|asr={self.asr}|heads={heads_digest(self.heads_dir)}|window={c.window_s}|hop={c.hop_s}"
                 f"|fps={c.sample_fps}|fast-step={c.asr_fast_step_s}")
 
     def _analyze(self, path: Path) -> dict:

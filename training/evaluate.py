@@ -27,8 +27,9 @@ import numpy as np
 from app.options import add_model_arguments
 from media import SAMPLE_RATE
 from models.base import MODALITIES, ModalityScore, label_for
+from models.calibration import Calibration, calibrated, load_calibrations
 from models.fusion import FUSION_METHODS, FusedScore, FusionParams, fuse
-from models.heads import Head, load_head
+from models.heads import DEFAULT_HEADS_DIR, Head, load_head
 from training.clips import LiveClipAnalyzer, clip_scores
 from training.embed_cache import (
     EmbeddingCache,
@@ -121,7 +122,8 @@ def summarise(row: Scored, truth: Sequence[str], classes: Sequence[str]) -> dict
 
 
 # ------------------------------------------------------------------------------------------------- single modality
-def evaluate_text(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache) -> list[Scored]:
+def evaluate_text(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache,
+                  calibrations: dict[str, Calibration] | None = None) -> list[Scored]:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     from models.text import TextEmbedder, attach_encoder_delta
@@ -133,7 +135,8 @@ def evaluate_text(manifest: Manifest, head: Head | None, device: str, cache: Emb
         attach_encoder_delta(embedder, head)
         X = embed_manifest(manifest, embedder, cache)
         proba = head.predict_proba(X)
-        scores = [ModalityScore.of(float(p)) for p in proba @ head.valence]
+        calibration = (calibrations or {}).get(head.name)
+        scores = [calibrated(ModalityScore.of(float(p)), calibration) for p in proba @ head.valence]
         rows.append(scored_from_modality("text", scores, manifest.classes, proba, head))
     vader = SentimentIntensityAnalyzer()
     compounds = [vader.polarity_scores(t)["compound"] for t in texts]
@@ -155,11 +158,13 @@ def live_windows(audio: np.ndarray, window_s: float = 4.0, hop_s: float = 2.0) -
             for t0, t1 in window_spans(len(audio) / SAMPLE_RATE, window_s, hop_s)]
 
 
-def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache) -> list[Scored]:
+def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache,
+                   calibration: Calibration | None = None) -> list[Scored]:
     """Each item scored as the live pipeline scores its audio: a whole recording in the pipeline's windows
     (stream.windows.window_spans), an item with start/end as one window of that span; windows the live scorer
     leaves unscored (too short, silence: models.audio.unscorable) are left out, and the item's class probabilities
-    are the mean over the rest (an item with none is missing). The same scores as `vidsent analyze`'s audio
+    are the mean over the rest (an item with none is missing); with a calibration, each window's P(positive) goes
+    through it before the mean, as live. The same scores as `vidsent analyze`'s audio
     (tests/test_train_evaluate.py compares them), from cached embeddings and without speech recognition."""
     if head is None:
         raise ValueError("no audio head to evaluate: train one or pass --heads")
@@ -195,10 +200,16 @@ def evaluate_audio(manifest: Manifest, head: Head | None, device: str, cache: Em
     owner_of = np.asarray(owner, dtype=np.int64)
     counts = np.bincount(owner_of, minlength=len(manifest.items))
     proba = np.zeros((len(manifest.items), len(head.classes)))
-    if len(parts):
-        np.add.at(proba, owner_of, head.predict_proba(X))
+    part_proba = head.predict_proba(X) if len(parts) else np.zeros((0, len(head.classes)))
+    np.add.at(proba, owner_of, part_proba)
     proba /= np.maximum(counts, 1)[:, None]
-    row = _proba_row("audio", head, proba, manifest.classes)
+    if calibration is None or calibration.kind == "identity":
+        row = _proba_row("audio", head, proba, manifest.classes)
+    else:
+        positivity = np.zeros(len(manifest.items))
+        np.add.at(positivity, owner_of, calibration.apply(part_proba @ head.valence))
+        positivity /= np.maximum(counts, 1)
+        row = scored_from_modality("audio", [ModalityScore.of(float(p)) for p in positivity], manifest.classes)
     for j in np.flatnonzero(counts == 0):  # nothing the live scorer would score: missing, as live
         row.scores[j], row.labels[j] = None, None
     return [row]
@@ -217,7 +228,7 @@ def _proba_row(name: str, head: Head, proba: np.ndarray, classes: Sequence[str])
 
 
 def evaluate_images(manifest: Manifest, head: Head | None, device: str, cache: EmbeddingCache,
-                    records: RecordCache) -> list[Scored]:
+                    records: RecordCache, calibration: Calibration | None = None) -> list[Scored]:
     """Still images: the scene head alone, the faces alone (images with a face) and the visual scorer's blend."""
     from models.visual import VisualAnalyzer, VisualScorer, load_image
 
@@ -226,7 +237,7 @@ def evaluate_images(manifest: Manifest, head: Head | None, device: str, cache: E
     X = embed_manifest(manifest, analyzer.scene, cache)
     if head is not None:
         rows.append(_head_row("scene", head, X, manifest.classes))
-    settings = f"faces|{analyzer.detector.model_id}|expressions-fer-tflite"
+    settings = f"faces|{analyzer.detector.model_id}|expressions-fer-tflite|quality-v1"
     found = records.load("image-faces", settings)
     keys = [file_key(it.media_path) for it in manifest.items]
     todo = {k: it for k, it in zip(keys, manifest.items) if k not in found}
@@ -242,20 +253,21 @@ def evaluate_images(manifest: Manifest, head: Head | None, device: str, cache: E
                    for f in frames]
     rows.append(scored_from_modality("faces", face_scores, manifest.classes))
     scorer = VisualScorer(None, head)
-    rows.append(scored_from_modality("visual", [scorer.score([f]) for f in frames], manifest.classes))
+    rows.append(scored_from_modality("visual", [calibrated(scorer.score([f]), calibration) for f in frames],
+                                     manifest.classes))
     return rows
 
 
 def _face_json(face) -> dict[str, Any]:
     return {"box": [float(v) for v in face.box], "score": float(face.score), "emotions": face.emotions,
-            "valence": float(face.valence)}
+            "valence": float(face.valence), "sharpness": face.sharpness, "frontal": face.frontal}
 
 
 def _frame_from_json(record: dict[str, Any], scene: np.ndarray):
     from models.visual import Face, FrameAnalysis, _weighted_valence
 
-    faces = [Face(box=tuple(f["box"]), score=f["score"], emotions=f["emotions"], valence=f["valence"])
-             for f in record["faces"]]
+    faces = [Face(box=tuple(f["box"]), score=f["score"], emotions=f["emotions"], valence=f["valence"],
+                  sharpness=f.get("sharpness"), frontal=f.get("frontal")) for f in record["faces"]]
     size = tuple(record["size"])
     return FrameAnalysis(faces=faces, face_valence=_weighted_valence(faces, size), scene_embedding=scene,
                          image_size=size)
@@ -424,12 +436,13 @@ def evaluate_manifest(manifest: Manifest, *, heads_dir: Path | None, out: Path, 
         else None
     fused_full: dict[str, list[FusedScore]] = {}
     fusion_desc = "none (one modality)"
+    calibrations = load_calibrations(heads_dir or DEFAULT_HEADS_DIR)
     if manifest.modality == "text":
-        rows = evaluate_text(manifest, head, device, cache)
+        rows = evaluate_text(manifest, head, device, cache, calibrations)
     elif manifest.modality == "audio":
-        rows = evaluate_audio(manifest, head, device, cache)
+        rows = evaluate_audio(manifest, head, device, cache, calibrations.get("audio"))
     elif manifest.modality == "visual":
-        rows = evaluate_images(manifest, head, device, cache, records)
+        rows = evaluate_images(manifest, head, device, cache, records, calibrations.get("visual"))
     else:
         analyzer = LiveClipAnalyzer(device=device, asr=asr, heads_dir=heads_dir, records=records)
         clip_records = analyzer.records_of([it.media_path for it in manifest.items])

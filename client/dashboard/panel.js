@@ -56,7 +56,9 @@ export class StreamPanel {
     this.fusedKv = kv('this window');
     this.windowKv = kv('window');
     this.methodKv = kv('fusion');
-    const verdictMeta = h('div', { class: 'verdict-meta' }, this.fusedKv, this.windowKv, this.methodKv);
+    this.doubtsEl = h('p', { class: 'doubts', hidden: true, 'aria-label': 'why this window is uncertain' }, '');
+    const verdictMeta = h('div', { class: 'verdict-meta' }, this.fusedKv, this.windowKv, this.methodKv,
+      this.doubtsEl);
     const verdict = h('div', { class: 'verdict' }, this.badge, verdictMeta);
     const top = h('div', { class: 'panel-top' }, verdict);
     if (camera) {
@@ -145,6 +147,9 @@ export class StreamPanel {
       `${num(fused.disagreement)}${doubt}` : '';
     this.fusedKv.value.dataset.graded = fused.uncertain ? '' : (fused.graded || '');
     this.fusedKv.value.dataset.uncertain = fused.uncertain ? 'true' : 'false';
+    const doubts = fused.uncertain ? (fused.doubts || []) : [];
+    this.doubtsEl.hidden = !doubts.length;
+    this.doubtsEl.textContent = doubts.length ? `uncertain: ${doubts.join('; ')}` : '';
     this.windowKv.value.textContent = `#${w.index} · ${seconds(w.t_start)}–${seconds(w.t_end)}`;
     const missing = (fused.missing || []).length ? ` (missing ${fused.missing.join(', ')})` : '';
     this.methodKv.value.textContent = `${fused.method || '—'}${missing}`;
@@ -175,6 +180,12 @@ export class StreamPanel {
     scoreEl.textContent = num(info.score);
     labelEl.textContent = info.label || '—';
     confEl.textContent = isNum(info.confidence) ? `conf ${pct(info.confidence)}` : '';
+    // the input's quality, when the scorer assessed it: what lowered it beside the confidence, its features on hover
+    const quality = info.quality;
+    row.dataset.poor = quality && quality.value < 0.5 ? 'true' : 'false';
+    if (quality && (quality.notes || []).length) confEl.textContent += ` · ${quality.notes.join(', ')}`;
+    confEl.title = quality ? `confidence; input quality ${num(quality.value)}` +
+      Object.entries(quality.features || {}).map(([k, v]) => `\n${k}: ${num(v)}`).join('') : 'confidence';
   }
 
   onTranscript(t) {
