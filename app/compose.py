@@ -49,7 +49,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
             log.error("%s", exc)
             raise SystemExit(2) from None
     return Engine(asr=args.asr, device=args.device, heads_dir=args.heads, fusion=args.fusion, scorers=scorers,
-                  text_evidence=getattr(args, "text_evidence", True))
+                  text_evidence=getattr(args, "text_evidence", True), speakers=getattr(args, "speakers", True))
 
 
 def open_history(args: argparse.Namespace) -> History | None:

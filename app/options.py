@@ -15,11 +15,14 @@ ASR_MODELS = ("tiny.en", "base")
 
 def add_model_arguments(parser, *, asr: bool = True, heads: bool = True, threads: bool = False,
                         asr_help: str = "Whisper model for speech (default tiny.en)") -> None:
-    """The options every command that loads models shares, defined once: --device, --asr, --heads, --threads."""
+    """The options every command that loads models shares, defined once: --device, --asr (with --no-speakers),
+    --heads, --threads."""
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where models run: auto (a GPU when torch sees one), cpu or cuda")
     if asr:
         parser.add_argument("--asr", default="tiny.en", choices=ASR_MODELS, help=asr_help)
+        parser.add_argument("--no-speakers", dest="speakers", action="store_false",
+                            help="do not follow who is speaking (the voice encoder and its thread are not loaded)")
     if heads:
         parser.add_argument("--heads", type=Path, default=None, metavar="DIR",
                             help="folder of trained heads (default: the shipped models/default_heads)")

@@ -54,7 +54,7 @@ async def run_stream(engine: Engine, path: str, name: str, config: PipelineConfi
 
 
 async def main_async(args) -> None:
-    engine = Engine(asr=args.asr, device=args.device)
+    engine = Engine(asr=args.asr, device=args.device, speakers=args.speakers)
     config = PipelineConfig(language=args.language)
     started = time.monotonic()
     results = await asyncio.gather(*(run_stream(engine, args.file, f"s{i}", config) for i in range(args.streams)))

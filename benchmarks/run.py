@@ -148,6 +148,9 @@ def proc_cpu_s(pid: int) -> float:
 class ServerProcess:
     """`vidsent serve` on a free loopback port, `--history off`; its log goes to a file. Always `close()` it."""
 
+    # options every server of a run gets (run.py's --no-speakers)
+    extra: tuple[str, ...] = ()
+
     def __init__(self, media_dir: Path, log_path: Path, asr: str = "tiny.en", max_streams: int = 16):
         self.media_dir, self.log_path, self.asr, self.max_streams = media_dir, log_path, asr, max_streams
         self.port = free_port()
@@ -157,7 +160,8 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         command, env = vidsent("serve", "--port", str(self.port), "--media-dir", str(self.media_dir),
-                               "--history", "off", "--asr", self.asr, "--max-streams", str(self.max_streams))
+                               "--history", "off", "--asr", self.asr, "--max-streams", str(self.max_streams),
+                               *self.extra)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.started_at = time.monotonic()
@@ -891,7 +895,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vidsent" / "bench",
                         help="where the long material and the servers' logs go")
     parser.add_argument("--json", metavar="OUT", default=None, help="write every raw number here")
+    parser.add_argument("--no-speakers", action="store_true",
+                        help="servers without voice tracking (`vidsent serve --no-speakers`), to measure its cost")
     args = parser.parse_args(argv)
+    if args.no_speakers:
+        ServerProcess.extra = ("--no-speakers",)
     unknown = set(args.only or []) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")

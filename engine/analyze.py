@@ -15,7 +15,8 @@ from stream.sources import FileSource
 async def analyze_file(path: str | Path, engine: Engine, config: PipelineConfig) -> dict:
     """One file replayed as fast as possible through the live pipeline: its window timeline and overall verdict
     (what `vidsent analyze` writes, and what `vidsent evaluate` scores clips by):
-    {file, duration, label, score, graded, rolling, modalities, transcript, languages, people, windows, error?}."""
+    {file, duration, label, score, graded, rolling, modalities, transcript, languages, people, speakers, windows,
+    error?}."""
     windows: list[dict] = []
     errors: list[dict] = []
 
@@ -40,6 +41,7 @@ async def analyze_file(path: str | Path, engine: Engine, config: PipelineConfig)
         "transcript": summary["transcript"],
         "languages": summary.get("languages", {}),
         "people": summary["people"],
+        "speakers": summary.get("speakers", []),
         "windows": windows,
     }
     if errors:

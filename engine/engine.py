@@ -4,8 +4,12 @@ windows and frames of all streams in batches."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 from engine.workers import (
     FairScheduler,
@@ -36,7 +40,8 @@ class Engine:
                  fusion: str = "weighted", scorers: Scorers | None = None,
                  transcriber: Callable[[float, bool, LanguageChoice], Transcriber] | None = None,
                  batch_wait_s: float = 0.005, text_evidence: bool = True,
-                 whole_file_transcriber: Callable[[Path, LanguageChoice], Transcriber] | None = None):
+                 whole_file_transcriber: Callable[[Path, LanguageChoice], Transcriber] | None = None,
+                 voice_embed: Callable[[np.ndarray], np.ndarray] | None = None, speakers: bool = True):
 
         self._scorer_runtime_threads: set[int] = set()
         if scorers is None or transcriber is None:
@@ -44,6 +49,10 @@ class Engine:
             if transcriber is None:  # first, so that Whisper's own threads are not counted as the scorers'
                 whisper = WhisperTranscribers(asr, self.device)
                 transcriber, whole_file_transcriber = whisper.streaming, whisper.whole_file
+            if voice_embed is None and speakers:
+                from models.voices import load_voice_encoder
+
+                voice_embed = load_voice_encoder(self.device).embed
             if scorers is None:
                 before = native_thread_ids()
                 scorers = build_scorers(self.device, Path(heads_dir) if heads_dir else None, fusion, text_evidence)
@@ -54,6 +63,9 @@ class Engine:
         self.scorers = scorers
         self.transcriber = transcriber
         self.whole_file_transcriber = whole_file_transcriber
+        # who is speaking (engine/voices.py): every stream's voice steps, one at a time, in a thread of their own
+        self.voice_embed = voice_embed
+        self.voice_worker = ThreadPoolExecutor(1, thread_name_prefix="vidsent-voices") if voice_embed else None
         self.asr_workers = FairScheduler(self.plan.asr_workers, "vidsent-asr")
         self.batcher = ScoreBatcher(scorers, max_wait_s=batch_wait_s, max_windows=self.plan.batch_windows,
                                     max_images=self.plan.batch_images, frames_together=self.device == "cuda")
@@ -72,6 +84,11 @@ class Engine:
     async def in_asr_thread(self, stream: Hashable, fn, *args):
         """fn(*args) on an ASR worker, in fair turn with the other streams' passes."""
         return await self.asr_workers.run(stream, fn, *args)
+
+    async def in_voice_thread(self, fn, *args):
+        """fn(*args) in the voice thread (Engine.voice_embed's work: off the event loop, one stream at a time)."""
+        assert self.voice_worker is not None  # asked only by streams that track voices
+        return await asyncio.get_running_loop().run_in_executor(self.voice_worker, fn, *args)
 
     async def score_window(self, stream: Hashable, window: Window, has_audio: bool, has_video: bool,
                            modalities: tuple[str, ...] = MODALITIES, scored: dict | None = None):
@@ -96,6 +113,8 @@ class Engine:
     def close(self) -> None:
         self.asr_workers.close()
         self.batcher.close()
+        if self.voice_worker is not None:
+            self.voice_worker.shutdown(wait=False, cancel_futures=True)
 
 
 BASE_LIVE_PACING = PassPacing(step_s=1.0, encoder_window_s=15.0, left_context_s=3.0)

@@ -37,6 +37,7 @@ from engine.config import (
 from engine.engine import Engine
 from engine.summary import OverallScores, rolling_json
 from engine.tracks import FrameTrack, SpeechTrack
+from engine.voices import VoiceTrack
 from media import AudioChunk, VideoFrame
 from models.base import ModalityScore
 from models.fusion import FusedScore, RollingSentiment
@@ -49,6 +50,7 @@ from protocol import (
     Message,
     Modalities,
     SourceDescription,
+    SpeakerShare,
     StatusMessage,
     StreamLanguage,
     WindowMessage,
@@ -84,6 +86,7 @@ class StreamPipeline:
         # frames kept as long as the ring: a replay as fast as possible analyses frames up to half a ring ahead
         self.frames = FrameTrack(cfg.frame_backlog, self.ring.capacity / self.ring.sample_rate, cfg.sample_fps)
         self.speech = SpeechTrack(stream_id, keep_s=max(60.0, 4 * cfg.window_s))
+        self.voices: VoiceTrack | None = None  # who is speaking, where the stream has sound and voices are tracked
         self.schedule = WindowSchedule(cfg.window_s, cfg.hop_s)
         self.rolling = RollingSentiment(cfg.half_life_s)
         self.overall = OverallScores()
@@ -155,6 +158,8 @@ class StreamPipeline:
         self.state = "running"
         self.emit(StatusMessage(self.stream_id, "running", source=cast(SourceDescription, self.info.to_json()),
                                 detail=self._missing_tracks_detail()))
+        if self.info.has_audio and self.engine.voice_embed is not None:
+            self.voices = VoiceTrack(self.engine.voice_embed)
         if self.info.has_audio:
             try:
                 self.speech.asr = await self._open_asr()
@@ -171,6 +176,8 @@ class StreamPipeline:
             workers.append(asyncio.create_task(self._transcribe(), name=f"{self.stream_id}-asr"))
         if self.info.has_video:
             workers.append(asyncio.create_task(self._analyze_frames(), name=f"{self.stream_id}-frames"))
+        if self.voices is not None:
+            workers.append(asyncio.create_task(self._find_voices(self.voices), name=f"{self.stream_id}-voices"))
         stopper = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait([workers[1], stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -286,9 +293,11 @@ class StreamPipeline:
         if asr is not None and asr.pending_audio_s < asr.step_s:
             # the ASR waits for more audio (and the windows for its words): reading on is the only way forward,
             # as long as the ring still holds the oldest window's audio
-            return ahead < ring_s - self.config.window_s
+            voices_behind = self.audio_end - self.voices.until if self.voices is not None else 0.0
+            return ahead < ring_s - self.config.window_s and voices_behind < ring_s / 2
         asr_backlog = asr.pending_audio_s if asr is not None else 0.0
-        return ahead < ring_s / 2 and asr_backlog < 4 * self.config.asr_fast_step_s
+        voices_behind = self.audio_end - self.voices.until if self.voices is not None else 0.0
+        return ahead < ring_s / 2 and asr_backlog < 4 * self.config.asr_fast_step_s and voices_behind < ring_s / 2
 
     async def _open_asr(self) -> Transcriber:
         """The stream's transcriber: a file replayed as fast as possible with asr_whole_file is transcribed whole
@@ -342,8 +351,27 @@ class StreamPipeline:
             self.emit(StatusMessage(self.stream_id, self.state, self.lag_s, self.dropped_frames,
                                     round(self.watermark, 3), detail=language_detail(changed),
                                     language=cast(StreamLanguage, changed.to_json())))
-        for message in self.speech.take(update, self.audio_end, final):
+        speaker_of = self.voices.speaker_of if self.voices is not None else None
+        for message in self.speech.take(update, self.audio_end, final, speaker_of):
             self.emit(message)
+
+    async def _find_voices(self, voices: VoiceTrack) -> None:
+        """Who is speaking: each VOICE_STEP_S of new audio (its samples read here, on the loop) looked at in the
+        engine's voice thread."""
+        while True:
+            await self._wait_for(lambda: voices.due(self.audio_end, self.eof))
+            until, final = self.audio_end, self.eof
+            start = max(voices.look_from(until), self.ring.start_t)  # a voice thread far behind skips what is gone
+            await self.engine.in_voice_thread(voices.step, self.ring.read(start, until), start, until, final)
+            await self._notify()
+            if final:
+                return
+
+    def _voices_ready(self, t1: float) -> bool:
+        """A file replayed as fast as possible waits for its voices up to a window's end (a repeatable replay); live,
+        a window goes with the voices known by then."""
+        return self.voices is None or self.realtime or self.voices.until >= t1 - 1e-6 or (
+            self.eof and self.voices.until >= self.audio_end - 1e-6)
 
     async def _analyze_frames(self) -> None:
         while True:
@@ -415,6 +443,7 @@ class StreamPipeline:
             if self.watermark < t1:  # the media ended inside this window
                 break
             await self._wait_for(lambda: self._frames_ready(t1) or self.eof)
+            await self._wait_for(lambda: self._voices_ready(t1))
             # At real-time pace a window waits only briefly for speech recognition and uses the unconfirmed
             # words for its tail; a file replayed as fast as possible waits for every word.
             await self._wait_for(lambda: self._asr_ready(t1), self.config.asr_grace_s if self.realtime else None)
@@ -424,7 +453,8 @@ class StreamPipeline:
                 self.schedule.advance()
             await self._notify()
         # the end of the media: the last words, the last frames, then a closing window over what is left
-        await self._wait_for(lambda: self._asr_ready(self.audio_end) and self._frames_ready(float("inf")))
+        await self._wait_for(lambda: self._asr_ready(self.audio_end) and self._frames_ready(float("inf"))
+                             and self._voices_ready(float("inf")))
         span = self.schedule.final_span(self._media_end())
         if span is not None:
             await self._emit_windows([span])
@@ -470,9 +500,17 @@ class StreamPipeline:
                 latency_s=self._latency(window.t_end),
                 language=language,
                 language_p=language_p,
+                speakers=self._speakers_in(window),
             ))
             # what observers queued after this window (an alert it raised) goes out before the next window
             await asyncio.sleep(0)
+
+    def _speakers_in(self, window: Window) -> list[SpeakerShare] | None:
+        """Who spoke in the window and how long, as the voices know it now; None where voices are not tracked."""
+        if self.voices is None:
+            return None
+        found = self.voices.speakers_in(window.t_start, window.t_end)
+        return [{"speaker": k, "seconds": round(v, 2)} for k, v in sorted(found.items())]
 
     def _words_behind(self, window: Window) -> float | None:
         """How far speech recognition is behind the end of a live window that goes out without any words (after
@@ -524,6 +562,7 @@ class StreamPipeline:
             "transcript": self.speech.transcript,
             "people": self.frames.people.summary(),
             "languages": self.speech.language_shares,
+            "speakers": self.voices.speakers() if self.voices is not None else [],
         })
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from media import VideoFrame, Word
@@ -62,9 +63,11 @@ class SpeechTrack:
             return {}
         return {code: round(s / total, 4) for code, s in sorted(self.speech_s.items(), key=lambda kv: -kv[1])}
 
-    def take(self, update: AsrUpdate, audio_end: float, final: bool = False) -> list[TranscriptMessage]:
+    def take(self, update: AsrUpdate, audio_end: float, final: bool = False,
+             speaker_of: Callable[[float, float], int | None] | None = None) -> list[TranscriptMessage]:
         """A pass's result: the committed words stored, and the transcript messages it gives (the committed words
-        once each, then the new unconfirmed guess). `final`: the pass that closed the stream's audio."""
+        once each, then the new unconfirmed guess). `final`: the pass that closed the stream's audio. `speaker_of`:
+        each committed word's speaker as the stream's voices know it now (engine/voices.py), None when not known."""
         messages = []
         if update.committed:
             self.words.add(update.committed)
@@ -74,11 +77,12 @@ class SpeechTrack:
             phrase = list(words)  # one message per language, should a pass's words hold two
             text = join_words(phrase)
             self.phrases.append(text)
+            speakers = [speaker_of(w.start, w.end) if speaker_of else None for w in phrase]
             messages.append(TranscriptMessage(
                 self.stream_id, round(phrase[0].start, 3), round(phrase[-1].end, 3), text, True,
                 [{"start": round(w.start, 3), "end": round(w.end, 3), "word": w.text.strip(),
-                  "p": round(w.probability, 3)} for w in phrase],
-                language, self.probability(language)))
+                  "p": round(w.probability, 3), "speaker": who} for w, who in zip(phrase, speakers)],
+                language, self.probability(language), main_speaker(phrase, speakers)))
         if update.pending != self.pending and update.pending:
             language = main_language(update.pending)
             messages.append(TranscriptMessage(self.stream_id, round(update.pending[0].start, 3),
@@ -104,6 +108,15 @@ class SpeechTrack:
     @property
     def transcript(self) -> str:
         return join_phrases(self.phrases)
+
+
+def main_speaker(words: list[Word], speakers: list[int | None]) -> int | None:
+    """The speaker of most of the words' duration (None when no word's speaker is known)."""
+    seconds: dict[int, float] = {}
+    for w, who in zip(words, speakers):
+        if who is not None:
+            seconds[who] = seconds.get(who, 0.0) + max(w.end - w.start, 1e-3)
+    return max(seconds, key=lambda k: seconds[k]) if seconds else None
 
 
 class FrameTrack:

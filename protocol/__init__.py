@@ -93,12 +93,20 @@ class RollingVerdict(TypedDict):
 
 
 class TranscriptWord(TypedDict):
-    """A committed word: media seconds, and its probability."""
+    """A committed word: media seconds, its probability and (added to v1) its speaker."""
 
     start: float
     end: float
     word: str
     p: float
+    speaker: NotRequired[int | None]  # the stream's speaker id whose voice covers the word; null: not known yet
+
+
+class SpeakerShare(TypedDict):
+    """A voice and how many seconds of speech it had (in a window, or in the stream up to its end)."""
+
+    speaker: int
+    seconds: float
 
 
 class SourceDescription(TypedDict):
@@ -162,6 +170,7 @@ class EndSummary(TypedDict):
     transcript: str
     people: list[PersonSummary]
     languages: NotRequired[dict[str, float]]  # each language's share of the speech (by word duration)
+    speakers: NotRequired[list[SpeakerShare]]  # every voice found, in order of appearance (added to v1)
 
 
 class StreamDescription(TypedDict):
@@ -237,6 +246,7 @@ class WindowMessage(Message):
     latency_s: float | None = None  # wall seconds from the window's media reaching the server to this message
     language: str | None = None  # ISO 639-1 code of the window's speech (what most of its words are in); null: none
     language_p: float | None = None  # that language's probability in the stream's latest identification
+    speakers: list[SpeakerShare] | None = None  # who spoke inside the window and how long (added to v1)
 
 
 @dataclass
@@ -253,6 +263,7 @@ class TranscriptMessage(Message):
     words: list[TranscriptWord] = field(default_factory=list)  # [{start, end, word, p}]
     language: str | None = None  # ISO 639-1 code of the language the words were transcribed in
     language_p: float | None = None
+    speaker: int | None = None  # the speaker of most of the words (added to v1); null: not known
 
 
 @dataclass

@@ -124,9 +124,11 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def engine():
+    """The real models, without following voices (each replay would embed its speech: minutes over the suite);
+    tests/test_voices_live.py and the `vidsent` subprocesses run with them."""
     from engine import Engine
 
-    eng = Engine(asr="tiny.en", device="cpu")
+    eng = Engine(asr="tiny.en", device="cpu", speakers=False)
     yield eng
     eng.close()
 

@@ -32,8 +32,14 @@ export class Transcript {
     this.pendingEl.textContent = '';
     if (!text) return;
     const about = language ? ` · ${languageLong(language, t.language_p)}` : '';
+    // who said it: a tag where the speaker changes (ids from the stream's voices; none while a voice is unknown)
+    const speaker = Number.isInteger(t.speaker) ? t.speaker : null;
+    const newSpeaker = speaker !== null && speaker !== this.lastSpeaker;
+    if (speaker !== null) this.lastSpeaker = speaker;
     const el = h('span', { class: 'committed', lang: language || '', dir: directionOf(language),
-      dataset: { language: language || '' }, title: `${seconds(t.t_start)}–${seconds(t.t_end)}${about}` },
+      dataset: { language: language || '', speaker: speaker === null ? '' : String(speaker) },
+      title: `${seconds(t.t_start)}–${seconds(t.t_end)}${about}${speaker === null ? '' : ` · speaker ${speaker + 1}`}` },
+    newSpeaker ? h('span', { class: 'speaker-tag' }, `speaker ${speaker + 1}:`) : null,
     languageTag(language, t.language_p), h('span', { class: 'phrase-text' }, text), ' ');
     const run = this._runFor(language);
     run.insertBefore(el, this.pendingEl.parentNode === run ? this.pendingEl : null);

@@ -1,0 +1,86 @@
+"""Who is speaking in one stream: its speech cut into stretches as the audio comes in, each stretch embedded by the
+process's voice encoder (models/voices.py, loaded once) and given a stable speaker id by online clustering
+(speech/speakers.py). The pipeline runs `VoiceTrack.step` off the event loop each time VOICE_STEP_S of new audio is
+in, and asks the track the speaker of each committed word and who spoke inside a window."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from media import SAMPLE_RATE
+from speech.speakers import CLOSED_AFTER_S, SpeakerTracker, SpeechChunker
+from speech.vad import detect_speech
+
+VOICE_STEP_S = 1.0  # new audio between two steps: a speaker id follows speech within about 2 s (the chunker's pace)
+VAD_CONTEXT_S = 2.0  # audio before the chunked point the VAD sees again, so a region that began there is whole
+# how far back a step looks at most: the chunker cuts an open region every CHUNK_S + TAIL_S (2 s), so nothing
+# older is still waiting; without speech its chunked point stays behind, and the VAD must not go over ever more audio
+LOOK_BACK_S = 3.0
+VAD_MIN_SILENCE_S = 0.15  # the pause that ends a VAD region (what benchmarks/speakers.py measured the tracker with)
+VAD_THRESHOLD = 0.5
+MIN_EMBED_S = 0.3  # the chunker never gives less; the encoder needs at least 0.25 s
+KEEP_S = 120.0  # stretches older than this are dropped from the lookup (the speakers stay): bounded memory
+
+
+class VoiceTrack:
+    """One stream's voices: the chunker, the tracker, how far the audio has been looked at, the compute it took."""
+
+    def __init__(self, embed: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.embed = embed
+        self.chunker = SpeechChunker()
+        self.tracker = SpeakerTracker()
+        self.until = 0.0  # audio up to here has been through the VAD and the chunker
+        self.busy_s = 0.0
+        self._lock = threading.Lock()  # the tracker changes in the voice thread while the loop asks it
+
+    def due(self, audio_end: float, eof: bool) -> bool:
+        """Whether a step has new audio to look at: VOICE_STEP_S of it, or the rest at the end of the stream."""
+        return audio_end - self.until >= VOICE_STEP_S or (eof and audio_end > self.until)
+
+    def look_from(self, until: float) -> float:
+        """Where the next step's audio starts: a little before the last chunked point, and never more than
+        LOOK_BACK_S + VAD_CONTEXT_S before the audio already looked at."""
+        chunked = min(self.chunker.done_until, until)
+        return max(0.0, max(chunked, self.until - LOOK_BACK_S) - VAD_CONTEXT_S)
+
+    def step(self, audio: np.ndarray, start: float, until: float, final: bool = False) -> int:
+        """Look at `audio` (media time `start` to `until`, from look_from): the VAD's speech regions, the new
+        stretches embedded and tracked. `final`: the audio ends at `until`, so a region still open there is closed.
+        Returns how many stretches were added. Blocking: run it off the event loop."""
+        started = time.perf_counter()
+        added = 0
+        if len(audio):
+            regions = detect_speech(audio, start, VAD_MIN_SILENCE_S, VAD_THRESHOLD).regions
+            for a, b in self.chunker.push(regions, until + (CLOSED_AFTER_S if final else 0.0)):
+                samples = audio[max(0, int(round((a - start) * SAMPLE_RATE))):int(round((b - start) * SAMPLE_RATE))]
+                if len(samples) < MIN_EMBED_S * SAMPLE_RATE:
+                    continue
+                vector = self.embed(samples)
+                with self._lock:
+                    self.tracker.add(a, b, vector)
+                added += 1
+        with self._lock:
+            self.tracker.forget_before(until - KEEP_S)
+        self.until = max(self.until, until)
+        self.busy_s += time.perf_counter() - started
+        return added
+
+    def speaker_of(self, start: float, end: float) -> int | None:
+        """The speaker whose stretches cover most of [start, end] (a word), None when no speaker covers it yet."""
+        with self._lock:
+            return self.tracker.speaker_of(start, end)
+
+    def speakers_in(self, t0: float, t1: float) -> dict[int, float]:
+        """Seconds of speech of each speaker inside [t0, t1]."""
+        with self._lock:
+            return self.tracker.speakers_in(t0, t1)
+
+    def speakers(self) -> list[dict]:
+        """Every speaker found so far, in order of appearance: {speaker, seconds} of the speech that built its voice."""
+        with self._lock:
+            found = sorted(self.tracker.speakers.values(), key=lambda s: s.id)
+            return [{"speaker": s.id, "seconds": round(s.seconds, 2)} for s in found]

@@ -1,0 +1,103 @@
+"""Who is speaking, live (issue #32's voices in the pipeline): each committed word and transcript segment carries
+its speaker, each window who spoke in it, the end summary every voice found. Real recordings through the real
+pipeline and voice encoder; the voice track alone on real speech with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from engine import PipelineConfig
+from engine.analyze import analyze_file
+from engine.voices import VoiceTrack
+from media import SAMPLE_RATE
+from testkit.data import need_data
+from testkit.media import write_flac
+
+
+def decode(path) -> np.ndarray:
+    from faster_whisper.audio import decode_audio
+
+    return np.asarray(decode_audio(str(path), sampling_rate=SAMPLE_RATE), dtype=np.float32)
+
+
+@pytest.mark.models
+def test_the_voice_track_follows_a_two_person_dialogue_step_by_step():
+    """Endgame's Nagg and Nell fed a second at a time, as the pipeline feeds it: two speakers taking turns."""
+    from models.voices import load_voice_encoder
+
+    audio = decode(need_data("speech", "endgame_nagg_nell.flac"))
+    track = VoiceTrack(load_voice_encoder("cpu").embed)
+    end = len(audio) / SAMPLE_RATE
+    until = 0.0
+    while track.due(end, eof=True):
+        until = min(end, until + 1.0)
+        start = track.look_from(until)
+        track.step(audio[int(start * SAMPLE_RATE):int(until * SAMPLE_RATE)], start, until, final=until >= end)
+    found = track.speakers()
+    assert [s["speaker"] for s in found] == [0, 1] and all(s["seconds"] > 3 for s in found)
+    turns = [s.speaker for s in track.tracker.segments if s.speaker is not None]
+    assert sum(a != b for a, b in zip(turns, turns[1:])) >= 6
+
+
+@pytest.fixture(scope="module")
+def engine_with_voices(engine):
+    """The session's models, with the voice encoder and its thread (the session's engine runs without them)."""
+    from engine import Engine
+    from models.voices import load_voice_encoder
+
+    eng = Engine(scorers=engine.scorers, transcriber=engine.transcriber, device="cpu",
+                 whole_file_transcriber=engine.whole_file_transcriber, voice_embed=load_voice_encoder("cpu").embed)
+    yield eng
+    eng.close()
+
+
+@pytest.mark.models
+def test_a_replayed_dialogue_gives_words_windows_and_summary_their_speakers(engine_with_voices, tmp_path):
+    engine = engine_with_voices
+    audio = decode(need_data("speech", "endgame_nagg_nell.flac"))
+    path = tmp_path / "dialogue.flac"
+    write_flac(path, audio)
+    messages = []
+    from engine.pipeline import StreamPipeline
+    from stream.sources import FileSource
+
+    async def run():
+        source = FileSource(path, realtime=False, sample_fps=2.0)
+        return await StreamPipeline("d", source, engine, PipelineConfig(), emit=messages.append).run()
+
+    end = asyncio.run(run())
+    speakers = end.summary["speakers"]
+    assert [s["speaker"] for s in speakers] == [0, 1]
+    words = [w for m in messages if m.type == "transcript" and m.final for w in m.words]
+    assert words and sum(w["speaker"] is not None for w in words) >= 0.7 * len(words)
+    assert {w["speaker"] for w in words} >= {0, 1}
+    segments = [m for m in messages if m.type == "transcript" and m.final]
+    assert {m.speaker for m in segments} >= {0, 1}
+    windows = [m for m in messages if m.type == "window"]
+    assert any(len(w.speakers) == 2 for w in windows)  # a window across a change of turn holds both voices
+    assert all(s["seconds"] <= w.t_end - w.t_start + 1e-6 for w in windows for s in w.speakers)
+
+
+@pytest.mark.models
+def test_one_reader_is_one_speaker_and_a_silent_clip_has_none(engine_with_voices):
+    engine = engine_with_voices
+    result = asyncio.run(analyze_file(need_data("speech", "two_cities.flac"), engine, PipelineConfig()))
+    spoken = [w for w in result["windows"] if w["speakers"]]
+    assert spoken and all({s["speaker"] for s in w["speakers"]} == {0} for w in spoken)
+    silent = asyncio.run(analyze_file(need_data("videos", "pyfeat_no_face.mp4"), engine, PipelineConfig()))
+    assert all(not w["speakers"] for w in silent["windows"])
+
+
+def test_a_step_never_looks_back_further_than_a_few_seconds_however_long_the_silence():
+    """Without speech the chunker's point stays behind: the VAD must not go over ever more audio (nor reach audio
+    the ring no longer holds)."""
+    track = VoiceTrack(lambda samples: np.ones(256, np.float32))
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    for second in range(1, 121):
+        start = track.look_from(float(second))
+        assert second - start <= 6.0
+        track.step(silence[:int((second - start) * SAMPLE_RATE)], start, float(second))
+    assert track.speakers() == [] and track.until == 120.0
