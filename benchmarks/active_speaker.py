@@ -123,7 +123,8 @@ def clip_series(path: Path, rate: float,
 
 
 def section_rates(rates: tuple[float, ...]) -> list[dict]:
-    from testkit.talking_heads import decode_audio, speech_regions
+    from speech.speakers import speech_regions
+    from testkit.talking_heads import decode_audio
 
     detector = FaceDetector("full")
     speech = {name: speech_regions(decode_audio(VIDEOS / f"{name}.mp4")) for name in TALKING_HEADS}

@@ -54,8 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from media import SAMPLE_RATE  # noqa: E402
-from speech.speakers import SpeakerTracker, track_speakers  # noqa: E402
-from speech.vad import detect_speech  # noqa: E402
+from speech.speakers import SpeakerTracker, speech_regions, track_speakers  # noqa: E402
 from testkit.data import DATA  # noqa: E402
 
 GRID_S = 0.01
@@ -73,8 +72,8 @@ def load_audio(path: Path) -> np.ndarray:
 
 
 def vad_regions(audio: np.ndarray) -> list[tuple[float, float]]:
-    """The VAD's speech regions as the live pipeline finds them (speech/incremental.py's settings)."""
-    return detect_speech(audio, 0.0, min_silence_s=0.15, threshold=0.5).regions
+    """The VAD's speech regions as the live pipeline's voice track finds them."""
+    return speech_regions(audio)
 
 
 class Encoder:

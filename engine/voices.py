@@ -12,16 +12,13 @@ from collections.abc import Callable
 import numpy as np
 
 from media import SAMPLE_RATE
-from speech.speakers import CLOSED_AFTER_S, SpeakerTracker, SpeechChunker
-from speech.vad import detect_speech
+from speech.speakers import CLOSED_AFTER_S, SpeakerTracker, SpeechChunker, speech_regions
 
 VOICE_STEP_S = 1.0  # new audio between two steps: a speaker id follows speech within about 2 s (the chunker's pace)
 VAD_CONTEXT_S = 2.0  # audio before the chunked point the VAD sees again, so a region that began there is whole
 # how far back a step looks at most: the chunker cuts an open region every CHUNK_S + TAIL_S (2 s), so nothing
 # older is still waiting; without speech its chunked point stays behind, and the VAD must not go over ever more audio
 LOOK_BACK_S = 3.0
-VAD_MIN_SILENCE_S = 0.15  # the pause that ends a VAD region (what benchmarks/speakers.py measured the tracker with)
-VAD_THRESHOLD = 0.5
 MIN_EMBED_S = 0.3  # the chunker never gives less; the encoder needs at least 0.25 s
 KEEP_S = 120.0  # stretches older than this are dropped from the lookup (the speakers stay): bounded memory
 
@@ -54,7 +51,7 @@ class VoiceTrack:
         started = time.perf_counter()
         added = 0
         if len(audio):
-            regions = detect_speech(audio, start, VAD_MIN_SILENCE_S, VAD_THRESHOLD).regions
+            regions = speech_regions(audio, start)
             for a, b in self.chunker.push(regions, until + (CLOSED_AFTER_S if final else 0.0)):
                 samples = audio[max(0, int(round((a - start) * SAMPLE_RATE))):int(round((b - start) * SAMPLE_RATE))]
                 if len(samples) < MIN_EMBED_S * SAMPLE_RATE:

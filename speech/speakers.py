@@ -50,6 +50,16 @@ CHUNK_S = 1.5  # one embedded stretch while the speaker goes on: about one 1.6 s
 TAIL_S = 0.5  # an open region keeps at least this much unchunked, so that its last piece is not a sliver
 CLOSED_AFTER_S = 0.3  # a region is closed once this much audio after its end is known (the VAD saw the pause)
 MIN_CHUNK_S = 0.3  # less speech than this is not embedded at all
+# the VAD settings the stretches come from (the tracker's thresholds were measured with them)
+VAD_MIN_SILENCE_S = 0.15  # the pause that ends a speech region
+VAD_THRESHOLD = 0.5
+
+
+def speech_regions(audio: np.ndarray, t0: float = 0.0) -> list[tuple[float, float]]:
+    """The VAD's speech regions of audio starting at media time t0, with the settings the voices are tracked on."""
+    from speech.vad import detect_speech
+
+    return detect_speech(audio, t0, VAD_MIN_SILENCE_S, VAD_THRESHOLD).regions
 
 
 class SpeechChunker:

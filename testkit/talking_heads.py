@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from media import SAMPLE_RATE
+from speech.speakers import speech_regions
 
 
 @dataclass
@@ -53,12 +54,6 @@ def decode_audio(path: Path) -> np.ndarray:
     from faster_whisper.audio import decode_audio as whisper_decode
 
     return whisper_decode(str(path), sampling_rate=SAMPLE_RATE).astype(np.float32)
-
-
-def speech_regions(audio: np.ndarray) -> list[tuple[float, float]]:
-    from speech.vad import detect_speech
-
-    return detect_speech(audio, 0.0, min_silence_s=0.15, threshold=0.5).regions
 
 
 def _decoded(path: Path):

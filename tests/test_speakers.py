@@ -226,9 +226,9 @@ def decode(path) -> np.ndarray:
 
 
 def vad(audio: np.ndarray) -> list[tuple[float, float]]:
-    from speech.vad import detect_speech
+    from speech.speakers import speech_regions
 
-    return detect_speech(audio, 0.0, min_silence_s=0.15, threshold=0.5).regions
+    return speech_regions(audio)
 
 
 def ravdess_conversation() -> tuple[np.ndarray, list[tuple[float, float, int]]]:
