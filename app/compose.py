@@ -19,6 +19,7 @@ log = logging.getLogger("vidsent.server")
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(window_s=args.window, hop_s=args.hop, half_life_s=args.half_life, sample_fps=args.fps,
+                          mouth_fps=getattr(args, "mouth_fps", PipelineConfig.mouth_fps),
                           language=getattr(args, "language", None) or "auto")
 
 

@@ -22,7 +22,8 @@ def add_model_arguments(parser, *, asr: bool = True, heads: bool = True, threads
     if asr:
         parser.add_argument("--asr", default="tiny.en", choices=ASR_MODELS, help=asr_help)
         parser.add_argument("--no-speakers", dest="speakers", action="store_false",
-                            help="do not follow who is speaking (the voice encoder and its thread are not loaded)")
+                            help="do not follow who is speaking nor whose mouth moves (the voice encoder, the face "
+                                 "mesh and their thread are not loaded): people are their faces alone")
     if heads:
         parser.add_argument("--heads", type=Path, default=None, metavar="DIR",
                             help="folder of trained heads (default: the shipped models/default_heads)")
@@ -96,6 +97,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hop", type=float, default=2.0, help="window hop in seconds (default 2)")
     parser.add_argument("--half-life", type=float, default=6.0, help="rolling EMA half-life in seconds (default 6)")
     parser.add_argument("--fps", type=float, default=2.0, help="frames sampled per second for the visual scorer")
+    parser.add_argument("--mouth-fps", type=float, default=8.0,
+                        help="frames read per second for the mouths of the faces in view, to tie each voice to its "
+                             "face (default 8; 0 or --fps or less: only the visual scorer's frames)")
     parser.add_argument("--language", default=None, type=language_choice, metavar="auto|xx[,yy…]",
                         help="the language(s) speech is in: auto (identified, and followed when it changes; "
                              "default), one ISO 639-1 code (es), or the allowed set (en,es)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app import compose
 from app.options import add_pipeline_arguments
+from protocol import person_name
 
 CSV_FIELDS = ["file", "index", "t_start", "t_end", "text_score", "audio_score", "visual_score", "fused_score",
               "fused_label", "graded", "rolling_score", "rolling_label", "language", "language_p", "transcript"]
@@ -41,6 +42,101 @@ def write_csv(path: str, results: list[dict]) -> None:
 
 def fmt_score(score) -> str:
     return "  —  " if score is None else f"{score:.2f}"
+
+
+# -- people (window `people`, the end summary's `people`) ---------------------------------------------------------
+PERSON_MODALITIES = ("text", "audio", "visual")
+PEOPLE_CSV_FIELDS = ["file", "index", "t_start", "t_end", "person_id", "person", "speaker", "seconds", "speaking",
+                     "text_score", "audio_score", "visual_score", "fused_score", "fused_label", "rolling_score",
+                     "rolling_label", "text_reason", "audio_reason", "visual_reason"]
+
+
+def json_number(value) -> float | None:
+    """A JSON number (not a bool), else None: what a history or a server sent is read, never trusted."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def json_int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def json_object(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def person_modalities(modalities) -> str:
+    """"T 0.31 A  —   V 0.62": a person's text, audio (voice) and visual (face) scores, — where missing."""
+    verdicts = json_object(modalities)
+    return " ".join(f"{m[0].upper()} {fmt_score(json_number(json_object(verdicts.get(m)).get('score')))}"
+                    for m in PERSON_MODALITIES)
+
+
+def person_summary_line(person: dict) -> str:
+    """One person of an end summary (or of `analyze`'s result): their overall verdict, the means of their modalities,
+    their seconds of speech, windows and when they were seen. A summary written before people had their own verdict
+    (no `fused`) shows the face's mean valence instead."""
+    fused = person.get("fused")
+    if isinstance(fused, dict):
+        label = person.get("label") or fused.get("label") or "—"
+        verdict = f"{label} ({fmt_score(json_number(fused.get('score')))})" + (
+            ", uncertain" if fused.get("uncertain") else "")
+        verdict += f" | {person_modalities(person.get('modalities'))}"
+    else:
+        emotion = person.get("top_emotion")
+        verdict = f"face {fmt_score(json_number(person.get('score')))}" + (
+            f" ({emotion})" if isinstance(emotion, str) and emotion else "")
+    facts = []
+    seconds, windows = json_number(person.get("seconds")), json_int(person.get("windows"))
+    if seconds:
+        facts.append(f"{seconds:.1f} s spoken")
+    if windows is not None:
+        facts.append(f"{windows} window{'' if windows == 1 else 's'}")
+    first, last = json_number(person.get("first_seen")), json_number(person.get("last_seen"))
+    if first is not None and last is not None:
+        facts.append(f"seen {first:.1f}–{last:.1f} s")
+    return f"    {person_name(person)}: {verdict}" + (f" | {', '.join(facts)}" if facts else "")
+
+
+def person_summary_lines(people, limit: int = 50) -> list[str]:
+    """A line per person of a summary's `people` (the first `limit`, then how many more)."""
+    people = [p for p in people if isinstance(p, dict)] if isinstance(people, list) else []
+    lines = [person_summary_line(p) for p in people[:limit]]
+    if len(people) > limit:
+        lines.append(f"    +{len(people) - limit} more")
+    return lines
+
+
+def people_csv_rows(result: dict):
+    """One row per person per window of a result ({file, windows}), the columns PEOPLE_CSV_FIELDS (a missing
+    modality: its score empty, its reason in its *_reason column). Windows without `people` give no row."""
+    for w in result["windows"]:
+        people = w.get("people")
+        for p in people if isinstance(people, list) else []:
+            if not isinstance(p, dict):
+                continue
+            fused, rolling = json_object(p.get("fused")), json_object(p.get("rolling"))
+            row = {"file": result["file"], "index": w.get("index"), "t_start": w.get("t_start"),
+                   "t_end": w.get("t_end"), "person_id": p.get("id"), "person": p.get("person"),
+                   "speaker": p.get("speaker"), "seconds": p.get("seconds"), "speaking": p.get("speaking"),
+                   "fused_score": fused.get("score"), "fused_label": fused.get("label"),
+                   "rolling_score": rolling.get("score"), "rolling_label": rolling.get("label")}
+            modalities = json_object(p.get("modalities"))
+            for m in PERSON_MODALITIES:
+                verdict = json_object(modalities.get(m))
+                row[f"{m}_score"] = verdict.get("score")
+                if verdict.get("score") is None:
+                    row[f"{m}_reason"] = verdict.get("reason")
+            yield row
+
+
+def write_people_csv(path: str, results: list[dict]) -> None:
+    """One row per person per window of each result ({file, windows}), the columns PEOPLE_CSV_FIELDS, in UTF-8.
+    Thumbnails are left out."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PEOPLE_CSV_FIELDS)
+        writer.writeheader()
+        for result in results:
+            writer.writerows(people_csv_rows(result))
 
 
 def fast_analysis_config(config):
@@ -107,6 +203,8 @@ def main_analyze(args) -> int:
                 mods += f" | speech: {languages}"
             print(f"✓ {path}: {result['duration']:.1f} s, {len(result['windows'])} windows → "
                   f"{result['label']} ({fmt_score(result['score'])}, {result['graded']}) | {mods} | {took:.1f} s")
+            for line in person_summary_lines(result.get("people")):
+                print(line)
     finally:
         engine.close()
     if args.json:
@@ -115,6 +213,9 @@ def main_analyze(args) -> int:
     if args.csv:
         write_csv(args.csv, results)
         print(f"wrote {args.csv}")
+    if args.people_csv:
+        write_people_csv(args.people_csv, results)
+        print(f"wrote {args.people_csv}")
     unwritten = 0
     if pages:
         from commands.report import write_reports
@@ -130,6 +231,8 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--json", metavar="OUT", help="write every file's window timeline and verdict as JSON")
     parser.add_argument("--csv", metavar="OUT", help="write one CSV row per window")
+    parser.add_argument("--people-csv", metavar="OUT",
+                        help="write one CSV row per person per window (each face and voice with their own scores)")
     parser.add_argument("--report", metavar="PATH",
                         help="write each file's analysis as a self-contained HTML page that opens offline: PATH for "
                              "one file; a folder (made when missing) for several, one FILE-NAME.html per file")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from commands.analyze import write_csv
+from commands.analyze import write_csv, write_people_csv
 from commands.watch import LivePrinter
 from protocol import STREAM_ID
 
@@ -40,15 +40,18 @@ def _show_run(run: dict, messages: list[dict]) -> None:
             printer(parse_message(message))
 
 
-def _export_run(run: dict, messages: list[dict], json_out: Path | None, csv_out: Path | None) -> int:
+def _export_run(run: dict, messages: list[dict], json_out: Path | None, csv_out: Path | None,
+                people_csv_out: Path | None = None) -> int:
     writers: list[tuple[Path, Callable[[], object]]] = []
     if json_out:
         writers.append((json_out, lambda: json_out.write_text(
             json.dumps({**run, "messages": messages}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")))
+    windows = [m for m in messages if m["type"] == "window"]
+    timeline = [{"file": run["source"] or run["stream"], "windows": windows}]
     if csv_out:
-        windows = [m for m in messages if m["type"] == "window"]
-        writers.append((csv_out, lambda: write_csv(str(csv_out), [{"file": run["source"] or run["stream"],
-                                                                    "windows": windows}])))
+        writers.append((csv_out, lambda: write_csv(str(csv_out), timeline)))
+    if people_csv_out:
+        writers.append((people_csv_out, lambda: write_people_csv(str(people_csv_out), timeline)))
     for out, write in writers:
         try:
             write()
@@ -72,7 +75,7 @@ def _history_action(args, reader) -> int:
     if args.action == "show":
         _show_run(run, messages)
         return 0
-    return _export_run(run, messages, args.json, args.csv)
+    return _export_run(run, messages, args.json, args.csv, args.people_csv)
 
 
 def main_history(args) -> int:
@@ -83,8 +86,8 @@ def main_history(args) -> int:
     from monitor.history import HistoryReader, NotAHistory, default_path
 
     path = args.history or default_path()
-    if args.action == "export" and not (args.csv or args.json):
-        print("vidsent history export: give --csv OUT and/or --json OUT", file=sys.stderr)
+    if args.action == "export" and not (args.csv or args.json or args.people_csv):
+        print("vidsent history export: give --csv OUT, --people-csv OUT and/or --json OUT", file=sys.stderr)
         return 2
     try:
         with HistoryReader(path) as reader:
@@ -148,8 +151,11 @@ def add_history_arguments(history: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", parents=[where], help="every run kept: stream, source, times, windows")
     listing.add_argument("stream", nargs="?", default=None, type=_stream_id, help="only this stream id's runs")
     actions.add_parser("show", parents=[one_run], help="a run's window timeline and transcript, as `watch` prints")
-    export = actions.add_parser("export", parents=[one_run], help="a run's windows as CSV or its messages as JSON")
+    export = actions.add_parser("export", parents=[one_run],
+                                help="a run's windows (or its people) as CSV or its messages as JSON")
     export.add_argument("--csv", metavar="OUT", type=_file_path,
                         help="one row per window (the columns of `analyze --csv`)")
+    export.add_argument("--people-csv", metavar="OUT", type=_file_path,
+                        help="one row per person per window (the columns of `analyze --people-csv`)")
     export.add_argument("--json", metavar="OUT", type=_file_path,
                         help="the run and every stored message, as clients got them")

@@ -13,9 +13,7 @@ chart's JSON sits in a `<script type="application/json">` block with every `<` e
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 import os
@@ -28,6 +26,7 @@ from typing import Any, TypeGuard
 
 from models.base import MODALITIES, label_for
 from models.fusion import sentiment_scale
+from models.images import jpeg_data_uri
 
 TEMPLATE = Path(__file__).with_name("report.html")
 UPLOT_DIR = Path(__file__).resolve().parents[1] / "client" / "dashboard" / "vendor" / "uplot"
@@ -574,16 +573,6 @@ def decode_frames(path: str | Path, times: Sequence[float]) -> dict[float, Any]:
     return frames
 
 
-def _data_uri(image: Any, side: int) -> str:
-    from PIL import Image
-
-    picture = Image.fromarray(image)
-    picture.thumbnail((side, side))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=82)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def picture_faces(path: str | Path, moments: list[FaceMoment], detector_kind: str = "full") -> str | None:
     """Fills each moment's image: its frame decoded again, the largest face the detector finds in it cropped (the
     whole frame where it finds none). Returns why there are no pictures, or None."""
@@ -605,9 +594,9 @@ def picture_faces(path: str | Path, moments: list[FaceMoment], detector_kind: st
         boxes = detector.detect(image) if detector is not None else []
         if boxes:
             box = max(boxes, key=lambda b: (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]) * b.score).box
-            moment.image, moment.what = _data_uri(face_crop(image, box, 0.3), FACE_PX), "face"
+            moment.image, moment.what = jpeg_data_uri(face_crop(image, box, 0.3), FACE_PX), "face"
         else:
-            moment.image, moment.what = _data_uri(image, THUMB_PX), "frame"
+            moment.image, moment.what = jpeg_data_uri(image, THUMB_PX), "frame"
     return None if any(m.image for m in moments) else "no frame could be decoded again at those times"
 
 

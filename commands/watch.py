@@ -6,20 +6,69 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections import OrderedDict
 from typing import cast
 
 from app import compose
 from app.options import add_alert_arguments, add_pipeline_arguments, add_token_argument
-from commands.analyze import fmt_score
+from commands.analyze import fmt_score, json_number, json_object, person_modalities, person_summary_lines
+from protocol import PERSON_ID, person_id_name, person_name
+
+MAX_PEOPLE_SHOWN = 8  # person lines under a window; past that "+N more"
+NAMES_KEPT = 256  # person ids whose latest name is remembered (to name them in alerts)
+
+
+def person_window_line(person: dict) -> str:
+    """One person of a window: name, rolling score and label (or "uncertain"), T/A/V scores, seconds spoken, and
+    "speaking" where their face is likely the one talking. Never their thumbnail."""
+    rolling = json_object(person.get("rolling"))
+    label = "uncertain" if rolling.get("uncertain") else (rolling.get("label") or "—")
+    line = (f"    {person_name(person):20} rolling {fmt_score(json_number(rolling.get('score')))} {label:9} | "
+            f"{person_modalities(person.get('modalities'))}")
+    extras = []
+    seconds, speaking = json_number(person.get("seconds")), json_number(person.get("speaking"))
+    if seconds is not None and seconds > 0:
+        extras.append(f"{seconds:.1f} s spoken")
+    if speaking is not None and speaking >= 0.5:
+        extras.append("speaking")
+    return line + (" | " + ", ".join(extras) if extras else "")
 
 
 class LivePrinter:
-    """Prints one line per window and keeps a status line at the bottom of a terminal."""
+    """Prints one line per window (and one per person in it) and keeps a status line at the bottom of a terminal."""
 
-    def __init__(self, stream=sys.stdout):
-        self.out = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None) -> None:
+        self.out = stream if stream is not None else sys.stdout  # the one of now (a test's capture), not of import
+        self.tty = self.out.isatty()
         self.status = ""
+        self.names: OrderedDict[str, str] = OrderedDict()  # person id → their name as the latest window showed it
+
+    def _person_lines(self, people) -> None:
+        people = [p for p in people if isinstance(p, dict)] if isinstance(people, list) else []
+        for person in people:
+            if isinstance(person.get("id"), str):
+                self.names[person["id"]] = person_name(person)
+                self.names.move_to_end(person["id"])
+        while len(self.names) > NAMES_KEPT:
+            self.names.popitem(last=False)
+        for person in people[:MAX_PEOPLE_SHOWN]:
+            self._line(person_window_line(person))
+        if len(people) > MAX_PEOPLE_SHOWN:
+            self._line(f"    +{len(people) - MAX_PEOPLE_SHOWN} more")
+
+    def _alert_person(self, message) -> tuple[str, str]:
+        """A person-scoped alert: (" for NAME", what its detail adds beyond naming them); ("", detail) otherwise."""
+        pid, detail = message.person, message.detail or ""
+        if not isinstance(pid, str):
+            return "", detail
+        who, _, rest = detail.partition(": ")  # the monitor's detail: "NAME" or "NAME: why it cleared"
+        if pid in self.names:
+            name = self.names[pid]
+        elif PERSON_ID.fullmatch(pid):
+            name = person_id_name(pid)
+        else:
+            name = who or "someone"
+        return f" for {name}", rest
 
     def _line(self, text: str) -> None:
         if self.tty:
@@ -49,9 +98,12 @@ class LivePrinter:
             self._line(f"[{message.t_start:6.1f}–{message.t_end:6.1f}s] rolling {fmt_score(rolling['score'])} "
                        f"{(rolling['label'] or '—'):8} {grade:16} | {mods} | "
                        f"{spoken}{message.transcript[:60]}")
+            self._person_lines(message.people)
         elif isinstance(message, TranscriptMessage) and message.final:
             spoken = f"[{message.language}] " if message.language else ""
-            self._line(f"  » {spoken}{message.text}")
+            speaker = message.speaker
+            voice = f"voice {speaker + 1}: " if isinstance(speaker, int) and not isinstance(speaker, bool) else ""
+            self._line(f"  » {spoken}{voice}{message.text}")
         elif isinstance(message, StatusMessage):
             self.status = (f"status: {message.state} · media {message.media_time:.1f} s · lag {message.lag_s:.1f} s · "
                            f"dropped frames {message.dropped_frames} {message.detail}")
@@ -63,17 +115,23 @@ class LivePrinter:
         elif isinstance(message, ErrorMessage):
             self._line(f"error [{message.code}]: {message.message}")
         elif isinstance(message, AlertMessage):
+            who, detail = self._alert_person(message)
             if message.state == "raised":
-                self._line(f"⚠ alert {message.rule}: {message.signal} {fmt_score(message.value)} since "
+                self._line(f"⚠ alert {message.rule}{who}: {message.signal} {fmt_score(message.value)} since "
                            f"{message.t_start:.1f} s")
             else:
-                why = message.detail or f"{message.signal} {fmt_score(message.value)}"
-                self._line(f"✓ alert {message.rule} cleared at {message.t_end:.1f} s ({why})")
+                why = detail or f"{message.signal} {fmt_score(message.value)}"
+                self._line(f"✓ alert {message.rule}{who} cleared at {message.t_end:.1f} s ({why})")
         elif isinstance(message, EndMessage):
             s = message.summary
             self.status = ""
             languages = ", ".join(f"{code} {share:.0%}" for code, share in (s.get("languages") or {}).items())
             doubts = "; ".join(s.get("fused", {}).get("doubts") or [])
+            people = person_summary_lines(s.get("people"))
+            if people:  # before the end line, which stays the last line (what a script reads with `tail -1`)
+                self._line("people over the stream:")
+                for line in people:
+                    self._line(line)
             self._line(f"end ({s.get('reason')}): {s.get('windows', 0)} windows, overall {s.get('label')} "
                        f"({fmt_score(s.get('score'))}, {s.get('graded')})" + (f"; speech: {languages}" if languages
                                                                              else "")

@@ -22,6 +22,8 @@ class PipelineConfig:
     window_s: float = 4.0
     hop_s: float = 2.0
     sample_fps: float = 2.0  # frames sampled per second of media for the visual scorer
+    # frames a second read for mouths with voices tracked (engine/people.py; 0 or <= sample_fps: only key frames)
+    mouth_fps: float = 8.0
     half_life_s: float = 6.0  # of the rolling EMA, in media seconds
     asr_step_s: float = 0.75  # new audio per ASR pass at real-time pace (words still settle on passes 1 s apart)
     asr_fast_step_s: float = 5.0  # new audio per ASR pass when a file is replayed as fast as possible
@@ -40,6 +42,8 @@ class PipelineConfig:
         WindowSchedule(self.window_s, self.hop_s)  # validates window and hop
         if self.sample_fps <= 0:
             raise ValueError("sample fps must be positive")
+        if self.mouth_fps < 0 or self.mouth_fps > 30:
+            raise ValueError("mouth fps must lie in 0..30")
         self.language = str(self.languages)  # validates it, in its normal form
 
 

@@ -41,7 +41,8 @@ class Engine:
                  transcriber: Callable[[float, bool, LanguageChoice], Transcriber] | None = None,
                  batch_wait_s: float = 0.005, text_evidence: bool = True,
                  whole_file_transcriber: Callable[[Path, LanguageChoice], Transcriber] | None = None,
-                 voice_embed: Callable[[np.ndarray], np.ndarray] | None = None, speakers: bool = True):
+                 voice_embed: Callable[[np.ndarray], np.ndarray] | None = None, speakers: bool = True,
+                 read_mouth: Callable | None = None):
 
         self._scorer_runtime_threads: set[int] = set()
         if scorers is None or transcriber is None:
@@ -53,6 +54,10 @@ class Engine:
                 from models.voices import load_voice_encoder
 
                 voice_embed = load_voice_encoder(self.device).embed
+            if read_mouth is None and speakers:
+                from models.mouth import mouth_reader
+
+                read_mouth = mouth_reader().read
             if scorers is None:
                 before = native_thread_ids()
                 scorers = build_scorers(self.device, Path(heads_dir) if heads_dir else None, fusion, text_evidence)
@@ -65,10 +70,19 @@ class Engine:
         self.whole_file_transcriber = whole_file_transcriber
         # who is speaking (engine/voices.py): every stream's voice steps, one at a time, in a thread of their own
         self.voice_embed = voice_embed
+        # whose mouth moves (engine/people.py): (image, box) → models.mouth.MouthReading, read in the voice thread
+        self.read_mouth = read_mouth if voice_embed else None
         self.voice_worker = ThreadPoolExecutor(1, thread_name_prefix="vidsent-voices") if voice_embed else None
         self.asr_workers = FairScheduler(self.plan.asr_workers, "vidsent-asr")
         self.batcher = ScoreBatcher(scorers, max_wait_s=batch_wait_s, max_windows=self.plan.batch_windows,
                                     max_images=self.plan.batch_images, frames_together=self.device == "cuda")
+
+    def source_fps(self, config) -> float:
+        """The frame rate a stream's source samples at: the visual scorer's (PipelineConfig.sample_fps), or
+        mouth_fps where mouths are read (the frames between key frames go to the mouth reader alone)."""
+        if self.read_mouth is not None and config.mouth_fps > config.sample_fps:
+            return float(config.mouth_fps)
+        return float(config.sample_fps)
 
     def new_asr(self, step_s: float, realtime: bool = True, language: LanguageChoice | None = None) -> Transcriber:
         return self.transcriber(step_s, realtime, language or LanguageChoice())

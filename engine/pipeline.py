@@ -35,10 +35,11 @@ from engine.config import (
     PipelineConfig,
 )
 from engine.engine import Engine
+from engine.people import PERSON_AUDIO_BEFORE_S, PERSON_AUDIO_MIN_S, MouthTrack, PeopleTrack, WindowVoices, voice_audio
 from engine.summary import OverallScores, rolling_json
 from engine.tracks import FrameTrack, SpeechTrack
 from engine.voices import VoiceTrack
-from media import AudioChunk, VideoFrame
+from media import SAMPLE_RATE, AudioChunk, VideoFrame
 from models.base import ModalityScore
 from models.fusion import FusedScore, RollingSentiment
 from models.scoring import MEDIA_MODALITIES
@@ -49,6 +50,7 @@ from protocol import (
     FusedVerdict,
     Message,
     Modalities,
+    PersonVerdict,
     SourceDescription,
     SpeakerShare,
     StatusMessage,
@@ -81,12 +83,16 @@ class StreamPipeline:
         self.emit = emit
         self.info: SourceInfo | None = None
         self.realtime = source.realtime
+        source.sample_fps = max(source.sample_fps, engine.source_fps(self.config))
         cfg = self.config
         self.ring = AudioRing(capacity_s=max(60.0, 4 * cfg.window_s))
         # frames kept as long as the ring: a replay as fast as possible analyses frames up to half a ring ahead
-        self.frames = FrameTrack(cfg.frame_backlog, self.ring.capacity / self.ring.sample_rate, cfg.sample_fps)
+        self.frames = FrameTrack(cfg.frame_backlog, self.ring.capacity / self.ring.sample_rate, cfg.sample_fps,
+                                 follow_mouths=False, source_fps=source.sample_fps)  # mouths: once voices are tracked
         self.speech = SpeechTrack(stream_id, keep_s=max(60.0, 4 * cfg.window_s))
         self.voices: VoiceTrack | None = None  # who is speaking, where the stream has sound and voices are tracked
+        self.mouths: MouthTrack | None = None  # whose mouth moves, where voices are tracked and there is video
+        self.people = PeopleTrack(engine.scorers.fuse, cfg.half_life_s, None)  # each person's own verdicts
         self.schedule = WindowSchedule(cfg.window_s, cfg.hop_s)
         self.rolling = RollingSentiment(cfg.half_life_s)
         self.overall = OverallScores()
@@ -160,6 +166,11 @@ class StreamPipeline:
                                 detail=self._missing_tracks_detail()))
         if self.info.has_audio and self.engine.voice_embed is not None:
             self.voices = VoiceTrack(self.engine.voice_embed)
+            if self.info.has_video and self.engine.read_mouth is not None and (
+                    self.config.mouth_fps > self.config.sample_fps):
+                self.mouths = MouthTrack(self.engine.read_mouth)
+                self.frames.follow_mouths = True
+                self.people = PeopleTrack(self.engine.scorers.fuse, self.config.half_life_s, self.mouths)
         if self.info.has_audio:
             try:
                 self.speech.asr = await self._open_asr()
@@ -256,7 +267,7 @@ class StreamPipeline:
                     self.audio_end = max(self.audio_end, item.t_end)
                 elif isinstance(item, VideoFrame):
                     if not self.realtime:  # a file replayed as fast as possible waits instead of dropping frames
-                        await self._wait_for(lambda: len(self.frames.waiting) < self.frames.waiting.max_waiting)
+                        await self._wait_for(lambda: not self.frames.full())
                     self.frames.put(item)
                     self._check_audio_track()
                 elif isinstance(item, SourceEvent):
@@ -374,15 +385,27 @@ class StreamPipeline:
             self.eof and self.voices.until >= self.audio_end - 1e-6)
 
     async def _analyze_frames(self) -> None:
+        """Key frames through the visual analyzer (in batches with other streams'), then the mouths of their faces
+        and of the frames between them (in the voice thread)."""
+        frames = self.frames
         while True:
-            await self._wait_for(lambda: self.eof or len(self.frames.waiting) > 0)
-            batch = self.frames.take(FRAME_BATCH)
-            if not batch:
-                if self.eof:
-                    return
-                continue
-            analyses = await self.engine.analyze_frames(self, [frame.image for frame in batch])
-            self.frames.analysed(batch, analyses)
+            await self._wait_for(lambda: self.eof or len(frames.waiting) > 0 or len(frames.mouth_frames) > 0)
+            batch = frames.take(FRAME_BATCH)
+            analyses = []
+            if batch:
+                analyses = await self.engine.analyze_frames(self, [frame.image for frame in batch])
+                frames.analysed(batch, analyses)
+                for frame, analysis in zip(batch, analyses):
+                    if getattr(analysis, "faces", None):
+                        self.people.take_thumbnails(frame.t, frame.image, analysis.faces)
+            between = frames.take_mouth_frames()
+            if self.mouths is not None and (batch or between):
+                keys = [(f.t, f.image, getattr(a, "faces", None) or []) for f, a in zip(batch, analyses)]
+                ordered = sorted([*keys, *((f.t, f.image, None) for f in between)], key=lambda item: item[0])
+                await self.engine.in_voice_thread(self.mouths.read, ordered)
+            frames.done()
+            if not batch and not between and self.eof:
+                return
             await self._notify()
 
     def _frames_ready(self, t1: float) -> bool:
@@ -476,8 +499,11 @@ class StreamPipeline:
         windows = [self._window(index, t0, t1) for index, t0, t1 in spans]
         words_behind = [self._words_behind(window) for window in windows]
         self.sending_from = spans[-1][0] + 1  # a live window may go before its words: none is scored ahead again
-        all_scores = await asyncio.gather(*(self._scores_of(window) for window in windows))
-        for window, scores, behind in zip(windows, all_scores, words_behind):
+        voices = [self._voices_in(window) for window in windows]
+        all_scores, own_scores = await asyncio.gather(
+            asyncio.gather(*(self._scores_of(window) for window in windows)),
+            asyncio.gather(*(self._own_scores(window, heard) for window, heard in zip(windows, voices))))
+        for window, scores, behind, heard, own in zip(windows, all_scores, words_behind, voices, own_scores):
             if behind is not None and "text" in scores and not scores["text"].available:
                 scores = {**scores, "text": ModalityScore.missing(
                     f"words not in yet (speech recognition {behind:.1f} s behind)")}
@@ -501,6 +527,7 @@ class StreamPipeline:
                 language=language,
                 language_p=language_p,
                 speakers=self._speakers_in(window),
+                people=self._people_in(window, scores, heard, own),
             ))
             # what observers queued after this window (an alert it raised) goes out before the next window
             await asyncio.sleep(0)
@@ -511,6 +538,48 @@ class StreamPipeline:
             return None
         found = self.voices.speakers_in(window.t_start, window.t_end)
         return [{"speaker": k, "seconds": round(v, 2)} for k, v in sorted(found.items())]
+
+    def _voices_in(self, window: Window) -> WindowVoices | None:
+        """The voices of a window as they are known now: each one's seconds, their stretches (with the speech of
+        the seconds before, for a voice with too little of it in the window), each word's speaker."""
+        if self.voices is None:
+            return None
+        t0, t1 = window.t_start, window.t_end
+        return WindowVoices(self.voices.speakers_in(t0, t1), self.voices.segments_in(t0 - PERSON_AUDIO_BEFORE_S, t1),
+                            [self.voices.speaker_of(w.start, w.end) for w in window.words + window.pending_words])
+
+    async def _own_scores(self, window: Window, heard: WindowVoices | None) -> dict[int, dict[str, ModalityScore]]:
+        """The text of each voice's own words and the sound of its own speech, for a window where several voices
+        spoke (a window with one voice lends its own scores to its speaker: engine/people.py)."""
+        speaking = [k for k, s in (heard.seconds if heard is not None else {}).items() if s > 0]
+        if heard is None or len(speaking) < 2:
+            return {}
+        committed = len(window.words)
+        parts, asked = [], []
+        for voice in speaking:
+            said = [i for i, k in enumerate(heard.word_speakers) if k == voice]
+            audio = voice_audio(self.ring.read, heard.segments, voice, window.t_start, window.t_end)
+            parts.append(Window(index=window.index, t_start=window.t_start, t_end=window.t_end, audio=audio,
+                                frames=[], words=[window.words[i] for i in said if i < committed],
+                                pending_words=[window.pending_words[i - committed] for i in said if i >= committed]))
+            asked.append(("text", "audio") if len(audio) >= PERSON_AUDIO_MIN_S * SAMPLE_RATE else ("text",))
+        scored = await asyncio.gather(*(self.engine.score_window(self, part, True, False, modalities)
+                                        for part, modalities in zip(parts, asked)))
+        for part, scores in zip(parts, scored):
+            scores.setdefault("audio", ModalityScore.missing(
+                f"too little of their speech to score ({len(part.audio) / SAMPLE_RATE:.1f} s < "
+                f"{PERSON_AUDIO_MIN_S:.0f} s)"))
+        return dict(zip(speaking, scored))
+
+    def _people_in(self, window: Window, scores: dict[str, ModalityScore], heard: WindowVoices | None,
+                   own: dict[int, dict[str, ModalityScore]]) -> list[PersonVerdict] | None:
+        """Each person seen or heard in the window with their own verdicts (engine/people.py); None where the
+        stream has neither video nor tracked voices."""
+        assert self.info is not None  # windows are cut once the source is open
+        if not self.info.has_video and heard is None:
+            return None
+        settled = self.voices.settled_until if self.voices is not None else window.t_end
+        return self.people.window_people(window.t_start, window.t_end, window.frames, scores, heard, settled, own)
 
     def _words_behind(self, window: Window) -> float | None:
         """How far speech recognition is behind the end of a live window that goes out without any words (after
@@ -560,7 +629,7 @@ class StreamPipeline:
             "modalities": {m: s.to_json() for m, s in modalities.items()},
             "dropped_frames": self.dropped_frames,
             "transcript": self.speech.transcript,
-            "people": self.frames.people.summary(),
+            "people": self.people.summary(self.frames.people.summary()),
             "languages": self.speech.language_shares,
             "speakers": self.voices.speakers() if self.voices is not None else [],
         })

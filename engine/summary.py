@@ -44,6 +44,17 @@ class OverallScores:
         notes = tuple(note for note, seen in self.quality_notes[m].most_common() if seen * 3 >= n)
         return Quality(self.quality_sums[m] / n, notes)
 
+    def merge(self, other: OverallScores) -> None:
+        """Takes in another's windows (a person's voice heard alone before it was tied to their face)."""
+        self.windows += other.windows
+        for m in MODALITIES:
+            self.sums[m] += other.sums[m]
+            self.counts[m] += other.counts[m]
+            self.quality_sums[m] += other.quality_sums[m]
+            self.quality_counts[m] += other.quality_counts[m]
+            self.quality_notes[m].update(other.quality_notes[m])
+        self.reasons = {**other.reasons, **self.reasons}
+
     def modalities(self) -> dict[str, ModalityScore]:
         out = {}
         for m in MODALITIES:

@@ -122,44 +122,79 @@ def main_speaker(words: list[Word], speakers: list[int | None]) -> int | None:
 class FrameTrack:
     """One stream's sampled frames on their way through the visual analyzer: those waiting (a bounded queue that
     drops the oldest live), the batch in flight, and the analyses that came back, stamped with their media time,
-    with the faces in them followed from frame to frame (`people`)."""
+    with the faces in them followed from frame to frame (`people`).
 
-    def __init__(self, backlog: int, keep_s: float, sample_fps: float) -> None:
+    Only the frames on the sample_fps grid are key frames, analysed whole. Where mouths are followed (the source
+    then samples at PipelineConfig.mouth_fps: Engine.source_fps), the frames between them wait in `mouth_frames`
+    for the mouth reader (engine/people.py), which reads the mouths of the faces found in the key frame before
+    them; else they are let go as they come."""
+
+    def __init__(self, backlog: int, keep_s: float, sample_fps: float, follow_mouths: bool = False,
+                 source_fps: float = 0.0) -> None:
         self.waiting = FrameQueue(backlog)
         self.results: TimedResults = TimedResults(keep_s=keep_s)
         self.people = PeopleTracker()
         self.sample_fps = sample_fps
+        self.follow_mouths = follow_mouths  # else the frames between key frames are let go as they come
+        # the frames between key frames of one second or more of analysis behind: beyond it, the oldest go
+        self.mouth_frames = FrameQueue(max(1, int(round(max(source_fps, sample_fps) * max(1.0, backlog / sample_fps)))))
         self.inflight_t: float | None = None  # media time of the first frame of the batch being analysed
         self.video_end = -1.0  # media time of the last frame received
+        self._next_key_t = 0.0
+        self._key_period = 1.0 / sample_fps
+        self._sifting = source_fps > sample_fps  # the source samples faster: only its frames on the grid are keys
 
     def put(self, frame: VideoFrame) -> None:
-        self.waiting.put(frame)
         self.video_end = max(self.video_end, frame.t)
+        if not self._sifting or frame.t + 1e-6 >= self._next_key_t:
+            self._next_key_t = max(self._next_key_t + self._key_period, frame.t + self._key_period / 2)
+            self.waiting.put(frame)
+        elif self.follow_mouths:
+            self.mouth_frames.put(frame)
+
+    def full(self) -> bool:
+        """Whether a file replayed as fast as possible should wait before it reads more frames."""
+        return len(self.waiting) >= self.waiting.max_waiting or len(self.mouth_frames) >= self.mouth_frames.max_waiting
 
     def take(self, most: int) -> list[VideoFrame]:
         batch = self.waiting.take(most)
         self.inflight_t = batch[0].t if batch else None
         return batch
 
+    def take_mouth_frames(self) -> list[VideoFrame]:
+        """The waiting frames between key frames that come before the next key frame still to be analysed."""
+        before = self.waiting.oldest_t()
+        out = []
+        while len(self.mouth_frames) and (before is None or self.mouth_frames.oldest_t() < before):  # type: ignore[operator]
+            out += self.mouth_frames.take(1)
+        if out and self.inflight_t is None:
+            self.inflight_t = out[0].t
+        return out
+
     def analysed(self, batch: list[VideoFrame], analyses: list[Any]) -> None:
         """The analyses of a batch taken with `take`, in order: each stamped with its frame's media time (where it
-        has a `t`), its faces given their person ids, and kept for the windows."""
+        has a `t`), its faces given their person ids, and kept for the windows. The batch stays in flight until
+        `done` (its mouths may still be read)."""
         for frame, analysis in zip(batch, analyses):
             if hasattr(analysis, "t"):
                 analysis.t = frame.t
             self.people.observe(frame.t, analysis)
             self.results.add(frame.t, analysis)
+
+    def done(self) -> None:
         self.inflight_t = None
 
     def ready(self, t_end: float, eof: bool) -> bool:
         """Whether every frame before t_end that will ever be analysed has been."""
         if self.inflight_t is not None and self.inflight_t < t_end:
             return False
-        oldest = self.waiting.oldest_t()
-        if oldest is not None and oldest < t_end:
-            return False
+        for queue in (self.waiting, self.mouth_frames):
+            oldest = queue.oldest_t()
+            if oldest is not None and oldest < t_end:
+                return False
         return eof or self.video_end >= t_end - 1.0 / self.sample_fps
 
     @property
     def dropped(self) -> int:
+        """Key frames dropped because the visual analyzer was behind (frames between key frames not counted)."""
         return self.waiting.dropped

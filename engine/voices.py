@@ -76,6 +76,16 @@ class VoiceTrack:
         with self._lock:
             return self.tracker.speakers_in(t0, t1)
 
+    def segments_in(self, t0: float, t1: float) -> list[tuple[float, float, int]]:
+        """(start, end, speaker) of the attributed stretches overlapping [t0, t1)."""
+        with self._lock:
+            return self.tracker.segments_in(t0, t1)
+
+    @property
+    def settled_until(self) -> float:
+        """Speech before this media time has been cut into stretches: a later step adds none before it."""
+        return min(self.chunker.settled_until, self.until)
+
     def speakers(self) -> list[dict]:
         """Every speaker found so far, in order of appearance: {speaker, seconds} of the speech that built its voice."""
         with self._lock:

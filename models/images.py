@@ -87,3 +87,17 @@ def tflite_interpreter(path: Path, num_threads: int):
         interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         interpreter.allocate_tensors()
     return interpreter
+
+
+def jpeg_data_uri(image: np.ndarray, side: int, quality: int = 82) -> str:
+    """An RGB image scaled to fit side x side as a JPEG `data:` URL (the report's and the dashboard's faces)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    picture.thumbnail((side, side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -7,8 +7,11 @@ tracker therefore matches in two passes over the faces of each frame, greedily (
 2. for what is left, the distance between centres in units of face size (a face that jumped up to about its own
    width), if the two boxes are of similar size.
 
-A face that matches no track starts a new person; a track unseen for more than `forget_s` of media time ends, and a
-face that comes back after that is a new person (appearance is not compared, only geometry). Boxes are taken
+A face that matches no live track may take up a track that went unseen for more than `forget_s` of media time but
+less than `forget_s + rejoin_s` (a face that left the view or turned away, coming back where it was: a seat in a
+meeting, a presenter stepping out of frame), when it appears within a face size of that track's last box and of a
+similar size; otherwise it starts a new person. Appearance is not compared, only geometry: someone else taking the
+same seat within rejoin_s is taken for the one who left. Boxes are taken
 relative to the frame size, so a stream that changes resolution (WebRTC does under low bandwidth) keeps its people.
 """
 
@@ -78,13 +81,17 @@ class FaceTracker:
     min_iou: overlap with a predicted track box that counts as the same face.
     max_shift: the centre-distance fallback, in face sizes (the larger side of the bigger box).
     max_size_ratio: the fallback only joins boxes whose sizes differ by less than this factor.
+    rejoin_s: how long after it was forgotten a track may still be taken up by a face back in its place (0: never).
     """
 
     def __init__(self, forget_s: float = 3.0, min_iou: float = 0.3, max_shift: float = 1.0,
-                 max_size_ratio: float = 1.6) -> None:
-        if forget_s <= 0 or not 0 < min_iou <= 1 or max_shift <= 0 or max_size_ratio < 1:
-            raise ValueError("forget_s and max_shift must be positive, min_iou in (0, 1], max_size_ratio >= 1")
+                 max_size_ratio: float = 1.6, rejoin_s: float = 30.0) -> None:
+        if forget_s <= 0 or not 0 < min_iou <= 1 or max_shift <= 0 or max_size_ratio < 1 or rejoin_s < 0:
+            raise ValueError("forget_s and max_shift must be positive, min_iou in (0, 1], max_size_ratio >= 1, "
+                             "rejoin_s >= 0")
         self.forget_s = forget_s
+        self.rejoin_s = rejoin_s
+        self.away: list[_Track] = []  # forgotten tracks that a face back in their place may take up
         self.min_iou = min_iou
         self.max_shift = max_shift
         self.max_size_ratio = max_size_ratio
@@ -94,7 +101,9 @@ class FaceTracker:
     def update(self, t: float, faces: Sequence[Any], image_size: tuple[int, int]) -> list[int]:
         """The person id of each face (also set as `face.person`). faces: objects with `box` (x0, y0, x1, y1 in
         pixels); image_size: (height, width) of the frame."""
+        gone = [tr for tr in self.tracks if t - tr.last_t > self.forget_s]
         self.tracks = [tr for tr in self.tracks if t - tr.last_t <= self.forget_s]
+        self.away = [tr for tr in self.away + gone if t - tr.last_t <= self.forget_s + self.rejoin_s]
         if not faces:
             return []
         h, w = image_size
@@ -104,6 +113,14 @@ class FaceTracker:
         if self.tracks:
             for track_i, face_i in self._match(t, boxes):
                 owner[face_i] = self.tracks[track_i]
+        free = [j for j, owned in enumerate(owner) if owned is None]
+        if free and self.away:
+            for away_i, j in self._near(self.away, [boxes[j] for j in free]):
+                back = self.away[away_i]
+                back.velocity = np.zeros(2)
+                owner[free[j]] = back
+                self.tracks.append(back)
+            self.away = [tr for tr in self.away if tr not in self.tracks]
         ids = []
         for face, box, track in zip(faces, boxes, owner):
             if track is None:
@@ -129,17 +146,25 @@ class FaceTracker:
         free_faces = [j for j in range(len(boxes)) if j not in matched_faces]
         if not free_tracks or not free_faces:
             return pairs
-        sides_t = np.array([_side(predicted[i]) for i in free_tracks])
-        sides_f = np.array([_side(boxes[j]) for j in free_faces])
-        centres_t = np.stack([_centre(predicted[i]) for i in free_tracks])
-        centres_f = np.stack([_centre(boxes[j]) for j in free_faces])
+        near = self._near_boxes([predicted[i] for i in free_tracks], [boxes[j] for j in free_faces])
+        pairs += [(free_tracks[r], free_faces[c]) for r, c in near]
+        return pairs
+
+    def _near(self, tracks: list[_Track], boxes: list[np.ndarray]) -> list[tuple[int, int]]:
+        return self._near_boxes([tr.box for tr in tracks], boxes)
+
+    def _near_boxes(self, known: list[np.ndarray], boxes: list[np.ndarray]) -> list[tuple[int, int]]:
+        """(known, box) pairs whose centres lie within max_shift face sizes and whose sizes differ by less than
+        max_size_ratio, nearest first."""
+        sides_t = np.array([_side(b) for b in known])
+        sides_f = np.array([_side(b) for b in boxes])
+        centres_t = np.stack([_centre(b) for b in known])
+        centres_f = np.stack([_centre(b) for b in boxes])
         distance = np.linalg.norm(centres_t[:, None] - centres_f[None], axis=2)
         size = np.maximum(sides_t[:, None], sides_f[None])
         shift = distance / size
         ratio = size / np.minimum(sides_t[:, None], sides_f[None])
-        near = (shift <= self.max_shift) & (ratio <= self.max_size_ratio)
-        pairs += [(free_tracks[r], free_faces[c]) for r, c in _greedy_pairs(shift, near)]
-        return pairs
+        return _greedy_pairs(shift, (shift <= self.max_shift) & (ratio <= self.max_size_ratio))
 
 
 @dataclass

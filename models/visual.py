@@ -97,8 +97,24 @@ def faces_quality(faces: list[tuple[Face, float]]) -> tuple[float, list[str], di
     return value, notes, features
 
 
+# Faces read per frame: the largest ones. Each face costs its expression read (and, with voices tracked, its
+# mouth: engine/people.py follows at most MAX_MOUTHS of them); a crowd of 10 or 50 costs what 8 faces cost.
+MAX_FACES = 8
+
+
+def largest_faces(boxes: list, most: int) -> list:
+    """The `most` largest of boxes (anything with `.box`), in their order."""
+    if len(boxes) <= most:
+        return boxes
+    def area(b) -> float:
+        x0, y0, x1, y1 = b.box
+        return max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+    keep = set(sorted(range(len(boxes)), key=lambda i: -area(boxes[i]))[:most])
+    return [b for i, b in enumerate(boxes) if i in keep]
+
+
 class VisualAnalyzer:
-    """Faces, expressions and scene embedding for a batch of RGB frames."""
+    """Faces (the MAX_FACES largest of each frame), expressions and scene embedding for a batch of RGB frames."""
 
     def __init__(self, device: str = "auto", detector: str = "full", num_threads: int = 1,
                  face_margin: float = 0.1) -> None:
@@ -111,7 +127,8 @@ class VisualAnalyzer:
         return self.scene.model_id
 
     def analyze_faces(self, image: np.ndarray) -> list[Face]:
-        boxes = self.detector.detect(image)
+        """The faces of one frame, at most MAX_FACES: the largest (a crowd costs what MAX_FACES faces cost)."""
+        boxes = largest_faces(self.detector.detect(image), MAX_FACES)
         if not boxes:
             return []
         probs, sharpness = self.expressions.read(image, [b.box for b in boxes])
@@ -288,3 +305,16 @@ def _people(face_frames: list[FrameAnalysis]) -> list[dict[str, Any]]:
                        "share": round(sum(weight for _, weight in faces) / total, 4)})
     people = sorted(people, key=lambda p: p["share"], reverse=True)[:MAX_PEOPLE_PER_WINDOW]
     return sorted(people, key=lambda p: p["person"])
+
+
+def person_face_score(frames: list[FrameAnalysis], person: int) -> ModalityScore:
+    """One tracked person's face in a window's frames: their pooled face valence (weighted as in the window's
+    blend), its quality and top emotion; missing when their face is not in any of the frames."""
+    faces = [(face, _face_weight_in(frame, face)) for frame in frames for face in frame.faces if face.person == person]
+    if not faces:
+        return ModalityScore.missing("face not in view in this window")
+    quality, notes, features = faces_quality(faces)
+    valence, emotions = _pool_faces(faces)
+    details = {"frames": len(faces), "top_emotion": max(emotions, key=emotions.__getitem__),
+               "emotions": {e: round(v, 4) for e, v in emotions.items()}}
+    return ModalityScore.of(valence, details=details, quality=Quality(quality, tuple(notes), features))

@@ -1,16 +1,24 @@
 """Alert rules over a stream's windows, with hysteresis, as `alert` messages and optional webhooks.
 
-A rule reads `SIGNAL OP THRESHOLD [for DURATION]`, e.g. ``rolling<0.3 for 10s`` or ``audio >= 0.8``:
+A rule reads `[person] SIGNAL OP THRESHOLD [for DURATION]`, e.g. ``rolling<0.3 for 10s`` or ``audio >= 0.8``:
+- ``person`` (optional): the rule is scoped to each person of the window's ``people`` (a face, a voice, or a face
+  with its voice), read from their own rolling, fused and modality scores: one episode per person, its alerts
+  carrying the person's id (``person``) and naming them in ``detail`` (``person 3 (voice 1)``, ``voice 2``). A
+  person who leaves the view keeps their episode (a window without them changes nothing for them); at most
+  MAX_PERSON_EPISODES people are followed per stream and rule: beyond that the least recently seen person whose
+  episode is not raised is forgotten, or, when every one is raised, the least recently seen one is cleared
+  (``detail``: ``... no longer followed``);
 - SIGNAL: ``rolling`` (the rolling fused score), ``fused`` (the window's fused score), or one modality's score
   (``text``, ``audio``, ``visual``); a window where it is missing neither starts nor ends an episode;
 - OP: ``<``, ``<=``, ``>``, ``>=``; DURATION: media seconds (``10s``, ``1.5s``, ``2m``) the condition must hold over
   consecutive windows before the rule is raised (default 0: the first such window raises it).
 It is raised once per episode, and cleared once the signal is back past the threshold by the rule's margin (0.05
-by default), or when the stream ends. Rules come from `--alert` (repeatable) or a TOML file (`--alerts FILE`):
+by default), or when the stream ends (each person's episode too). Rules come from `--alert` (repeatable) or a TOML
+file (`--alerts FILE`):
 
     [[alert]]
     name = "call turning sour"        # optional; the rule's text by default
-    when = "rolling < 0.3 for 10s"
+    when = "rolling < 0.3 for 10s"    # or "person rolling < 0.3 for 10s": an alert per person
     clear_margin = 0.1                # optional
     webhook = "http://hooks.example/vidsent"   # optional: POST each raised alert (one per episode) as JSON
     notify_cleared = true             # optional: POST the cleared alert too
@@ -29,6 +37,7 @@ import re
 import tomllib
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,13 +45,27 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from protocol import AlertMessage, EndMessage, Message, ModalityVerdict, WindowMessage
+from protocol import (
+    AlertMessage,
+    EndMessage,
+    FusedVerdict,
+    Message,
+    Modalities,
+    ModalityVerdict,
+    PersonVerdict,
+    RollingVerdict,
+    WindowMessage,
+    person_name,
+)
 
 log = logging.getLogger(__name__)
 
 SIGNALS = ("rolling", "fused", "text", "audio", "visual")
+SCOPES = ("person",)  # the optional first word of a rule: one episode per person of the window's `people`
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-RULE = re.compile(r"^\s*(?P<signal>[a-z]+)\s*(?P<op><=|>=|<|>)\s*(?P<threshold>[-+]?\d*\.?\d+)"
+MAX_PERSON_EPISODES = 64  # people followed per stream and person-scoped rule (see the module's docstring)
+RULE = re.compile(r"^\s*(?:(?P<scope>[a-z]+)\s+)?(?P<signal>[a-z]+)\s*(?P<op><=|>=|<|>)\s*"
+                  r"(?P<threshold>[-+]?\d*\.?\d+)"
                   r"(?:\s+for\s+(?P<for>\d*\.?\d+)\s*(?P<unit>s|m)?)?\s*$")
 
 
@@ -60,14 +83,20 @@ class AlertRule:
     clear_margin: float = 0.05
     webhook: str | None = None
     notify_cleared: bool = False  # the webhook also gets the cleared alert, not only the raised one
+    per_person: bool = False  # scoped `person`: followed for each person of the windows' `people`, one episode each
 
     @classmethod
     def parse(cls, text: str, *, name: str | None = None, clear_margin: float = 0.05,
               webhook: str | None = None, notify_cleared: bool = False) -> AlertRule:
         match = RULE.match(text)
         if match is None:
-            raise AlertRuleError(f"cannot read alert rule {text!r}: write SIGNAL OP THRESHOLD [for DURATION], "
-                                 f"e.g. 'rolling<0.3 for 10s'")
+            raise AlertRuleError(f"cannot read alert rule {text!r}: write [person] SIGNAL OP THRESHOLD "
+                                 f"[for DURATION], e.g. 'rolling<0.3 for 10s' or 'person rolling<0.3 for 10s'")
+        scope = match["scope"]
+        if scope is not None and scope not in SCOPES:
+            raise AlertRuleError(f"alert rule {text!r}: {scope!r} is no scope; write 'person' before the signal for "
+                                 f"an alert per person (e.g. 'person rolling<0.3 for 10s'), or nothing for the "
+                                 f"stream's")
         signal = match["signal"]
         if signal not in SIGNALS:
             raise AlertRuleError(f"alert rule {text!r}: the signal is one of {', '.join(SIGNALS)}")
@@ -77,7 +106,7 @@ class AlertRule:
         if webhook is not None and not webhook.startswith(("http://", "https://")):
             raise AlertRuleError(f"alert rule {text!r}: a webhook is an http:// or https:// URL")
         return cls(name or " ".join(text.split()), signal, match["op"], float(match["threshold"]), for_s,
-                   clear_margin, webhook, notify_cleared)
+                   clear_margin, webhook, notify_cleared, per_person=scope == "person")
 
     def holds(self, value: float) -> bool:
         return OPERATORS[self.op](value, self.threshold)
@@ -117,22 +146,33 @@ def load_rules(texts: list[str], file: str | Path | None = None, webhook: str | 
     return rules
 
 
-def signal_of(window: WindowMessage, signal: str) -> float | None:
+def _score(signal: str, rolling: RollingVerdict | None, fused: FusedVerdict | None,
+           modalities: Modalities | None) -> float | None:
     if signal == "rolling":
-        return window.rolling.get("score")
+        return rolling.get("score") if rolling else None
     if signal == "fused":
-        return window.fused.get("score")
-    verdicts = cast("dict[str, ModalityVerdict]", window.modalities)  # every value of Modalities is one
+        return fused.get("score") if fused else None
+    verdicts = cast("dict[str, ModalityVerdict]", modalities or {})  # every value of Modalities is one
     modality: Mapping[str, Any] = verdicts.get(signal) or {}
     return modality.get("score") if modality.get("available") else None
 
 
+def signal_of(window: WindowMessage, signal: str) -> float | None:
+    return _score(signal, window.rolling, window.fused, window.modalities)
+
+
+def person_signal_of(person: PersonVerdict, signal: str) -> float | None:
+    """A signal of one person of a window's `people`: their own rolling, fused or modality score."""
+    return _score(signal, person.get("rolling"), person.get("fused"), person.get("modalities"))
+
+
 class _Episode:
-    """One rule on one stream: the run of windows that satisfy it, and whether it is raised."""
+    """One rule on one stream (or one person of it): the run of windows that satisfy it, and whether it is raised."""
 
     def __init__(self) -> None:
         self.since: float | None = None  # t_start of the first window of the current run
         self.raised = False
+        self.who = ""  # a person-scoped episode's person in words (as last seen), for its alerts' detail
 
 
 class AlertMonitor:
@@ -145,29 +185,81 @@ class AlertMonitor:
         self.publish = publish  # (stream id, message): puts an alert on that stream
         self.webhooks = webhooks if webhooks is not None else WebhookSender()
         self._episodes: dict[tuple[str, str], _Episode] = {}
+        # (stream, rule name) → person id → their episode, least recently seen first (at most MAX_PERSON_EPISODES)
+        self._people: dict[tuple[str, str], OrderedDict[str, _Episode]] = {}
 
     def observe(self, message: Message) -> None:
         if isinstance(message, WindowMessage):
             for rule in self.rules:
-                self._follow(rule, message)
+                if rule.per_person:
+                    self._follow_people(rule, message)
+                else:
+                    self._follow(rule, message)
         elif isinstance(message, EndMessage):
+            t_end = message.summary.get("duration") or 0.0
             for rule in self.rules:
                 episode = self._episodes.pop((message.stream, rule.name), None)
                 if episode is not None and episode.raised:
                     assert episode.since is not None  # a raised episode has its start
-                    t_end = message.summary.get("duration") or 0.0
                     self._emit(message.stream, rule, "cleared", None, episode.since, t_end, "the stream ended",
                                before_this_message=True)
+                people = self._people.pop((message.stream, rule.name), None) or OrderedDict()
+                for pid, episode in people.items():
+                    if episode.raised:
+                        assert episode.since is not None  # a raised episode has its start
+                        self._emit(message.stream, rule, "cleared", None, episode.since, t_end,
+                                   f"{episode.who}: the stream ended", before_this_message=True, person=pid)
 
     def _follow(self, rule: AlertRule, window: WindowMessage) -> None:
         value = signal_of(window, rule.signal)
         if value is None:
             return
         episode = self._episodes.setdefault((window.stream, rule.name), _Episode())
+        self._step(rule, window, episode, value)
+
+    def _follow_people(self, rule: AlertRule, window: WindowMessage) -> None:
+        """A person-scoped rule: each person of the window on their own episode; those not in it keep theirs."""
+        episodes = self._people.setdefault((window.stream, rule.name), OrderedDict())
+        seen: set[str] = set()
+        for person in window.people or []:
+            pid = person.get("id")
+            if not isinstance(pid, str) or pid in seen:
+                continue
+            seen.add(pid)
+            value = person_signal_of(person, rule.signal)
+            if value is None:  # missing for them in this window: changes nothing
+                continue
+            episode = episodes.get(pid)
+            if episode is None:
+                episode = episodes[pid] = _Episode()
+            episodes.move_to_end(pid)
+            episode.who = person_name(person)
+            self._step(rule, window, episode, value, person=pid)
+            if not episode.raised and episode.since is None:  # nothing to remember about them
+                del episodes[pid]
+        while len(episodes) > MAX_PERSON_EPISODES:
+            self._forget_one(rule, window, episodes)
+
+    def _forget_one(self, rule: AlertRule, window: WindowMessage, episodes: OrderedDict[str, _Episode]) -> None:
+        """Over the bound: the least recently seen person not raised is forgotten, else the least recently seen one
+        is cleared (their alert must not stay raised for ever)."""
+        pid = next((pid for pid, episode in episodes.items() if not episode.raised), None)
+        if pid is not None:
+            del episodes[pid]
+            return
+        pid, episode = episodes.popitem(last=False)
+        assert episode.since is not None  # a raised episode has its start
+        self._emit(window.stream, rule, "cleared", None, episode.since, window.t_end,
+                   f"{episode.who}: no longer followed (over {MAX_PERSON_EPISODES} people)", person=pid)
+
+    def _step(self, rule: AlertRule, window: WindowMessage, episode: _Episode, value: float,
+              person: str | None = None) -> None:
+        """One window's value on an episode: raise it, clear it (hysteresis) or extend or end its run."""
         if episode.raised:
             assert episode.since is not None  # a raised episode has its start
             if rule.cleared_by(value):
-                self._emit(window.stream, rule, "cleared", value, episode.since, window.t_end)
+                self._emit(window.stream, rule, "cleared", value, episode.since, window.t_end, episode.who,
+                           person=person)
                 episode.raised, episode.since = False, None
             return
         if not rule.holds(value):
@@ -177,13 +269,16 @@ class AlertMonitor:
             episode.since = window.t_start
         if window.t_end - episode.since >= rule.for_s:
             episode.raised = True
-            self._emit(window.stream, rule, "raised", value, episode.since, window.t_end)
+            self._emit(window.stream, rule, "raised", value, episode.since, window.t_end, episode.who,
+                       person=person)
 
     def _emit(self, stream: str, rule: AlertRule, state: Literal["raised", "cleared"], value: float | None,
-              t_start: float, t_end: float, detail: str = "", before_this_message: bool = False) -> None:
+              t_start: float, t_end: float, detail: str = "", before_this_message: bool = False,
+              person: str | None = None) -> None:
         alert = AlertMessage(stream, rule.name, state, rule.signal, None if value is None else round(value, 4),
-                             rule.threshold, round(t_start, 3), round(t_end, 3), detail)
-        log.info("alert %s on %s: %s (%s = %s at %.1f s)", state, stream, rule.name, rule.signal, alert.value, t_end,
+                             rule.threshold, round(t_start, 3), round(t_end, 3), detail, person=person)
+        log.info("alert %s on %s: %s%s (%s = %s at %.1f s)", state, stream, rule.name,
+                 f" for {detail or person}" if person else "", rule.signal, alert.value, t_end,
                  extra={"stream": stream})
         if before_this_message:  # an end: the stream is gone once its end is out
             self.publish(stream, alert)

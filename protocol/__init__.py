@@ -122,15 +122,48 @@ class SourceDescription(TypedDict):
     fps: float | None
 
 
-class PersonSummary(TypedDict):
-    """A tracked face over the stream: media seconds first and last seen, and its mean face valence."""
+class PersonVerdict(TypedDict):
+    """One person in a window (added to v1): a tracked face (`person`), a voice (`speaker`), or a face with the voice
+    bound to it. modalities: the text of their words, the voice of their speech and their face, each missing with its
+    reason (did not speak, no face, ...); fused and rolling as the stream's, over their modalities alone."""
 
-    person: int
+    id: str  # "person-N" (a face track, with its voice once bound) or "voice-N" (a voice bound to no face)
+    person: int | None  # the face track (as in visual details' people); null: a voice with no face
+    speaker: int | None  # the voice bound to them; null: no voice (yet)
+    seconds: float  # seconds of their speech inside the window
+    speaking: float | None  # how likely their face is the one talking in this window (mouth vs voice), 0..1
+    modalities: Modalities
+    fused: FusedVerdict
+    rolling: RollingVerdict
+    thumbnail: NotRequired[str]  # a small JPEG of their face (data: URL) on their first window, then every 30 s
+
+
+class PersonPoint(TypedDict):
+    """A person's window in their timeline: its end (media seconds), fused and rolling score (null: no evidence)."""
+
+    t: float
+    score: float | None
+    rolling: float | None
+
+
+class PersonSummary(TypedDict):
+    """A person over the stream: a tracked face with its mean face valence (`score`), media seconds first and last
+    seen; and (added to v1) their voice, the means of their modalities, their overall verdict and timeline."""
+
+    person: int | None  # null: a voice bound to no face
     first_seen: float
     last_seen: float
     frames: int
-    score: float
+    score: float | None  # mean face valence; null for a voice with no face
     top_emotion: str | None
+    id: NotRequired[str]  # as in window people
+    speaker: NotRequired[int | None]
+    seconds: NotRequired[float]  # of their speech
+    windows: NotRequired[int]  # windows they were in (seen or heard)
+    modalities: NotRequired[Modalities]  # the mean of each of their modalities over their windows
+    fused: NotRequired[FusedVerdict]  # their overall verdict: the fusion of those means
+    label: NotRequired[Label | None]
+    timeline: NotRequired[list[PersonPoint]]  # one point per window they were in (the latest 1800)
 
 
 class OutsideLanguage(TypedDict):
@@ -247,6 +280,7 @@ class WindowMessage(Message):
     language: str | None = None  # ISO 639-1 code of the window's speech (what most of its words are in); null: none
     language_p: float | None = None  # that language's probability in the stream's latest identification
     speakers: list[SpeakerShare] | None = None  # who spoke inside the window and how long (added to v1)
+    people: list[PersonVerdict] | None = None  # each person seen or heard in the window (added to v1)
 
 
 @dataclass
@@ -370,6 +404,33 @@ class AlertMessage(Message):
     t_start: float
     t_end: float
     detail: str = ""
+    person: str | None = None  # the person (window people's id) of a rule scoped to each person (added to v1)
+
+
+PERSON_ID = re.compile(r"(person|voice)-(\d{1,9})")  # window people's ids: a face track or a voice alone
+
+
+def person_id_name(pid: object) -> str:
+    """A person id as people read it: "person-3" → "person 3", "voice-0" → "voice 1" (voices count from 1, as the
+    dashboard shows them); anything else "someone"."""
+    match = PERSON_ID.fullmatch(pid) if isinstance(pid, str) else None
+    if match is None:
+        return "someone"
+    return f"person {int(match[2])}" if match[1] == "person" else f"voice {int(match[2]) + 1}"
+
+
+def person_name(person: Any) -> str:
+    """How the dashboard, the commands and the alerts name one entry of window `people` or `end.summary.people`:
+    "person 3" (a face), "person 3 · voice 1" (the face with its voice tied to it), "voice 1" (a voice alone). Read,
+    never trusted: a field of the wrong type counts as absent."""
+    if not isinstance(person, dict):
+        return "someone"
+    face, speaker = person.get("person"), person.get("speaker")
+    face = face if isinstance(face, int) and not isinstance(face, bool) else None
+    voice = f"voice {speaker + 1}" if isinstance(speaker, int) and not isinstance(speaker, bool) else None
+    if face is not None:
+        return f"person {face}" + (f" · {voice}" if voice else "")
+    return voice or person_id_name(person.get("id"))
 
 
 SERVER_MESSAGES: dict[str, type[Message]] = {

@@ -74,9 +74,11 @@ class SpeechChunker:
         self.chunk_s, self.tail_s = chunk_s, tail_s
         self.closed_after_s, self.min_chunk_s = closed_after_s, min_chunk_s
         self.done_until = 0.0  # speech before this media time has been chunked (or skipped)
+        self.settled_until = 0.0  # no later push adds a stretch before this media time
 
     def push(self, regions: Iterable[tuple[float, float]], until: float) -> list[tuple[float, float]]:
         out: list[tuple[float, float]] = []
+        self.settled_until = max(self.settled_until, until - self.closed_after_s)
         for a, b in regions:
             if b <= self.done_until:
                 continue
@@ -94,6 +96,7 @@ class SpeechChunker:
                 out.append((a, a + self.chunk_s))
                 a += self.chunk_s
             self.done_until = a
+            self.settled_until = max(min(self.settled_until, a), 0.0)
             break  # nothing after an open region is settled
         return out
 
@@ -376,6 +379,12 @@ class SpeakerTracker:
             if s.speaker is not None and overlap > 0:
                 out[s.speaker] = out.get(s.speaker, 0.0) + overlap
         return out
+
+    def segments_in(self, t0: float, t1: float) -> list[tuple[float, float, int]]:
+        """(start, end, speaker) of each attributed stretch overlapping [t0, t1), whole, in time order."""
+        return [(s.start, s.end, s.speaker) for s in self.segments[
+            max(0, bisect.bisect_left(self._starts, t0 - 30.0)):bisect.bisect_right(self._starts, t1)]
+            if s.speaker is not None and s.end > t0 and s.start < t1]
 
     def forget_before(self, t: float) -> None:
         """Drops the stretches that end before media time t from the lookup (the speakers stay)."""

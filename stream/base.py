@@ -48,6 +48,9 @@ class MediaSource:
     end_reason = "eof"  # why the items ended when they end without an error ("stopped": the peer hung up)
     dropped_frames = 0  # sampled frames the source itself dropped because the pipeline did not take them
     path: Path | None = None  # the file a source replays (its audio can then be transcribed whole), else None
+    # frames sampled a second of media; read when the source opens, so the pipeline may raise it before (to read
+    # mouths between the visual scorer's frames: engine.Engine.source_fps)
+    sample_fps = 2.0
 
     async def open(self) -> SourceInfo:
         raise NotImplementedError

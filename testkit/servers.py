@@ -1,5 +1,6 @@
 """vidsent servers for tests and benchmarks: one in this process on a loopback port (make_hub, RunningServer),
-`vidsent` as a subprocess (VIDSENT, FAKE_SERVE, run_vidsent, wait_listening), and what a client does with them over
+`vidsent` as a subprocess (VIDSENT, FAKE_SERVE, run_vidsent, wait_listening) or in this process
+(vidsent_in_process), and what a client does with them over
 a websocket (start, collect, reply) or HTTP (http_get)."""
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ async def run_vidsent(*args: str, timeout: float = 240) -> tuple[int, str, str]:
                                                    stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     return process.returncode, out.decode(), err.decode()
+
+
+def vidsent_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """`vidsent ARGS` in this process through cli.main, with pytest's `capsys`: (exit code, stdout, stderr);
+    argparse's exit is its code."""
+    from cli import main as cli_main  # here: importing cli sets HF_HUB_OFFLINE and loads its options' modules
+
+    try:
+        code = cli_main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 async def start(ws, source: str, realtime: bool = False, stream: str | None = None) -> str:

@@ -134,6 +134,21 @@ def engine():
 
 
 @pytest.fixture(scope="session")
+def engine_with_voices(engine):
+    """The session's models, with the voice encoder, the mouth reader and their thread (the session's engine runs
+    without them): who speaks, whose mouth moves, and each person's verdicts."""
+    from engine import Engine
+    from models.mouth import mouth_reader
+    from models.voices import load_voice_encoder
+
+    eng = Engine(scorers=engine.scorers, transcriber=engine.transcriber, device="cpu",
+                 whole_file_transcriber=engine.whole_file_transcriber, voice_embed=load_voice_encoder("cpu").embed,
+                 read_mouth=mouth_reader().read)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
 def looped_mosi(tmp_path_factory) -> Path:
     """vna_mosi_2.6.mp4 ("I mean that was impressive.", 1.3 s) played 9 times over: about 12 s of a live talker."""
     import subprocess

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from websockets.asyncio.client import connect
 
-from monitor.alerts import AlertMonitor, AlertRule, AlertRuleError, load_rules
-from protocol import WindowMessage
+from monitor.alerts import MAX_PERSON_EPISODES, AlertMonitor, AlertRule, AlertRuleError, load_rules
+from protocol import EndMessage, WindowMessage
+from protocol_schema import message_checkers
 from testkit.data import VIDEOS, need_data
 from testkit.servers import RunningServer, collect, free_port, make_hub, run_vidsent, start
 
@@ -21,9 +22,11 @@ from testkit.servers import RunningServer, collect, free_port, make_hub, run_vid
 CLIP = "pyfeat_WolfgangLanger_Pexels.mp4"
 
 
-def window(index: int, rolling: float | None, *, hop: float = 2.0, stream: str = "s") -> WindowMessage:
+def window(index: int, rolling: float | None, *, hop: float = 2.0, stream: str = "s",
+           people: list | None = None) -> WindowMessage:
     t_start = index * hop
-    return WindowMessage(stream, index, t_start, t_start + 4.0, {}, {"score": rolling}, {"score": rolling}, "")
+    return WindowMessage(stream, index, t_start, t_start + 4.0, {}, {"score": rolling}, {"score": rolling}, "",
+                         people=people)
 
 
 async def run_rule(rule: AlertRule, values: list[float | None]) -> list:
@@ -87,6 +90,144 @@ async def test_a_rule_above_a_threshold_and_the_end_of_a_stream_clear_it():
     monitor.observe(EndMessage("s", {"reason": "eof", "duration": 5.5}))
     assert [(a.state, a.t_end, a.detail) for a in published] == [("raised", 4.0, ""),
                                                                 ("cleared", 5.5, "the stream ended")]
+
+
+def someone(pid: str, score: float | None, *, speaker: int | None = None, text: float | None = None) -> dict:
+    """One entry of a window's `people` (a PersonVerdict): `person-N` a face (with `speaker` its voice once bound),
+    `voice-N` a voice with no face; `score` their face, fused and rolling score, `text` their words' score."""
+    kind, number = pid.split("-")
+
+    def modality(value: float | None, reason: str) -> dict:
+        return {"score": value, "label": None, "available": value is not None,
+                "reason": None if value is not None else reason, "confidence": None}
+
+    return {"id": pid, "person": int(number) if kind == "person" else None,
+            "speaker": int(number) if kind == "voice" else speaker, "seconds": 0.0, "speaking": None,
+            "modalities": {"text": modality(text, "did not speak"), "audio": modality(None, "did not speak"),
+                           "visual": modality(score if kind == "person" else None, "no face")},
+            "fused": {"score": score}, "rolling": {"score": score}}
+
+
+async def run_windows(rules: list[AlertRule], people: list[list[dict] | None], end: float | None = None) -> list:
+    """Windows 0, 1, ... (every 2 s, 4 s long) with these people (the stream's own rolling score stays at 0.5),
+    then an end at `end` seconds if given: the alerts published."""
+    published = []
+    monitor = AlertMonitor(rules, publish=lambda stream, message: published.append(message))
+    for i, who in enumerate(people):
+        monitor.observe(window(i, 0.5, people=who))
+        await asyncio.sleep(0)
+    if end is not None:
+        monitor.observe(EndMessage("s", {"reason": "eof", "duration": end}))
+    check = message_checkers()["alert"]
+    assert [check(a.to_json()) for a in published] == [None] * len(published)  # the committed schema allows them
+    return published
+
+
+def test_person_scoped_rules_read_their_scope():
+    rule = AlertRule.parse("person rolling<0.3 for 10s")
+    assert (rule.per_person, rule.signal, rule.op, rule.threshold, rule.for_s, rule.name) == (
+        True, "rolling", "<", 0.3, 10.0, "person rolling<0.3 for 10s")
+    assert AlertRule.parse(" person  text < 0.2 ").per_person and AlertRule.parse("person text < 0.2").signal == "text"
+    assert AlertRule.parse("person fused<=0.3 for 4s").op == "<="
+    assert not AlertRule.parse("rolling<0.3 for 10s").per_person
+    with pytest.raises(AlertRuleError, match="signal is one of"):
+        AlertRule.parse("person mood<0.3")
+    with pytest.raises(AlertRuleError, match="'persons' is no scope; write 'person'"):
+        AlertRule.parse("persons rolling<0.3")
+    for bad in ("person", "person <0.3", "person person rolling<0.3", "rolling person<0.3", "person<0.3"):
+        with pytest.raises(AlertRuleError):
+            AlertRule.parse(bad)
+
+
+def test_person_scoped_rules_from_a_toml_file(tmp_path):
+    file = tmp_path / "alerts.toml"
+    file.write_text('[[alert]]\nname = "someone sour"\nwhen = "person rolling < 0.3 for 10s"\n\n'
+                    '[[alert]]\nwhen = "rolling < 0.3 for 10s"\n')
+    scoped, stream = load_rules([], file)
+    assert (scoped.name, scoped.per_person, scoped.signal, scoped.for_s) == ("someone sour", True, "rolling", 10.0)
+    assert not stream.per_person
+
+
+async def test_a_person_rule_alerts_only_for_the_person_who_goes_low():
+    rule = AlertRule.parse("person rolling<0.3 for 6s")
+    # person 3 (face with voice 1) low from the first window; person 1 and a voice with no face stay content
+    windows = [[someone("person-1", 0.6), someone("person-3", 0.2, speaker=1), someone("voice-2", 0.7)]
+               for _ in range(4)]
+    alerts = await run_windows([rule], windows)
+    assert [(a.state, a.person, a.detail, a.t_start, a.t_end, a.value) for a in alerts] == [
+        ("raised", "person-3", "person 3 · voice 2", 0.0, 6.0, 0.2)]
+    assert alerts[0].rule == "person rolling<0.3 for 6s" and alerts[0].signal == "rolling"
+    # a voice with no face, named as a voice; a modality rule reads the person's own modality
+    alerts = await run_windows([AlertRule.parse("person text < 0.2")],
+                               [[someone("person-1", 0.1), someone("voice-2", 0.5, text=0.1)]])
+    assert [(a.person, a.detail, a.signal, a.value) for a in alerts] == [("voice-2", "voice 3", "text", 0.1)]
+
+
+async def test_each_person_has_their_own_episode_with_hysteresis():
+    rule = AlertRule.parse("person rolling<0.3 for 6s")
+    a = [0.2, 0.25, 0.31, 0.29, 0.33, 0.4, 0.5, 0.2, 0.2]  # raised at 6 s, wobbles, cleared at 14 s, raised at 18 s
+    b = [0.5, 0.5, 0.2, 0.2, 0.2, 0.32, 0.34, 0.2, 0.2]  # raised at 10 s, inside the margin from 14 s: stays raised
+    alerts = await run_windows([rule], [[someone("person-1", x), someone("person-2", y)] for x, y in zip(a, b)])
+    assert [(x.person, x.state, x.t_start, x.t_end) for x in alerts] == [
+        ("person-1", "raised", 0.0, 6.0), ("person-2", "raised", 4.0, 10.0), ("person-1", "cleared", 0.0, 14.0),
+        ("person-1", "raised", 14.0, 20.0)]
+    assert [x.detail for x in alerts] == ["person 1", "person 2", "person 1", "person 1"]
+    assert alerts[2].value == 0.4
+
+
+async def test_the_end_clears_each_raised_person_episode_with_their_person():
+    rule = AlertRule.parse("person fused<=0.3")
+    windows = [[someone("person-3", 0.2, speaker=1), someone("voice-2", 0.1), someone("person-4", 0.9)],
+               [someone("voice-2", 0.1)],  # person 3 left the view: their episode stays raised
+               [someone("voice-2", 0.1)]]
+    alerts = await run_windows([rule], windows, end=9.5)
+    assert [(a.state, a.person, a.detail, a.value, a.t_start, a.t_end) for a in alerts] == [
+        ("raised", "person-3", "person 3 · voice 2", 0.2, 0.0, 4.0), ("raised", "voice-2", "voice 3", 0.1, 0.0, 4.0),
+        ("cleared", "person-3", "person 3 · voice 2: the stream ended", None, 0.0, 9.5),
+        ("cleared", "voice-2", "voice 3: the stream ended", None, 0.0, 9.5)]
+
+
+async def test_the_stream_rule_beside_a_person_rule_is_as_before():
+    stream_rule, person_rule = AlertRule.parse("rolling<0.3 for 2s"), AlertRule.parse("person rolling<0.3 for 2s")
+    published = []
+    monitor = AlertMonitor([stream_rule, person_rule], publish=lambda stream, message: published.append(message))
+    for i, rolling in enumerate([0.2, 0.2]):
+        monitor.observe(window(i, rolling, people=[someone("person-1", 0.6), someone("person-2", 0.1)]))
+        await asyncio.sleep(0)
+    monitor.observe(EndMessage("s", {"reason": "eof", "duration": 6.0}))
+    assert [(a.rule, a.state, a.person, a.detail) for a in published] == [
+        ("rolling<0.3 for 2s", "raised", None, ""), ("person rolling<0.3 for 2s", "raised", "person-2", "person 2"),
+        ("rolling<0.3 for 2s", "cleared", None, "the stream ended"),
+        ("person rolling<0.3 for 2s", "cleared", "person-2", "person 2: the stream ended")]
+    assert published[0].to_json()["person"] is None
+
+
+async def test_windows_without_people_or_their_signal_change_nothing_for_person_rules():
+    rule = AlertRule.parse("person text<0.3 for 6s")
+    assert await run_windows([rule], [None, None, [], None], end=8.0) == []
+    # person 1's words low, then a window without people, then one where they did not speak (text missing), then
+    # low again: the run goes on from the first window and raises at 10 s
+    low, silent = someone("person-1", 0.5, text=0.1), someone("person-1", 0.5)
+    windows = [[low], None, [silent], [low]]
+    alerts = await run_windows([rule], windows)
+    assert [(a.person, a.state, a.t_start, a.t_end) for a in alerts] == [("person-1", "raised", 0.0, 10.0)]
+
+
+async def test_person_episodes_are_bounded_per_stream_and_rule():
+    crowd = [someone(f"person-{n}", 0.1) for n in range(MAX_PERSON_EPISODES)]
+    # runs under way, none raised: a newcomer makes the least recently seen one forgotten (its run starts over)
+    monitor = AlertMonitor([AlertRule.parse("person rolling<0.3 for 60s")], publish=lambda s, m: None)
+    monitor.observe(window(0, 0.5, people=crowd))
+    monitor.observe(window(1, 0.5, people=crowd[1:] + [someone("person-99", 0.1)]))
+    followed = monitor._people[("s", "person rolling<0.3 for 60s")]
+    assert len(followed) == MAX_PERSON_EPISODES and "person-0" not in followed and "person-99" in followed
+    # every one raised: the least recently seen is cleared, saying so, rather than kept raised for ever
+    alerts = await run_windows([AlertRule.parse("person rolling<0.3")],
+                               [crowd, crowd[1:], [someone("person-99", 0.1)]])
+    assert len(alerts) == MAX_PERSON_EPISODES + 2 and all(a.state == "raised" for a in alerts[:-1])
+    assert (alerts[-1].state, alerts[-1].person, alerts[-1].detail, alerts[-1].t_end) == (
+        "cleared", "person-0", f"person 0: no longer followed (over {MAX_PERSON_EPISODES} people)", 8.0)
+    assert alerts[-2].person == "person-99"
 
 
 class Receiver:
@@ -190,7 +331,8 @@ async def test_watch_prints_alerts_between_the_windows(tmp_path):
     assert code == 0, err
     lines = out.splitlines()
     raised = next(i for i, line in enumerate(lines) if line.startswith("⚠ alert rolling<0.32 for 6s: rolling 0.2"))
-    assert lines[raised - 1].startswith("[   2.0–   6.0s]")  # right after the window that raised it
+    window_before = next(line for line in reversed(lines[:raised]) if not line.startswith("    "))  # not a person
+    assert window_before.startswith("[   2.0–   6.0s]")  # right after the window that raised it (and its people)
     assert any(line.startswith("✓ alert rolling<0.32 for 6s cleared at 14.0 s") for line in lines[raised:])
     code, out, err = await run_vidsent("watch", str(VIDEOS / CLIP), "--fast", "--alert", "mood<0.3")
     assert code == 2 and "signal is one of" in err and "Traceback" not in err

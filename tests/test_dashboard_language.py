@@ -1,24 +1,23 @@
 """The dashboard with speech in several languages, in a real browser: Debian's Chromium, headless, driven by
 Playwright for Python. A server on testkit's fake engine serves the page; the page's websocket is routed through
-Playwright to it (hello, list and media come from the server), and the test plays a stream's messages into the
-page as the server sends them: window, transcript, status and end carrying the protocol's language fields, with
-Spanish, Arabic and Chinese speech, each message checked against the schema of the protocol's types first; and a
-verdict whose modalities disagree, which the badge shows as uncertain rather than as a confident grade.
+Playwright to it (hello, list and media come from the server; testkit/dashboard_page.py), and the test plays a
+stream's messages into the page as the server sends them: window, transcript, status and end carrying the protocol's
+language fields, with Spanish, Arabic and Chinese speech, each message checked against the schema of the protocol's
+types first; and a verdict whose modalities disagree, which the badge shows as uncertain rather than as a confident
+grade.
 
 The Chinese needs a CJK font (fonts-noto-cjk, in .ci/apt-packages.txt); DejaVu Sans (fonts-dejavu-core) has the
 Arabic. Screenshots go to out/test-artifacts/ (or $VIDSENT_TEST_ARTIFACTS)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 import pytest
 
-from protocol import EndMessage, Message, StatusMessage, SubscribedMessage, TranscriptMessage, WindowMessage
-from testkit.browser import ARTIFACTS, CHROMIUM, chromium_args, need_browser
-from testkit.servers import RunningServer, make_hub
+from protocol import EndMessage, StatusMessage, TranscriptMessage, WindowMessage
+from testkit.dashboard_page import played_dashboard
 
 STREAM = "polyglot"
 PANEL = f".stream-panel[data-stream='{STREAM}']"
@@ -33,73 +32,11 @@ VADER_SKIPPED = "VADER is English-only"
 A_NUMBER = re.compile(r"\d")
 
 
-_checks: dict = {}
-
-
-def schema_problem(message: dict) -> str | None:
-    """What the schema of the protocol's types (as they are now, not as last committed) says is wrong with a
-    message the test plays, else None."""
-    if not _checks:
-        from protocol_schema import message_checkers, protocol_schema
-
-        _checks.update(message_checkers(protocol_schema()))
-    return _checks[message["type"]](message)
-
-
-class Dashboard:
-    """The dashboard's page, its console errors, and its websocket routed through the test."""
-
-    def __init__(self, page, socket, errors: list[str]):
-        self.page, self.socket, self.errors = page, socket, errors
-
-    def play(self, *messages: Message | dict) -> None:
-        """Sends messages to the page as if the server had sent them, in order."""
-        for message in messages:
-            data = message.to_json() if isinstance(message, Message) else message
-            assert (problem := schema_problem(data)) is None, problem
-            self.socket.send(json.dumps(data, ensure_ascii=False))
-
-    async def text(self, selector: str) -> str:
-        return await self.page.locator(selector).first.text_content()
-
-    async def windows(self, count: int) -> None:
-        await self.page.wait_for_function("([id, n]) => (window.vidsent.streams[id] || {}).windows >= n",
-                                          arg=[STREAM, count], timeout=10000)
-
-    async def screenshot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        await self.page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
 @pytest.fixture
 async def dashboard():
     """The dashboard of a server on the fake engine (no model loads), open in headless Chromium, watching STREAM."""
-    need_browser()
-    from playwright.async_api import async_playwright
-
-    async with RunningServer(make_hub(media_dir=None)) as server, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=chromium_args())
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            sockets = []
-
-            def through_the_test(socket):
-                socket.connect_to_server()  # the server's own messages pass as they are
-                sockets.append(socket)
-
-            await page.route_web_socket(re.compile(r"^wss?://"), through_the_test)
-            await page.goto(server.url.replace("ws://", "http://") + "/")
-            await page.wait_for_function("window.vidsent && window.vidsent.connected", timeout=15000)
-            dashboard = Dashboard(page, sockets[-1], errors)
-            dashboard.play(SubscribedMessage(STREAM))
-            await page.locator(PANEL).wait_for(timeout=10000)
-            yield dashboard
-        finally:
-            await browser.close()
+    async with played_dashboard(STREAM) as page:
+        yield page
 
 
 # ------------------------------------------------------------------ a stream's messages, with their languages

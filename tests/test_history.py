@@ -21,7 +21,6 @@ from websockets.asyncio.client import connect
 
 from app.compose import open_history
 from cli import build_parser
-from cli import main as cli_main
 from commands.analyze import CSV_FIELDS
 from engine import PipelineConfig, StreamPipeline
 from monitor.history import History, HistoryReader, NotAHistory, default_path
@@ -29,7 +28,15 @@ from protocol import ProtocolError, StatusMessage, WindowMessage, parse_request
 from service.hub import StreamHub
 from testkit.data import ROOT, VIDEOS, need_data
 from testkit.fakes import ScriptedSource, fake_engine
-from testkit.servers import FAKE_SERVE, RunningServer, free_port, make_hub, run_vidsent, wait_listening
+from testkit.servers import (
+    FAKE_SERVE,
+    RunningServer,
+    free_port,
+    make_hub,
+    run_vidsent,
+    vidsent_in_process,
+    wait_listening,
+)
 
 CLIP = "vna_original_2.mp4"  # 12.3 s: 6 windows
 STORED = ("window", "transcript", "alert", "error", "end")
@@ -322,12 +329,7 @@ async def test_the_history_command_lists_shows_and_exports_runs(tmp_path):
 
 def history_command(capsys, *args: str) -> tuple[int, str, str]:
     """`vidsent history ARGS` in this process: (exit code, stdout, stderr); argparse's exit is its code."""
-    try:
-        code = cli_main(["history", *args])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return vidsent_in_process(capsys, "history", *args)
 
 
 @pytest.fixture(scope="module")

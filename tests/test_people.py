@@ -58,12 +58,24 @@ def test_two_faces_get_two_ids_that_stay_with_them():
     assert tracker.update(0.5, [square(452, 182), square(148, 178)], FRAME) == [2, 1]
 
 
-def test_a_face_gone_longer_than_forget_s_comes_back_as_a_new_person():
-    tracker = FaceTracker(forget_s=3.0)
+def test_a_face_gone_longer_than_forget_s_comes_back_as_a_new_person_without_rejoining():
+    tracker = FaceTracker(forget_s=3.0, rejoin_s=0.0)
     assert tracker.update(0.0, [square(300, 180)], FRAME) == [1]
     assert tracker.update(2.5, [square(300, 180)], FRAME) == [1]  # missed detections for 2.5 s: the same person
     assert tracker.update(6.0, [], FRAME) == []
     assert tracker.update(6.5, [square(300, 180)], FRAME) == [2]  # away 4 s: a new one
+
+
+def test_a_face_back_in_its_place_is_the_same_person_and_one_elsewhere_or_too_late_is_not():
+    tracker = FaceTracker(forget_s=3.0, rejoin_s=30.0)
+    assert tracker.update(0.0, [square(150, 180), square(450, 180)], FRAME) == [1, 2]
+    assert tracker.update(1.0, [square(450, 180)], FRAME) == [2]  # the one on the left steps out
+    assert tracker.update(10.0, [square(450, 180)], FRAME) == [2]
+    assert tracker.update(12.0, [square(155, 178), square(450, 180)], FRAME) == [1, 2]  # back, 11 s later
+    assert tracker.update(13.0, [square(450, 180)], FRAME) == [2]
+    assert tracker.update(20.0, [square(300, 60), square(450, 180)], FRAME) == [3, 2]  # elsewhere: someone new
+    tracker.update(21.0, [], FRAME)
+    assert tracker.update(60.0, [square(150, 180)], FRAME) == [4]  # 47 s after person 1 left: no longer taken up
 
 
 def test_crossing_faces_keep_their_ids():
@@ -104,7 +116,7 @@ def test_tracker_cost_per_frame_is_negligible():
 
 
 def test_people_tracker_is_bounded_and_skips_frames_without_faces():
-    people = PeopleTracker(FaceTracker(forget_s=0.1), keep=3)
+    people = PeopleTracker(FaceTracker(forget_s=0.1, rejoin_s=0.0), keep=3)
     people.observe(0.0, object())  # a pipeline fake's analysis: no faces, nothing tracked
     emotions = {e: 1.0 if e == "happy" else 0.0 for e in EMOTIONS}
     for i in range(10):

@@ -42,18 +42,6 @@ def test_the_voice_track_follows_a_two_person_dialogue_step_by_step():
     assert sum(a != b for a, b in zip(turns, turns[1:])) >= 6
 
 
-@pytest.fixture(scope="module")
-def engine_with_voices(engine):
-    """The session's models, with the voice encoder and its thread (the session's engine runs without them)."""
-    from engine import Engine
-    from models.voices import load_voice_encoder
-
-    eng = Engine(scorers=engine.scorers, transcriber=engine.transcriber, device="cpu",
-                 whole_file_transcriber=engine.whole_file_transcriber, voice_embed=load_voice_encoder("cpu").embed)
-    yield eng
-    eng.close()
-
-
 @pytest.mark.models
 def test_a_replayed_dialogue_gives_words_windows_and_summary_their_speakers(engine_with_voices, tmp_path):
     engine = engine_with_voices
@@ -87,8 +75,10 @@ def test_one_reader_is_one_speaker_and_a_silent_clip_has_none(engine_with_voices
     result = asyncio.run(analyze_file(need_data("speech", "two_cities.flac"), engine, PipelineConfig()))
     spoken = [w for w in result["windows"] if w["speakers"]]
     assert spoken and all({s["speaker"] for s in w["speakers"]} == {0} for w in spoken)
+    assert {p["id"] for w in result["windows"] for p in w["people"]} == {"voice-0"}, "one reader is one person"
     silent = asyncio.run(analyze_file(need_data("videos", "pyfeat_no_face.mp4"), engine, PipelineConfig()))
-    assert all(not w["speakers"] for w in silent["windows"])
+    assert all(not w["speakers"] and w["people"] == [] for w in silent["windows"]), "no voice, no face: nobody"
+    assert silent["people"] == []
 
 
 def test_a_step_never_looks_back_further_than_a_few_seconds_however_long_the_silence():

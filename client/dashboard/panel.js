@@ -1,16 +1,17 @@
 // One watched stream: its header, the rolling verdict and the modalities, composed with the timeline chart, the
-// evidence, the transcript, the alerts, the status footer and, at the end, the summary.
+// evidence, the people, the transcript, the alerts, the status footer and, at the end, the summary.
 
 import { AlertList } from './alerts.js';
 import { TimelineChart } from './chart.js';
 import { Evidence } from './evidence.js';
 import { languageCode, languageLong, languageName, languageShort } from './language.js';
+import { People } from './people.js';
 import { labelOf } from './scale.js';
 import { StatusBar } from './status.js';
 import { lostView, summaryView } from './summary.js';
 import { Transcript } from './transcript.js';
 import { h, isNum, num, pct, seconds } from './util.js';
-import { COLORS, MODALITIES, MODALITY_NAMES, divergingBar, kv } from './widgets.js';
+import { COLORS, MODALITIES, MODALITY_NAMES, divergingBar, kv, showGrade } from './widgets.js';
 
 export class StreamPanel {
   /**
@@ -28,8 +29,9 @@ export class StreamPanel {
     this.languageFromStatus = false;  // once a status carried `language`, the badge follows the statuses alone
     this.chart = new TimelineChart();
     this.evidence = new Evidence();
-    this.transcript = new Transcript();
-    this.alerts = new AlertList();
+    this.people = new People({ onBindings: () => this.transcript.renameSpeakers() });
+    this.transcript = new Transcript({ speakerName: (speaker) => this.people.faceOfSpeaker(speaker) });
+    this.alerts = new AlertList({ personName: (id) => this.people.nameOfId(id) });
     this.status = new StatusBar();
     this._build(source, camera);
   }
@@ -89,6 +91,7 @@ export class StreamPanel {
     const body = h('div', { class: 'panel-body' },
       top, this.alerts.el, this.summarySlot, this.chart.el,
       h('div', { class: 'panel-columns' }, modalities, this.evidence.el),
+      this.people.el,
       h('h3', { class: 'section-title' }, 'Transcript'),
       this.transcript.el);
 
@@ -132,13 +135,7 @@ export class StreamPanel {
 
     // badge: the rolling verdict; an uncertain one (in the middle, or its windows' modalities pulling apart) says
     // so instead of showing a confident grade
-    const graded = rolling.graded || '';
-    const uncertain = rolling.uncertain === true;
-    this.badge.dataset.graded = uncertain ? '' : graded;
-    this.badge.dataset.label = rolling.label || '';
-    this.badge.dataset.uncertain = uncertain ? 'true' : 'false';
-    this.gradeEl.textContent = !graded ? 'no verdict' : uncertain ? `uncertain (${graded})` : graded;
-    this.scoreEl.textContent = num(rolling.score);
+    showGrade(this.badge, rolling);
     const certainty = isNum(rolling.certainty) ? ` · certainty ${num(rolling.certainty)}` : '';
     this.badge.title = `rolling verdict (exponentially weighted over recent windows)${certainty}`;
     const doubt = fused.uncertain && (fused.doubts || []).length ? ` · uncertain: ${fused.doubts.join('; ')}` : '';
@@ -156,6 +153,7 @@ export class StreamPanel {
 
     for (const m of MODALITIES) this._modality(m, mods[m]);
     this.evidence.update(mods, w.language);
+    this.people.update(w);
     this.status.setLatency(w.latency_s);
     this.transcript.addWindow({ index: w.index, t_start: w.t_start, t_end: w.t_end,
       label: fused.label || labelOf(fused.score), score: fused.score });
@@ -190,6 +188,7 @@ export class StreamPanel {
 
   onTranscript(t) {
     this.transcript.add(t);
+    this.people.heard(t);
   }
 
   onStatus(s) {

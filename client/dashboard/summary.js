@@ -1,10 +1,38 @@
 // What a panel shows once its stream is over: the `end` summary, or a note that the end was missed.
 
 import { languageCode, languageName } from './language.js';
+import { personName } from './people.js';
 import { h, isNum, num, pct, seconds } from './util.js';
-import { COLORS, MODALITIES, MODALITY_NAMES } from './widgets.js';
+import { COLORS, MODALITIES, MODALITY_NAMES, showGrade } from './widgets.js';
 
 const MAX_LANGUAGES = 6;  // language shares named in the summary; the rest are summed as "other"
+const MAX_PEOPLE = 12;    // people listed in the summary (the server sends up to 50)
+
+/** The summary's people of a server that sends their voices and verdicts (each with an `id`): one row each, with
+ * their overall verdict, their speech and their windows; null for an older server's (faces alone). */
+function peopleTable(people) {
+  const rich = people.filter((p) => p && typeof p === 'object' && typeof p.id === 'string' && p.id);
+  if (!rich.length) return null;
+  const rows = rich.slice(0, MAX_PEOPLE).map((p) => {
+    const fused = p.fused && typeof p.fused === 'object' ? p.fused : {};
+    const badge = h('span', { class: 'badge small' }, h('span', { class: 'grade' }), h('span', { class: 'score' }));
+    showGrade(badge, { ...fused, label: p.label || fused.label });
+    const face = Number.isInteger(p.person) && p.top_emotion ? `face ${p.top_emotion} ${num(p.score)}` : '';
+    return h('tr', { class: 'summary-person', dataset: { id: p.id, label: p.label || '' } },
+      h('th', { scope: 'row' }, personName(p)),
+      h('td', {}, badge),
+      h('td', { class: 'p-label' }, p.label || '—'),
+      h('td', { class: 'num', title: 'their speech' }, isNum(p.seconds) && p.seconds > 0 ? `spoke ${seconds(p.seconds)}`
+        : 'silent'),
+      h('td', { class: 'num', title: 'windows they were seen or heard in' },
+        isNum(p.windows) ? `${p.windows} windows` : '—'),
+      h('td', { class: 'muted', title: `seen ${seconds(p.first_seen)}–${seconds(p.last_seen)}` }, face));
+  });
+  if (rich.length > MAX_PEOPLE) {
+    rows.push(h('tr', { class: 'more' }, h('td', { colspan: 6, class: 'muted' }, `+${rich.length - MAX_PEOPLE} more`)));
+  }
+  return h('table', { class: 'summary-modalities summary-people' }, h('caption', {}, 'people'), h('tbody', {}, rows));
+}
 
 /** The summary's `languages` ({code: share of the speech time}) as named shares, largest first, and a bar; "no
  * speech" for {}; null when the server sent none. */
@@ -28,8 +56,8 @@ function languageShares(languages) {
   return h('span', { class: 'lang-shares' }, bar, items);
 }
 
-/** The `end` message's summary: the overall verdict, facts, per-modality means, the language shares and the whole
- * transcript. */
+/** The `end` message's summary: the overall verdict, facts, per-modality means, each person's verdict, the language
+ * shares and the whole transcript. */
 export function summaryView(s) {
   const graded = s.graded || (s.fused && s.fused.graded) || '';
   const fused = s.fused || {};
@@ -57,7 +85,8 @@ export function summaryView(s) {
     facts.push(['certainty', `${num(fused.certainty)} (disagreement ${num(fused.disagreement)})${doubts}`]);
   }
   const people = Array.isArray(s.people) ? s.people : [];
-  if (people.length) {
+  const peopleRows = peopleTable(people);
+  if (people.length && !peopleRows) {
     const shown = people.slice(0, 5).map((p) => `#${p.person} ${p.top_emotion} ${num(p.score)} `
       + `(${seconds(p.first_seen)}–${seconds(p.last_seen)})`);
     facts.push(['people', shown.join(' · ') + (people.length > 5 ? ` +${people.length - 5} more` : '')]);
@@ -75,6 +104,7 @@ export function summaryView(s) {
       facts.map(([k, v]) => h('div', { dataset: { fact: k } }, h('dt', {}, k), h('dd', {}, v)))),
     h('table', { class: 'summary-modalities' },
       h('caption', {}, 'per-modality means'), h('tbody', {}, modRows)),
+    peopleRows,
     s.transcript ? h('p', { class: 'summary-transcript', dir: 'auto' }, `“${s.transcript}”`) : null);
 }
 

@@ -9,7 +9,10 @@ export const MAX_PHRASES = 200;   // committed transcript phrases kept
 const MAX_WINDOWS_FOR_PHRASES = 60;  // recent windows kept to colour phrases that arrive after their window
 
 export class Transcript {
-  constructor() {
+  /** @param {{speakerName?: (speaker: number) => string|null}} options speakerName: the name of the face a voice is
+   * bound to ("person 3"), null while it is bound to none (the tag then says "speaker N+1") */
+  constructor({ speakerName = () => null } = {}) {
+    this.speakerName = speakerName;
     this.windows = [];  // recent {t_start, t_end, label, score, index}
     this.phrases = [];  // committed {mid, el, run, dist, about}
     this.pendingEl = h('span', { class: 'pending' });
@@ -37,21 +40,43 @@ export class Transcript {
     const newSpeaker = speaker !== null && speaker !== this.lastSpeaker;
     if (speaker !== null) this.lastSpeaker = speaker;
     const el = h('span', { class: 'committed', lang: language || '', dir: directionOf(language),
-      dataset: { language: language || '', speaker: speaker === null ? '' : String(speaker) },
-      title: `${seconds(t.t_start)}–${seconds(t.t_end)}${about}${speaker === null ? '' : ` · speaker ${speaker + 1}`}` },
-    newSpeaker ? h('span', { class: 'speaker-tag' }, `speaker ${speaker + 1}:`) : null,
+      dataset: { language: language || '', speaker: speaker === null ? '' : String(speaker) } },
+    newSpeaker ? h('span', { class: 'speaker-tag' }, `${this._who(speaker)}:`) : null,
     languageTag(language, t.language_p), h('span', { class: 'phrase-text' }, text), ' ');
     const run = this._runFor(language);
     run.insertBefore(el, this.pendingEl.parentNode === run ? this.pendingEl : null);
     const phrase = { mid: (t.t_start + t.t_end) / 2, t_start: t.t_start, t_end: t.t_end, el, run, dist: Infinity,
-      about };
+      about, speaker, window: null };
     if (!isNum(phrase.mid)) phrase.mid = t.t_start;
+    this._title(phrase);
     this.phrases.push(phrase);
     while (this.phrases.length > MAX_PHRASES) this._drop(this.phrases.shift());
     for (let i = this.windows.length - 1; i >= 0; i -= 1) this._match(phrase, this.windows[i]);
     this._placePending(language);
     this.el.dataset.empty = 'false';
     if (stick) this._scrollToEnd();
+  }
+
+  /** The voices' names changed (a voice was bound to a face): the speaker tags and titles follow. */
+  renameSpeakers() {
+    for (const phrase of this.phrases) {
+      if (phrase.speaker === null) continue;
+      const tag = phrase.el.querySelector(':scope > .speaker-tag');
+      if (tag) tag.textContent = `${this._who(phrase.speaker)}:`;
+      this._title(phrase);
+    }
+  }
+
+  /** A voice's name in the transcript: its face's ("person 3") once bound to one, else "speaker N+1". */
+  _who(speaker) {
+    return this.speakerName(speaker) || `speaker ${speaker + 1}`;
+  }
+
+  _title(phrase) {
+    const w = phrase.window;
+    phrase.el.title = `${seconds(phrase.t_start)}–${seconds(phrase.t_end)}${phrase.about}` +
+      (phrase.speaker === null ? '' : ` · ${this._who(phrase.speaker)}`) +
+      (w ? ` · window #${w.index}: ${w.label}${isNum(w.score) ? ` (${w.score.toFixed(2)})` : ''}` : '');
   }
 
   /** A window's verdict ({index, t_start, t_end, label, score}): colours the committed phrases inside it. */
@@ -114,8 +139,8 @@ export class Transcript {
     phrase.dist = dist;
     phrase.el.dataset.label = w.label;
     phrase.el.dataset.window = String(w.index);
-    phrase.el.title = `${seconds(phrase.t_start)}–${seconds(phrase.t_end)}${phrase.about} · window #${w.index}: ` +
-      `${w.label}${isNum(w.score) ? ` (${w.score.toFixed(2)})` : ''}`;
+    phrase.window = w;
+    this._title(phrase);
   }
 
   _atBottom() {

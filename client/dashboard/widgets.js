@@ -1,7 +1,7 @@
 // What the parts of a stream panel share: the modalities and their colours, and small widgets (bars, meters and
 // key-value rows).
 
-import { clamp, h, isNum } from './util.js';
+import { clamp, h, isNum, num } from './util.js';
 
 export const MODALITIES = ['text', 'audio', 'visual'];
 export const MODALITY_NAMES = { text: 'Text', audio: 'Audio', visual: 'Visual' };
@@ -47,4 +47,18 @@ export function kv(label, cls) {
   const row = h('span', { class: 'kv' }, h('span', { class: 'k' }, label), ' ', value);
   row.value = value;
   return row;
+}
+
+/** Shows a graded verdict ({graded, label, score, uncertain}: a rolling or fused verdict) in a badge that has a
+ * `.grade` and a `.score`: its grade in the grade's colour, or "uncertain (grade)" without the colour (an uncertain
+ * verdict never reads as a confident one), or "no verdict". */
+export function showGrade(badge, verdict) {
+  const v = verdict && typeof verdict === 'object' ? verdict : {};
+  const graded = typeof v.graded === 'string' ? v.graded : '';
+  const uncertain = v.uncertain === true;
+  badge.dataset.graded = uncertain ? '' : graded;
+  badge.dataset.label = typeof v.label === 'string' ? v.label : '';
+  badge.dataset.uncertain = uncertain ? 'true' : 'false';
+  badge.querySelector('.grade').textContent = !graded ? 'no verdict' : uncertain ? `uncertain (${graded})` : graded;
+  badge.querySelector('.score').textContent = num(v.score);
 }
