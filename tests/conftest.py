@@ -133,10 +133,11 @@ def engine():
     eng.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def engine_with_voices(engine):
     """The session's models, with the voice encoder, the mouth reader and their thread (the session's engine runs
-    without them): who speaks, whose mouth moves, and each person's verdicts."""
+    without them): who speaks, whose mouth moves, and each person's verdicts. Per module: its workers' threads end
+    with the module, so the thread counts of later tests (tests/test_reliability.py) see only the session's."""
     from engine import Engine
     from models.mouth import mouth_reader
     from models.voices import load_voice_encoder

@@ -166,7 +166,7 @@ async def test_dashboard_starts_a_file_stream_and_shows_its_summary_when_stopped
             await wait_for_windows(page, stream, 3)
             first = await stream_state(page, stream)
             await wait_for_windows(page, stream, first["windows"] + 1)
-            badge = panel.locator(".badge")
+            badge = panel.locator("div.badge[role='status']")  # the stream's, not a person's
             # a confident grade, or (its text and voice pull against its face) the grey "uncertain (grade)" badge
             if await badge.get_attribute("data-uncertain") == "true":
                 assert (await badge.locator(".grade").text_content()).startswith("uncertain (")
