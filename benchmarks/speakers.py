@@ -1,6 +1,7 @@
 """Who speaks when: the voice encoder (models/voices.py) and the online speaker tracker (speech/speakers.py) on real
-recordings, run as a live stream runs them (VAD speech cut into stretches as it is settled, each stretch embedded and
-given a speaker as it comes: speech.speakers.track_speakers).
+recordings, through the live path itself: engine/voices.py's VoiceTrack fed as the pipeline feeds it (a second of new
+audio a step, the VAD on the few seconds it looks back over, speech cut into stretches as it is settled, each
+stretch embedded and given a speaker as it comes: engine.voices.follow_recording).
 
     .venv/bin/python benchmarks/speakers.py [--seeds 5] [--turns 20] [--out results.json]
 
@@ -20,21 +21,22 @@ given a speaker as it comes: speech.speakers.track_speakers).
 - cost: voice-encoder seconds per second of media and of speech (one torch thread, as the scoring thread has),
   tracker microseconds per stretch.
 
-Results (2-core CPU, speech/speakers.py's defaults, 5 seeds x 5 line-ups of 20 turns, actors 19-24):
+Results (2-core CPU, speech/speakers.py's defaults, 5 seeds x 5 line-ups of 20 turns, actors 19-24, the live voice
+track with its streaming VAD):
 
 | turns' emotions | speech right (final) | right (live) | right number of speakers |
 |---|---|---|---|
-| `--emotions calm`: neutral, calm | 91.4 % | 83.5 % | 23/25 |
-| all eight (default) | 73.5 % | 63.7 % | 7/25 (mostly one too many) |
+| `--emotions calm`: neutral, calm | 93.7 % | 85.7 % | 23/25 |
+| all eight (default) | 75.8 % | 65.2 % | 8/25 (mostly one too many) |
 
-per line-up (calm / all): man+woman 92.9 / 76.4, two men 88.0 / 65.4, two women 96.7 / 76.6, 2 m + 1 w 89.4 / 73.0,
-1 m + 2 w 90.3 / 76.3.
-endgame_nagg_nell: 2 speakers, its turns alternating as the voices do; two_cities, vna_original_2, vna_test: 1;
-beckett and the other vna clips (under 3.1 s of speech, or only short phrases): none, never two. Music videos: no
-speaker on the 31 clips where the VAD hears nothing, none on the 14 with only stray VAD hits (Relaxation/10: 7.8 s
-of VAD "speech" in 9 stretches, no lyrics: none), 8 speakers on 7 clips with sung or rapped lyrics (Excited/58,
-Excited/96 (2), Neutral/69, 71, 73, 75, Sad/deap_db_rel_31). Cost: 0.036 s of encoder per second of speech, 0.015
-per second of media; the tracker 0.1-0.25 ms per stretch.
+per line-up (calm / all): man+woman 94.8 / 79.3, two men 91.3 / 67.7, two women 98.4 / 78.1, 2 m + 1 w 91.6 / 77.6,
+1 m + 2 w 92.5 / 76.3.
+endgame_nagg_nell: 2 speakers; two_cities, vna_original_2, vna_test: 1; beckett and the other vna clips (under 3.1 s
+of speech, or only short phrases): none, never two. Music videos: no speaker on the 31 clips where the VAD hears
+nothing nor on the 14 with only stray VAD hits, 8 speakers on the 7 clips with sung or rapped lyrics (Excited/58,
+Excited/96 (2), Neutral/69, 71, 73, 75, Sad/deap_db_rel_31). A VAD restarted on each step's few seconds, as the
+track's first version ran it, made speakers of 5 more clips' music (Relaxation/10 among them). Cost: 0.012 s of
+encoder per second of speech, 0.005 per second of media; the tracker 0.2-0.35 ms per stretch.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.voices import VoiceTrack, follow_recording  # noqa: E402
 from media import SAMPLE_RATE  # noqa: E402
-from speech.speakers import SpeakerTracker, track_speakers  # noqa: E402
+from speech.speakers import SpeakerTracker  # noqa: E402
 from testkit.data import DATA  # noqa: E402
 from testkit.ravdess import Ravdess, load_audio, vad_regions  # noqa: E402
 
@@ -130,6 +133,13 @@ def attribution(truth_turns, regions, stretches, final: bool, tracker: SpeakerTr
     return float(np.mean(mapped == truth[mask])) if mask.any() else float("nan"), mapping
 
 
+def follow(audio: np.ndarray, encoder: Encoder) -> tuple[SpeakerTracker, list[tuple[float, float, int | None]]]:
+    """The live voice track over a recording: its tracker and each stretch with the speaker it got as it came."""
+    track = VoiceTrack(encoder)
+    live = follow_recording(track, audio)
+    return track.tracker, live
+
+
 def run_conversations(encoder: Encoder, seeds: int, turns: int, emotions: str) -> list[dict]:
     ravdess = Ravdess(DATA / "ravdess")
     results = []
@@ -138,8 +148,8 @@ def run_conversations(encoder: Encoder, seeds: int, turns: int, emotions: str) -
             rng = np.random.default_rng([seed, len(sexes), sum(s == "male" for s in sexes)])
             actors = ravdess.actors(sexes, rng)
             audio, truth = ravdess.conversation(actors, turns, rng, emotions)
-            regions = vad_regions(audio)
-            tracker, live = track_speakers(audio, regions, encoder)
+            regions = vad_regions(audio)  # the speech the share is measured over
+            tracker, live = follow(audio, encoder)
             duration = len(audio) / SAMPLE_RATE
             final_acc, mapping = attribution(truth, regions, live, True, tracker, duration)
             live_acc, _ = attribution(truth, regions, live, False, tracker, duration)
@@ -172,7 +182,7 @@ def run_recordings(encoder: Encoder) -> list[dict]:
     for path, expected in files:
         audio = load_audio(path)
         regions = vad_regions(audio)
-        tracker, _ = track_speakers(audio, regions, encoder)
+        tracker, _ = follow(audio, encoder)
         speech_s = sum(b - a for a, b in regions)
         results.append({"file": path.name, "seconds": round(len(audio) / SAMPLE_RATE, 1),
                         "speech_s": round(speech_s, 1), "speakers_expected": expected,
@@ -188,7 +198,7 @@ def run_music(encoder: Encoder) -> list[dict]:
     for row in csv.DictReader(open(root / "labels.csv")):
         audio = load_audio(root / row["path"])
         regions = vad_regions(audio)
-        tracker, _ = track_speakers(audio, regions, encoder)
+        tracker, _ = follow(audio, encoder)
         results.append({"clip": row["path"], "seconds": round(len(audio) / SAMPLE_RATE, 1),
                         "vad_speech_s": round(sum(b - a for a, b in regions), 1), "stretches": len(tracker.segments),
                         "speakers": len(tracker.speakers)})

@@ -139,18 +139,23 @@ def write_people_csv(path: str, results: list[dict]) -> None:
             writer.writerows(people_csv_rows(result))
 
 
+FAST_MOUTH_FPS = 5.0
+
+
 def fast_analysis_config(config):
     """`analyze --fast`: one sampled frame per 2 s hop instead of four (each 4 s window still pools two; kept when
-    --fps sets another rate than the default), and the speech transcribed whole as faster-whisper's own transcribe()
-    does it (speech.WholeFileASR), not in streaming passes; if the whole-file decode fails, 20-second passes on
-    full 30 s windows. main_analyze also drops the text's key words. The windows, models and verdict rules stay
-    the same."""
+    --fps sets another rate than the default), mouths read at FAST_MOUTH_FPS (unless --mouth-fps says), and the
+    speech transcribed whole as faster-whisper's own transcribe() does it (speech.WholeFileASR), not in streaming
+    passes; if the whole-file decode fails, 20-second passes on full 30 s windows. main_analyze also drops the
+    text's key words. The windows, models and verdict rules stay the same."""
     from dataclasses import replace
 
     from engine import PipelineConfig
 
     fps = 0.5 if config.sample_fps == PipelineConfig.sample_fps else config.sample_fps
-    return replace(config, sample_fps=fps, asr_fast_step_s=20.0, asr_whole_file=True)
+    # mouths at 5 fps instead of 8 (voices still tied to their faces in 22 of 24 turns: benchmarks/active_speaker.py)
+    mouth_fps = FAST_MOUTH_FPS if config.mouth_fps == PipelineConfig.mouth_fps else config.mouth_fps
+    return replace(config, sample_fps=fps, mouth_fps=mouth_fps, asr_fast_step_s=20.0, asr_whole_file=True)
 
 
 def _favour_whisper(engine) -> None:
@@ -237,7 +242,7 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write each file's analysis as a self-contained HTML page that opens offline: PATH for "
                              "one file; a folder (made when missing) for several, one FILE-NAME.html per file")
     parser.add_argument("--fast", action="store_true",
-                         help="throughput over detail: a frame every 2 s (unless --fps sets another rate), 20-second "
-                              "speech-recognition passes and no text key words (the same windows, models and "
-                              "verdicts otherwise)")
+                         help="throughput over detail: a frame every 2 s (unless --fps sets another rate), mouths "
+                              "read at 5 fps (unless --mouth-fps does), 20-second speech-recognition passes and no "
+                              "text key words (the same windows, models and verdicts otherwise)")
     add_pipeline_arguments(parser)

@@ -249,8 +249,8 @@ class PeopleTrack:
         state = self.people.get(key)
         if state is None:
             state = self.people[key] = _Person(key, face, None, RollingSentiment(self.half_life_s))
-        if voice is not None and face is not None and state.speaker != voice:
-            self._take_over(state, person_id(None, voice))  # a voice heard alone before it was tied to this face
+        if voice is not None and face is not None:  # a voice heard alone before it was tied (again) to this face
+            self._take_over(state, person_id(None, voice))
         state.speaker = voice if voice is not None else state.speaker
         fused = self.fuse(modalities)
         state.rolling.update(fused.score, t1, fused.certainty)

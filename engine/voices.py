@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from media import SAMPLE_RATE
-from speech.speakers import CLOSED_AFTER_S, SpeakerTracker, SpeechChunker, speech_regions
+from speech.speakers import CLOSED_AFTER_S, SpeakerTracker, SpeechChunker, streaming_speech
 
 VOICE_STEP_S = 1.0  # new audio between two steps: a speaker id follows speech within about 2 s (the chunker's pace)
 VAD_CONTEXT_S = 2.0  # audio before the chunked point the VAD sees again, so a region that began there is whole
@@ -26,8 +26,11 @@ KEEP_S = 120.0  # stretches older than this are dropped from the lookup (the spe
 class VoiceTrack:
     """One stream's voices: the chunker, the tracker, how far the audio has been looked at, the compute it took."""
 
-    def __init__(self, embed: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, embed: Callable[[np.ndarray], np.ndarray],
+                 find_speech: Callable[[np.ndarray, float], list[tuple[float, float]]] | None = None) -> None:
         self.embed = embed
+        # (audio, its start) → speech regions: the stream's own VAD, its state carried along the stream
+        self.find_speech = find_speech or streaming_speech()
         self.chunker = SpeechChunker()
         self.tracker = SpeakerTracker()
         self.until = 0.0  # audio up to here has been through the VAD and the chunker
@@ -44,22 +47,23 @@ class VoiceTrack:
         chunked = min(self.chunker.done_until, until)
         return max(0.0, max(chunked, self.until - LOOK_BACK_S) - VAD_CONTEXT_S)
 
-    def step(self, audio: np.ndarray, start: float, until: float, final: bool = False) -> int:
+    def step(self, audio: np.ndarray, start: float, until: float, final: bool = False
+             ) -> list[tuple[float, float, int | None]]:
         """Look at `audio` (media time `start` to `until`, from look_from): the VAD's speech regions, the new
         stretches embedded and tracked. `final`: the audio ends at `until`, so a region still open there is closed.
-        Returns how many stretches were added. Blocking: run it off the event loop."""
+        Returns the stretches added, each with the speaker it got as it came (None while pending). Blocking: run it
+        off the event loop."""
         started = time.perf_counter()
-        added = 0
+        added: list[tuple[float, float, int | None]] = []
         if len(audio):
-            regions = speech_regions(audio, start)
+            regions = self.find_speech(audio, start)
             for a, b in self.chunker.push(regions, until + (CLOSED_AFTER_S if final else 0.0)):
                 samples = audio[max(0, int(round((a - start) * SAMPLE_RATE))):int(round((b - start) * SAMPLE_RATE))]
                 if len(samples) < MIN_EMBED_S * SAMPLE_RATE:
                     continue
                 vector = self.embed(samples)
                 with self._lock:
-                    self.tracker.add(a, b, vector)
-                added += 1
+                    added.append((a, b, self.tracker.add(a, b, vector)))
         with self._lock:
             self.tracker.forget_before(until - KEEP_S)
         self.until = max(self.until, until)
@@ -91,3 +95,19 @@ class VoiceTrack:
         with self._lock:
             found = sorted(self.tracker.speakers.values(), key=lambda s: s.id)
             return [{"speaker": s.id, "seconds": round(s.seconds, 2)} for s in found]
+
+
+def follow_recording(track: VoiceTrack, audio: np.ndarray) -> list[tuple[float, float, int | None]]:
+    """A whole recording (from media time 0) through the track as the pipeline feeds a stream's audio to it
+    (StreamPipeline._find_voices: VOICE_STEP_S of new audio a step, each looking back from look_from, the last one
+    final): for measurements and tests. Returns each stretch with the speaker it got as it came; the track's tracker
+    holds the final ones."""
+    end = len(audio) / SAMPLE_RATE
+    stretches: list[tuple[float, float, int | None]] = []
+    until = 0.0
+    while track.due(end, eof=True):
+        until = min(end, until + VOICE_STEP_S)
+        start = track.look_from(until)
+        stretches += track.step(audio[int(round(start * SAMPLE_RATE)):int(round(until * SAMPLE_RATE))], start, until,
+                                final=until >= end)
+    return stretches

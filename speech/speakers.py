@@ -55,11 +55,18 @@ VAD_MIN_SILENCE_S = 0.15  # the pause that ends a speech region
 VAD_THRESHOLD = 0.5
 
 
-def speech_regions(audio: np.ndarray, t0: float = 0.0) -> list[tuple[float, float]]:
-    """The VAD's speech regions of audio starting at media time t0, with the settings the voices are tracked on."""
-    from speech.vad import detect_speech
+def streaming_speech(keep_s: float = 30.0):
+    """A stream's VAD as the voices are tracked on it (speech.vad.StreamingSpeech with these settings), holding the
+    last keep_s of its probabilities."""
+    from speech.vad import StreamingSpeech
 
-    return detect_speech(audio, t0, VAD_MIN_SILENCE_S, VAD_THRESHOLD).regions
+    return StreamingSpeech(VAD_THRESHOLD, VAD_MIN_SILENCE_S, keep_s)
+
+
+def speech_regions(audio: np.ndarray, t0: float = 0.0) -> list[tuple[float, float]]:
+    """The VAD's speech regions of a whole recording starting at media time t0, with the settings the voices are
+    tracked on: what a stream's VAD finds over it (streaming_speech)."""
+    return streaming_speech(keep_s=len(audio) / 16_000 + 1.0)(audio, t0)
 
 
 class SpeechChunker:
@@ -396,25 +403,3 @@ class SpeakerTracker:
 def attribute(spans: Sequence[tuple[float, float]], tracker: SpeakerTracker) -> list[int | None]:
     """speaker_of each (start, end) span, e.g. the words of a window."""
     return [tracker.speaker_of(a, b) for a, b in spans]
-
-
-def track_speakers(audio: np.ndarray, regions: Sequence[tuple[float, float]], embed, t0: float = 0.0,
-                   step_s: float = 0.5, tracker: SpeakerTracker | None = None,
-                   sample_rate: int = 16_000) -> tuple[SpeakerTracker, list[tuple[float, float, int | None]]]:
-    """Runs a recording's VAD speech regions through a SpeechChunker and a SpeakerTracker as a live stream would
-    (audio known up to t0 + step_s, t0 + 2 x step_s, …; the regions cut at what is known), embedding each stretch
-    with `embed(samples) -> vector` as it comes. Returns the tracker and each stretch with the id it got when it
-    came (None while pending: `tracker.segments` holds the final ones)."""
-    tracker = tracker or SpeakerTracker()
-    chunker = SpeechChunker()
-    end = t0 + len(audio) / sample_rate
-    live: list[tuple[float, float, int | None]] = []
-    until = t0
-    while until < end:
-        until = min(end, until + step_s)
-        known = [(a, min(b, until)) for a, b in regions if a < until]
-        # the last step is the end of the stream: what is still open closes there
-        for a, b in chunker.push(known, until if until < end else end + chunker.closed_after_s):
-            samples = audio[int(round((a - t0) * sample_rate)):int(round((b - t0) * sample_rate))]
-            live.append((a, b, tracker.add(a, b, embed(samples))))
-    return tracker, live

@@ -314,7 +314,12 @@ def test_a_voice_heard_alone_hands_its_windows_to_the_face_it_is_tied_to_and_eac
     assert me["speaker"] == 0 and me["modalities"]["text"]["score"] == 0.6, "two voices: their own words"
     assert me["modalities"]["visual"]["score"] == pytest.approx(0.9) and me["seconds"] == 1.5
     assert by_id["voice-1"]["modalities"]["audio"]["score"] == 0.2
+    track.binding = lambda: {}  # type: ignore[method-assign]  # the evidence weakens: the voice is alone again
+    track.window_people(3.0, 7.0, [], window, WindowVoices({0: 1.0}, [], [0]), 7.0, {})
+    assert "voice-0" in track.people
+    track.binding = lambda: {0: 1}  # type: ignore[method-assign]  # and tied again
     quiet = track.window_people(4.0, 8.0, [frame(5.0)], window, WindowVoices({}, [], []), 8.0, {})
+    assert "voice-0" not in track.people, "its window alone handed over again"
     assert quiet[0]["modalities"]["text"]["reason"] == "did not speak in this window"
     away = track.window_people(6.0, 10.0, [], window, WindowVoices({0: 2.0}, [], []), 10.0, {})
     assert away[0]["id"] == "person-1" and away[0]["modalities"]["visual"]["reason"] == (
@@ -322,8 +327,8 @@ def test_a_voice_heard_alone_hands_its_windows_to_the_face_it_is_tied_to_and_eac
     summary = track.summary([{"person": 1, "first_seen": 3.0, "last_seen": 5.0, "frames": 2, "score": 0.9,
                               "top_emotion": "happy"}])
     me_over_all = next(p for p in summary if p["person"] == 1)
-    assert me_over_all["first_seen"] == 3.0 and me_over_all["windows"] == 4, "the voice's window handed over"
-    assert [pt["t"] for pt in me_over_all["timeline"]] == [4.0, 6.0, 8.0, 10.0]
+    assert me_over_all["first_seen"] == 3.0 and me_over_all["windows"] == 5, "the voice's windows handed over"
+    assert [pt["t"] for pt in me_over_all["timeline"]] == [4.0, 6.0, 7.0, 8.0, 10.0]
     assert [p["id"] for p in summary] == ["person-1", "voice-1"]
     no_voices = PeopleTrack(lambda scores: fuse(scores, "weighted"), 6.0, mouths=None)
     faces_only = no_voices.window_people(0.0, 4.0, [frame(1.0)], window, None, 4.0, {})

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.voices import VoiceTrack, follow_recording
 from media import SAMPLE_RATE
 from models.voices import partial_starts
-from speech.speakers import SpeakerTracker, SpeechChunker, track_speakers
+from speech.speakers import SpeakerTracker, SpeechChunker
 from testkit.data import need_data
 
 DIM = 256
@@ -173,7 +174,7 @@ def test_chunker_cuts_closed_regions_evenly_and_open_ones_leaving_a_tail():
     assert chunker.push([(10.0, 11.2), (11.4, 12.0)], until=12.5) == [(10.0, 11.2), (11.4, 12.0)]
 
 
-def test_track_speakers_runs_a_recording_as_a_live_stream():
+def test_the_voice_track_runs_a_recording_as_the_pipeline_feeds_it():
     centres = voices(2)
     rng = np.random.default_rng(0)
     audio = np.zeros(20 * SAMPLE_RATE, np.float32)
@@ -187,7 +188,13 @@ def test_track_speakers_runs_a_recording_as_a_live_stream():
         assert len(set(samples.tolist())) == 1  # never across a pause
         return stretch(centres[int(samples[0]) - 1], rng)
 
-    tracker, live = track_speakers(audio, regions, embed)
+    def vad(samples: np.ndarray, start: float) -> list[tuple[float, float]]:  # the regions inside the buffer
+        end = start + len(samples) / SAMPLE_RATE
+        return [(max(a, start), min(b, end)) for a, b in regions if b > start and a < end]
+
+    track = VoiceTrack(embed, find_speech=vad)
+    live = follow_recording(track, audio)
+    tracker = track.tracker
     assert [(a, b) for a, b, _ in live] == [(0.5, 2.0), (2.0, 3.5), (4.0, 5.5), (5.5, 7.0), (8.0, 9.5),
                                             (9.5, 11.0), (12.0, 13.5), (13.5, 15.0), (16.0, 17.5), (17.5, 19.0)]
     assert [tracker.speaker_of(a + 0.1, b - 0.1) for a, b in regions] == who
@@ -244,6 +251,13 @@ def ravdess_conversation() -> tuple[np.ndarray, list[tuple[float, float, int]]]:
     return np.concatenate(pieces), truth
 
 
+def tracked(audio: np.ndarray, encoder) -> SpeakerTracker:
+    """The speakers of a recording as the live voice track finds them (engine/voices.py, fed as the pipeline does)."""
+    track = VoiceTrack(encoder.embed)
+    follow_recording(track, audio)
+    return track.tracker
+
+
 def share_right(tracker: SpeakerTracker, regions, truth, mapping: dict[int, int]) -> float:
     """Share of the VAD speech inside the turns whose speaker, mapped to an actor, is the turn's actor."""
     right = total = 0.0
@@ -264,7 +278,7 @@ def share_right(tracker: SpeakerTracker, regions, truth, mapping: dict[int, int]
 def test_two_ravdess_actors_taking_turns_are_told_apart(encoder):
     audio, truth = ravdess_conversation()
     regions = vad(audio)
-    tracker, _ = track_speakers(audio, regions, encoder.embed)
+    tracker = tracked(audio, encoder)
     assert len(tracker.speakers) == 2
     # the speaker of each actor is the one that holds most of that actor's first turn
     first = {actor: tracker.speaker_of(a, b) for a, b, actor in reversed(truth)}
@@ -282,7 +296,7 @@ def test_two_ravdess_actors_taking_turns_are_told_apart(encoder):
 @pytest.mark.models
 def test_one_reader_stays_one_speaker(encoder):
     audio = decode(need_data("speech", "two_cities.flac"))
-    tracker, _ = track_speakers(audio, vad(audio), encoder.embed)
+    tracker = tracked(audio, encoder)
     assert len(tracker.speakers) == 1
     attributed = sum(s.seconds for s in tracker.segments if s.speaker == 0)
     assert attributed >= 0.8 * sum(s.seconds for s in tracker.segments)
@@ -311,7 +325,7 @@ def test_voice_embeddings_are_unit_vectors_of_any_speech_length(encoder):
 def test_a_two_person_dialogue_gets_two_speakers_taking_turns(encoder):
     """Beckett's Endgame, Nagg and Nell: two voices, whose turns alternate (9 turns after the first)."""
     audio = decode(need_data("speech", "endgame_nagg_nell.flac"))
-    tracker, _ = track_speakers(audio, vad(audio), encoder.embed)
+    tracker = tracked(audio, encoder)
     assert len(tracker.speakers) == 2
     turns = [s.speaker for s in tracker.segments if s.speaker is not None]
     changes = sum(a != b for a, b in zip(turns, turns[1:]))

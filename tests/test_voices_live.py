@@ -11,7 +11,7 @@ import pytest
 
 from engine import PipelineConfig
 from engine.analyze import analyze_file
-from engine.voices import VoiceTrack
+from engine.voices import VoiceTrack, follow_recording
 from media import SAMPLE_RATE
 from testkit.data import need_data
 from testkit.media import write_flac
@@ -30,12 +30,7 @@ def test_the_voice_track_follows_a_two_person_dialogue_step_by_step():
 
     audio = decode(need_data("speech", "endgame_nagg_nell.flac"))
     track = VoiceTrack(load_voice_encoder("cpu").embed)
-    end = len(audio) / SAMPLE_RATE
-    until = 0.0
-    while track.due(end, eof=True):
-        until = min(end, until + 1.0)
-        start = track.look_from(until)
-        track.step(audio[int(start * SAMPLE_RATE):int(until * SAMPLE_RATE)], start, until, final=until >= end)
+    follow_recording(track, audio)
     found = track.speakers()
     assert [s["speaker"] for s in found] == [0, 1] and all(s["seconds"] > 3 for s in found)
     turns = [s.speaker for s in track.tracker.segments if s.speaker is not None]
@@ -91,3 +86,32 @@ def test_a_step_never_looks_back_further_than_a_few_seconds_however_long_the_sil
         assert second - start <= 6.0
         track.step(silence[:int((second - start) * SAMPLE_RATE)], start, float(second))
     assert track.speakers() == [] and track.until == 120.0
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("clip", [("musicvideos", "Neutral", "70.mp4"), ("musicvideos", "Excited", "43.mp4"),
+                                  ("speech", "endgame_nagg_nell.flac")])
+def test_a_streams_vad_hears_what_the_whole_recording_does(clip):
+    """Fed a second at a time over overlapping buffers, as the voice track feeds it, the stream's VAD finds the
+    regions faster-whisper's VAD finds over the whole recording: a song stays (nearly) without speech. Restarted on
+    each few seconds instead, it hears speech in the music."""
+    from speech.speakers import VAD_MIN_SILENCE_S, VAD_THRESHOLD, streaming_speech
+    from speech.vad import detect_speech
+
+    audio = decode(need_data(*clip))
+    whole = detect_speech(audio, 0.0, VAD_MIN_SILENCE_S, VAD_THRESHOLD).regions
+    vad, found = streaming_speech(), []
+    end = int(len(audio) / SAMPLE_RATE)
+    for second in range(1, end + 1):  # each second: the regions of the last 5 s, which have settled but the last
+        start = max(0.0, second - 5.0)
+        regions = vad(audio[int(start * SAMPLE_RATE):second * SAMPLE_RATE], start)
+        found += [(round(a, 3), round(b, 3)) for a, b in regions if a > start + 0.05 and b < second - 1.0]
+    expected = [(a, b) for a, b in whole if b < end - 1.0 and a > 0.05 and b - a < 2.9]  # whole in one 5 s buffer
+    found = sorted(r for r in set(found) if r[1] - r[0] < 2.9)
+    assert len(found) == len(expected), (found, expected)
+    assert all(abs(a - x) < 0.05 and abs(b - y) < 0.05 for (a, b), (x, y) in zip(found, expected))
+    if clip[0] == "musicvideos":
+        restarted = sum(b - a for s in range(5, end) for a, b in detect_speech(
+            audio[(s - 5) * SAMPLE_RATE:s * SAMPLE_RATE], s - 5.0, VAD_MIN_SILENCE_S, VAD_THRESHOLD).regions
+            if a >= s - 1.0)
+        assert sum(b - a for a, b in whole) < 1.5 < restarted
