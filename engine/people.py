@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from engine.summary import OverallScores, rolling_json
-from media import SAMPLE_RATE
 from models.active_speaker import SpeakingFaces
 from models.base import MODALITIES, ModalityScore
 from models.fusion import FusedScore, RollingSentiment
@@ -337,7 +336,3 @@ def voice_audio(ring_read: Callable[[float, float], np.ndarray], segments: list[
         except OverflowError:  # the ring no longer holds it
             continue
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-
-
-def speech_seconds(audio: np.ndarray) -> float:
-    return len(audio) / SAMPLE_RATE

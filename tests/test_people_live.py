@@ -333,3 +333,20 @@ def test_a_voice_heard_alone_hands_its_windows_to_the_face_it_is_tied_to_and_eac
     no_voices = PeopleTrack(lambda scores: fuse(scores, "weighted"), 6.0, mouths=None)
     faces_only = no_voices.window_people(0.0, 4.0, [frame(1.0)], window, None, 4.0, {})
     assert faces_only[0]["modalities"]["audio"]["reason"] == "voices are not tracked (no audio, or --no-speakers)"
+
+
+def test_a_voice_with_too_little_speech_in_the_window_is_completed_with_its_speech_just_before():
+    from engine.people import PERSON_AUDIO_BEFORE_S, voice_audio
+    from media import SAMPLE_RATE
+
+    timeline = np.arange(60 * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE  # each sample holds its media time
+
+    def read(a: float, b: float) -> np.ndarray:
+        return timeline[int(round(a * SAMPLE_RATE)):int(round(b * SAMPLE_RATE))]
+
+    segments = [(10.0, 11.0, 0), (13.0, 13.8, 1), (14.5, 15.5, 0), (20.5, 21.2, 0)]
+    audio = voice_audio(read, segments, 0, 20.0, 24.0)  # 0.7 s in the window: its 1 s at 14.5 s comes first
+    assert len(audio) == int(1.7 * SAMPLE_RATE) and audio[0] == pytest.approx(14.5) and audio[-1] < 21.2
+    alone = voice_audio(read, segments, 1, 12.0, 16.0)
+    assert len(alone) == int(0.8 * SAMPLE_RATE), "another voice's speech is never taken"
+    assert voice_audio(read, segments, 0, 20.0 + PERSON_AUDIO_BEFORE_S + 6.0, 40.0).size == 0, "too long ago"
