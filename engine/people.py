@@ -224,6 +224,9 @@ class PeopleTrack:
         kept = sorted(self.people.values(), key=lambda p: (p.windows, p.last_seen or 0.0), reverse=True)
         keep = {p.id for p in kept[:PEOPLE_KEPT]} | recent
         self.people = {k: p for k, p in self.people.items() if k in keep}
+        faces = {p.person for p in self.people.values()}
+        self._thumbnails = {face: v for face, v in self._thumbnails.items() if face in faces}
+        self._sent_thumbnail = {face: v for face, v in self._sent_thumbnail.items() if face in faces}
 
     @staticmethod
     def _voice_part(modality: str, voice: int | None, heard: dict[int, float], only_voice: int | None,
@@ -280,9 +283,11 @@ class PeopleTrack:
         if alone is None:
             return
         state.overall.merge(alone.overall)
-        state.timeline.extend(alone.timeline)
+        mine = {point["t"] for point in state.timeline}
+        both = sorted([*state.timeline, *(p for p in alone.timeline if p["t"] not in mine)], key=lambda p: p["t"])
+        state.timeline = deque(both, maxlen=TIMELINE_KEPT)
         state.seconds += alone.seconds
-        state.windows += alone.windows
+        state.windows += sum(1 for p in alone.timeline if p["t"] not in mine)
         if alone.first_seen is not None:
             state.first_seen = min(alone.first_seen, state.first_seen if state.first_seen is not None else np.inf)
         if state.rolling.score is None:

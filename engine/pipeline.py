@@ -166,10 +166,10 @@ class StreamPipeline:
                                 detail=self._missing_tracks_detail()))
         if self.info.has_audio and self.engine.voice_embed is not None:
             self.voices = VoiceTrack(self.engine.voice_embed)
-            if self.info.has_video and self.engine.read_mouth is not None and (
-                    self.config.mouth_fps > self.config.sample_fps):
+            if self.info.has_video and self.engine.read_mouth is not None:
                 self.mouths = MouthTrack(self.engine.read_mouth)
-                self.frames.follow_mouths = True
+                # the frames between key frames, where the source samples faster (mouth_fps above sample_fps)
+                self.frames.follow_mouths = self.source.sample_fps > self.config.sample_fps
                 self.people = PeopleTrack(self.engine.scorers.fuse, self.config.half_life_s, self.mouths)
         if self.info.has_audio:
             try:
@@ -399,6 +399,9 @@ class StreamPipeline:
                     if getattr(analysis, "faces", None):
                         self.people.take_thumbnails(frame.t, frame.image, analysis.faces)
             between = frames.take_mouth_frames()
+            if self.realtime:  # live, a window does not wait for the mouths (a replay does: it repeats)
+                frames.done()
+                await self._notify()
             if self.mouths is not None and (batch or between):
                 keys = [(f.t, f.image, getattr(a, "faces", None) or []) for f, a in zip(batch, analyses)]
                 ordered = sorted([*keys, *((f.t, f.image, None) for f in between)], key=lambda item: item[0])

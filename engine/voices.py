@@ -34,6 +34,7 @@ class VoiceTrack:
         self.chunker = SpeechChunker()
         self.tracker = SpeakerTracker()
         self.until = 0.0  # audio up to here has been through the VAD and the chunker
+        self._settled = 0.0
         self.busy_s = 0.0
         self._lock = threading.Lock()  # the tracker changes in the voice thread while the loop asks it
 
@@ -66,6 +67,8 @@ class VoiceTrack:
                     added.append((a, b, self.tracker.add(a, b, vector)))
         with self._lock:
             self.tracker.forget_before(until - KEEP_S)
+            # published once this step's stretches are in the tracker: before, they would read as silence
+            self._settled = max(self._settled, min(self.chunker.settled_until, until))
         self.until = max(self.until, until)
         self.busy_s += time.perf_counter() - started
         return added
@@ -87,8 +90,9 @@ class VoiceTrack:
 
     @property
     def settled_until(self) -> float:
-        """Speech before this media time has been cut into stretches: a later step adds none before it."""
-        return min(self.chunker.settled_until, self.until)
+        """Speech before this media time has been cut into stretches and tracked: a later step adds none before it."""
+        with self._lock:
+            return self._settled
 
     def speakers(self) -> list[dict]:
         """Every speaker found so far, in order of appearance: {speaker, seconds} of the speech that built its voice."""

@@ -292,6 +292,11 @@ class SpeakingFaces:
                 del self._series[face]
         self._speech = [(a, b) for a, b in self._speech if b >= horizon]
         self._counted_segments = {k for k in self._counted_segments if k[1] >= horizon - 60.0}
+        # a face gone from view for history_s takes its evidence along: a voice may then be tied to the face it has
+        # now (the same person back under a new id), and memory stays bounded by the faces in view
+        for face in list(self._observations):
+            if face not in self._series:
+                del self._observations[face]
 
     # -- binding -----------------------------------------------------------------------------------------------
 

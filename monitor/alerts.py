@@ -173,6 +173,7 @@ class _Episode:
         self.since: float | None = None  # t_start of the first window of the current run
         self.raised = False
         self.who = ""  # a person-scoped episode's person in words (as last seen), for its alerts' detail
+        self.last_end: float | None = None  # t_end of the last window the person was in (person-scoped only)
 
 
 class AlertMonitor:
@@ -220,18 +221,24 @@ class AlertMonitor:
     def _follow_people(self, rule: AlertRule, window: WindowMessage) -> None:
         """A person-scoped rule: each person of the window on their own episode; those not in it keep theirs."""
         episodes = self._people.setdefault((window.stream, rule.name), OrderedDict())
+        self._hand_over(rule, window, episodes)
         seen: set[str] = set()
         for person in window.people or []:
             pid = person.get("id")
             if not isinstance(pid, str) or pid in seen:
                 continue
             seen.add(pid)
-            value = person_signal_of(person, rule.signal)
-            if value is None:  # missing for them in this window: changes nothing
-                continue
             episode = episodes.get(pid)
+            if episode is not None:
+                if not episode.raised and episode.last_end is not None and window.t_start > episode.last_end + 1e-6:
+                    episode.since = None  # away for a window or more: their run starts again when they are back
+                episode.last_end = window.t_end
+            value = person_signal_of(person, rule.signal)
+            if value is None:  # missing for them in this window: changes nothing more
+                continue
             if episode is None:
                 episode = episodes[pid] = _Episode()
+                episode.last_end = window.t_end
             episodes.move_to_end(pid)
             episode.who = person_name(person)
             self._step(rule, window, episode, value, person=pid)
@@ -239,6 +246,23 @@ class AlertMonitor:
                 del episodes[pid]
         while len(episodes) > MAX_PERSON_EPISODES:
             self._forget_one(rule, window, episodes)
+
+    def _hand_over(self, rule: AlertRule, window: WindowMessage, episodes: OrderedDict[str, _Episode]) -> None:
+        """A voice heard alone (`voice-K`) now tied to a face (`person-N` with speaker K): its episode becomes the
+        face's person's, or, where that person has one already, a raised one is cleared (it is theirs now)."""
+        for person in window.people or []:
+            pid, speaker = person.get("id"), person.get("speaker")
+            if not isinstance(pid, str) or not pid.startswith("person-") or not isinstance(speaker, int):
+                continue
+            alone = episodes.pop(f"voice-{speaker}", None)
+            if alone is None:
+                continue
+            if pid not in episodes:
+                episodes[pid] = alone
+            elif alone.raised:
+                assert alone.since is not None  # a raised episode has its start
+                self._emit(window.stream, rule, "cleared", None, alone.since, window.t_end,
+                           f"{alone.who}: now {person_name(person)}", person=f"voice-{speaker}")
 
     def _forget_one(self, rule: AlertRule, window: WindowMessage, episodes: OrderedDict[str, _Episode]) -> None:
         """Over the bound: the least recently seen person not raised is forgotten, else the least recently seen one

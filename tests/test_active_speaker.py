@@ -267,3 +267,18 @@ def test_the_mouth_of_a_real_talking_head_moves_while_its_voice_speaks():
     threshold = moving_threshold(RATE)
     assert while_speaking.mean_step > 1.5 * threshold  # talking_probability > 0.84
     assert while_listening.mean_step < threshold / 1.5  # talking_probability < 0.16
+
+
+def test_a_face_gone_from_view_takes_its_evidence_along_and_the_voice_is_tied_to_the_face_it_has_now():
+    """Anna talks as face "before", leaves the view for longer than history_s, and comes back as a new face "after"
+    (a new track id): her voice is tied to the face that talks with it now, and the old face's evidence is gone."""
+    turns, end = alternating(["anna", "ben"], rounds=4)
+    away = (turns[3][1], turns[3][1] + 40.0)  # after her second turn, 40 s without her face nor voices
+    later = [(a + 40.0, b + 40.0, v) for a, b, v in turns[4:]]
+    first = conversation(turns[:4], {"before": "anna", "ben's": "ben"}, away[0])
+    second = conversation(later, {"after": "anna", "ben's": "ben"}, end + 40.0)
+    series = {"before": first["before"], "ben's": first["ben's"] + [s for s in second["ben's"] if s[0] >= away[1]],
+              "after": [s for s in second["after"] if s[0] >= away[1]]}
+    faces, _ = run(series, turns[:4] + later, end + 40.0)
+    assert faces.binding() == {"anna": "after", "ben": "ben's"}
+    assert "before" not in faces.evidence().get("anna", {})

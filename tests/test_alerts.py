@@ -336,3 +336,16 @@ async def test_watch_prints_alerts_between_the_windows(tmp_path):
     assert any(line.startswith("✓ alert rolling<0.32 for 6s cleared at 14.0 s") for line in lines[raised:])
     code, out, err = await run_vidsent("watch", str(VIDEOS / CLIP), "--fast", "--alert", "mood<0.3")
     assert code == 2 and "signal is one of" in err and "Traceback" not in err
+
+
+async def test_a_voice_tied_to_a_face_hands_its_episode_over_and_an_absence_breaks_a_run():
+    rule = AlertRule.parse("person rolling<0.3 for 4s")
+    # voice 1 alone and low: raised; then the mouths tie it to face 3: the same episode goes on as person-3's
+    tied = someone("person-3", 0.1, speaker=1)
+    alerts = await run_windows([rule], [[someone("voice-1", 0.1)], [someone("voice-1", 0.1)], [tied], [tied]],
+                               end=10.0)
+    assert [(a.person, a.state) for a in alerts] == [("voice-1", "raised"), ("person-3", "cleared")]
+    assert alerts[-1].detail.startswith("person 3 · voice 2") and alerts[-1].t_start == 0.0
+    # a run is not carried over an absence of two windows or more: low, away, away, low, low is no 4 s run yet
+    low = someone("person-1", 0.1)
+    assert await run_windows([AlertRule.parse("person rolling<0.3 for 6s")], [[low], None, [], [low]]) == []

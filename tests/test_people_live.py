@@ -162,6 +162,18 @@ def test_a_video_without_sound_has_faces_and_says_why_they_have_no_voice(engine_
 
 
 @pytest.mark.models
+def test_without_frames_between_key_frames_the_mouths_are_read_on_the_key_frames(engine_with_voices):
+    """--mouth-fps 0: the source samples at the visual scorer's rate, and the mouths of its frames are still read."""
+    pipeline, windows, _ = replay(engine_with_voices, need_data("videos", "vna_original_2.mp4"),
+                                 PipelineConfig(mouth_fps=0.0))
+    assert pipeline.source.sample_fps == PipelineConfig().sample_fps and not pipeline.frames.follow_mouths
+    assert pipeline.mouths is not None
+    key_faces = sum(len(a.faces) for a in pipeline.frames.results.between(0.0, float("inf")))
+    assert pipeline.mouths.reads == key_faces > 0
+    assert any(p["speaking"] is not None for w in windows for p in w.people)
+
+
+@pytest.mark.models
 def test_a_face_that_leaves_and_comes_back_is_the_same_person_and_missing_while_away(engine_with_voices, tmp_path):
     """A talking head whose picture goes black for 5 s while its voice goes on, then comes back in its place."""
     import subprocess
