@@ -195,12 +195,10 @@ class _Face:
 
 
 def section_turns(rates: tuple[float, ...], rounds: int) -> list[dict]:
-    from testkit.talking_heads import decode_audio, load_panel_clip, make_conversation, speech_regions
+    from testkit.talking_heads import decode_audio, speech_regions, talkers_and_listener
 
-    clips = [load_panel_clip(VIDEOS / "vna_original_2.mp4"), load_panel_clip(VIDEOS / "vna_test.mp4")]
-    listener = load_panel_clip(VIDEOS / "pyfeat_WolfgangLanger_Pexels.mp4")
     off_screen = {"off-screen": decode_audio(DATA / "speech" / "beckett.flac")}
-    conv = make_conversation(clips, listener, off_screen, rounds=rounds)
+    conv = talkers_and_listener(VIDEOS, rounds, off_screen)
     regions = speech_regions(conv.audio)
     segments = []
     for a, b in regions:  # ground-truth voice ids: the turn each VAD region overlaps most
@@ -208,7 +206,7 @@ def section_turns(rates: tuple[float, ...], rounds: int) -> list[dict]:
         overlap, voice = max(overlaps)
         if overlap > 0:
             segments.append((a, b, voice))
-    speakers = {c.name: c.name for c in clips}  # voice → its panel
+    speakers = {c.name: c.name for c in conv.speakers}  # voice → its panel
     detector, reader = FaceDetector("full"), mouth_reader()
     rows = []
     for rate in rates:

@@ -127,11 +127,9 @@ def print_dialogue(rows: list[dict]) -> None:
 
 # ---------------------------------------------------------------------------------------------------------- faces
 def conversation(rounds: int):
-    from testkit.talking_heads import load_panel_clip, make_conversation, write_conversation
+    from testkit.talking_heads import talkers_and_listener, write_conversation
 
-    videos = DATA / "videos"
-    clips = [load_panel_clip(videos / "vna_original_2.mp4"), load_panel_clip(videos / "vna_test.mp4")]
-    conv = make_conversation(clips, load_panel_clip(videos / "pyfeat_WolfgangLanger_Pexels.mp4"), rounds=rounds)
+    conv = talkers_and_listener(DATA / "videos", rounds=rounds)
     path = CACHE / f"conversation-{rounds}.mp4"
     if not path.exists():
         progress(f"making {path.name} ({conv.duration:.0f} s)")
@@ -145,7 +143,7 @@ def section_faces(engine: Engine) -> dict:
     pipeline, windows, _, cpu = asyncio.run(replay(engine, path))
     wall = time.monotonic() - started
     assert pipeline.voices is not None and pipeline.mouths is not None and pipeline.people.speaking is not None
-    panel_of = face_panels(pipeline.frames.results.between(0.0, float("inf")), conv.panels())
+    panel_of = face_panels(pipeline.frames.results.between(0.0, float("inf")), conv)
     segments = pipeline.voices.segments_in(0.0, float("inf"))
     voice_of = voice_truth(segments, [(t.t0, t.t1, t.voice) for t in conv.turns])
     talkers = [c.name for c in conv.speakers]

@@ -51,11 +51,6 @@ PEOPLE_KEPT = 50  # people whose verdicts are kept for the end (the most present
 Box = tuple[float, float, float, float]
 
 
-def _box(box: Sequence[float]) -> Box:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return x0, y0, x1, y1
-
-
 def person_id(person: int | None, speaker: int | None) -> str:
     """A person's id in the protocol: their face track's, or their voice's where they have no face."""
     return f"person-{person}" if person is not None else f"voice-{speaker}"
@@ -88,7 +83,7 @@ class MouthTrack:
         for t, image, faces in frames:
             if faces is not None:
                 tracked = largest_faces([f for f in faces if f.person is not None], MAX_MOUTHS)
-                self.followed = {f.person: _box(f.box) for f in tracked}
+                self.followed = {f.person: f.box for f in tracked}  # models.faces.Face.box: x0, y0, x1, y1
             for person, box in list(self.followed.items()):
                 reading = self.read_mouth(image, box)
                 self.reads += 1

@@ -23,16 +23,15 @@ def voice_truth(segments: Iterable[tuple[float, float, int]],
     return {voice: max(by, key=lambda k: by[k]) for voice, by in overlap.items()}
 
 
-def face_panels(analyses: Iterable[Any], panels: Sequence[str]) -> dict[int, str]:
-    """Each tracked face → the panel (side by side, left to right) its box centre lies in most often."""
+def face_panels(analyses: Iterable[Any], conversation: Any) -> dict[int, str]:
+    """Each tracked face → the panel of the made conversation (testkit.talking_heads.Conversation.panel_of) its box
+    lies in most often."""
     votes: dict[int, dict[str, int]] = {}
     for analysis in analyses:
-        width = analysis.image_size[1]
         for face in analysis.faces:
             if face.person is None:
                 continue
-            centre = (face.box[0] + face.box[2]) / 2
-            panel = panels[min(int(centre / width * len(panels)), len(panels) - 1)]
+            panel = conversation.panel_of(face.box, analysis.image_size[1])
             votes.setdefault(face.person, {}).setdefault(panel, 0)
             votes[face.person][panel] += 1
     return {person: max(v, key=lambda k: v[k]) for person, v in votes.items()}

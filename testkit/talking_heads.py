@@ -272,3 +272,15 @@ def write_conversation(conv: Conversation, path: Path, fps: float = 25.0) -> Pat
             container.mux(sound.encode(chunk))
         container.mux(sound.encode())
     return path
+
+
+TALKERS = ("vna_original_2.mp4", "vna_test.mp4")  # two real talking heads, side by side
+LISTENER = "pyfeat_WolfgangLanger_Pexels.mp4"  # a real face that never speaks, right of them
+
+
+def talkers_and_listener(videos: Path, rounds: int = 2, off_screen: dict[str, np.ndarray] | None = None
+                         ) -> Conversation:
+    """The made conversation the speaker tests and benchmarks share: TALKERS taking turns with their own voices and
+    LISTENER beside them (the clips from the folder `videos`), and any off-screen voices."""
+    return make_conversation([load_panel_clip(videos / name) for name in TALKERS],
+                             load_panel_clip(videos / LISTENER), off_screen, rounds=rounds)

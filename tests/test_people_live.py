@@ -21,9 +21,6 @@ from stream.sources import FileSource
 from testkit.data import need_data
 from testkit.people import face_panels, share, sides_right, voice_truth
 
-VIDEOS = ("vna_original_2.mp4", "vna_test.mp4")
-LISTENER = "pyfeat_WolfgangLanger_Pexels.mp4"
-
 
 def replay(engine, path: Path, config: PipelineConfig | None = None) -> tuple[StreamPipeline, list, EndMessage]:
     messages: list = []
@@ -41,10 +38,11 @@ def replay(engine, path: Path, config: PipelineConfig | None = None) -> tuple[St
 def talking_heads(tmp_path_factory):
     """Two real talking heads side by side taking turns with their own voices (twice through their speech), and
     right of them a real face that never speaks: the video, and its conversation (turns, panels)."""
-    from testkit.talking_heads import load_panel_clip, make_conversation, write_conversation
+    from testkit.talking_heads import LISTENER, TALKERS, talkers_and_listener, write_conversation
 
-    clips = [load_panel_clip(need_data("videos", name)) for name in VIDEOS]
-    conversation = make_conversation(clips, load_panel_clip(need_data("videos", LISTENER)), rounds=2)
+    for name in (*TALKERS, LISTENER):
+        need_data("videos", name)
+    conversation = talkers_and_listener(need_data("videos", LISTENER).parent, rounds=2)
     # 16 fps: the 8 fps the mouths are read at is every other frame, and the video is made in 2/3 of the time
     path = write_conversation(conversation, tmp_path_factory.mktemp("people") / "conversation.mp4", fps=16.0)
     return path, conversation
@@ -60,13 +58,13 @@ def talking_heads_replayed(engine_with_voices, talking_heads):
 @pytest.mark.models
 def test_each_voice_is_tied_to_the_face_whose_mouth_moves_with_it(talking_heads_replayed):
     pipeline, windows, end, conversation = talking_heads_replayed
-    panel_of = face_panels(pipeline.frames.results.between(0.0, float("inf")), conversation.panels())
+    panel_of = face_panels(pipeline.frames.results.between(0.0, float("inf")), conversation)
     assert sorted(panel_of.values()) == sorted(conversation.panels()), "three faces, one per panel"
     truth = [(turn.t0, turn.t1, turn.voice) for turn in conversation.turns]
     speaker_of = voice_truth(pipeline.voices.segments_in(0.0, float("inf")), truth)
     bound = pipeline.people.binding()
     # each talker's main voice is tied to their own face; no voice to the listener, no voice to a wrong face
-    for name in (Path(video).stem for video in VIDEOS):
+    for name in (c.name for c in conversation.speakers):
         main = max((v for v, who in speaker_of.items() if who == name),
                    key=lambda v: sum(b - a for a, b, k in pipeline.voices.segments_in(0, 1e9) if k == v))
         assert panel_of[bound[main]] == name, f"{name}'s voice {main} is tied to {panel_of.get(bound.get(main))}"
