@@ -83,6 +83,7 @@ class StreamPipeline:
         self.emit = emit
         self.info: SourceInfo | None = None
         self.realtime = source.realtime
+        self._source_fps = source.sample_fps  # the rate it samples at where no mouths are read
         source.sample_fps = max(source.sample_fps, engine.source_fps(self.config))
         cfg = self.config
         self.ring = AudioRing(capacity_s=max(60.0, 4 * cfg.window_s))
@@ -171,6 +172,8 @@ class StreamPipeline:
                 # the frames between key frames, where the source samples faster (mouth_fps above sample_fps)
                 self.frames.follow_mouths = self.source.sample_fps > self.config.sample_fps
                 self.people = PeopleTrack(self.engine.scorers.fuse, self.config.half_life_s, self.mouths)
+        if self.mouths is None:  # no sound, or no voices followed: the frames between key frames would go unread
+            self.source.sample_fps = max(self._source_fps, self.config.sample_fps)
         if self.info.has_audio:
             try:
                 self.speech.asr = await self._open_asr()

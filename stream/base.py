@@ -40,6 +40,14 @@ class SourceEvent:
     detail: str
 
 
+class FrameRate:
+    """Frames sampled a second of media, shared by a source and the samplers of its tracks: a rate changed while the
+    source plays (MediaSource.sample_fps) holds from the next frame on."""
+
+    def __init__(self, fps: float):
+        self.fps = float(fps)
+
+
 class MediaSource:
     """Base: `await open()` → SourceInfo, then `async for item in source` (AudioChunk | VideoFrame | SourceEvent)."""
 
@@ -48,9 +56,25 @@ class MediaSource:
     end_reason = "eof"  # why the items ended when they end without an error ("stopped": the peer hung up)
     dropped_frames = 0  # sampled frames the source itself dropped because the pipeline did not take them
     path: Path | None = None  # the file a source replays (its audio can then be transcribed whole), else None
-    # frames sampled a second of media; read when the source opens, so the pipeline may raise it before (to read
-    # mouths between the visual scorer's frames: engine.Engine.source_fps)
-    sample_fps = 2.0
+
+    @property
+    def frame_rate(self) -> FrameRate:
+        """The rate its video is sampled at, which its samplers share (stream.decoding.FrameSampler)."""
+        rate = self.__dict__.get("_frame_rate")
+        if rate is None:
+            rate = self.__dict__["_frame_rate"] = FrameRate(2.0)
+        return rate
+
+    @property
+    def sample_fps(self) -> float:
+        """Frames sampled a second of media (2 unless set): the pipeline raises it before the source opens where
+        mouths may be read between the visual scorer's frames (engine.Engine.source_fps), and lowers it again once
+        opened when they will not be; a change holds from the next frame."""
+        return self.frame_rate.fps
+
+    @sample_fps.setter
+    def sample_fps(self, fps: float) -> None:
+        self.frame_rate.fps = float(fps)
 
     async def open(self) -> SourceInfo:
         raise NotImplementedError

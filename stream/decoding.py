@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from media import SAMPLE_RATE, AudioChunk, VideoFrame
-from stream.base import SourceError, SourceInfo
+from stream.base import FrameRate, SourceError, SourceInfo
 
 # Frames are scaled down so their longer side is at most this many pixels: enough for face detection and the
 # scene model, and it keeps the frame buffers small.
@@ -155,20 +155,22 @@ class AudioConverter:
 
 
 class FrameSampler:
-    """Decoded video frames → RGB VideoFrames at `sample_fps` of media time, scaled to at most MAX_FRAME_SIDE.
+    """Decoded video frames → RGB VideoFrames at `rate` frames a second of media time, scaled to at most
+    MAX_FRAME_SIDE.
 
     The scaled size follows the source's size, which a live source may change mid-stream (browsers adapt their
     resolution to bandwidth and CPU)."""
 
-    def __init__(self, sample_fps: float):
-        self.sample_period = 1.0 / sample_fps
+    def __init__(self, rate: float | FrameRate):
+        self.rate = rate if isinstance(rate, FrameRate) else FrameRate(rate)
         self._next_t = 0.0
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
 
     def sample(self, frame: av.VideoFrame, t: float) -> VideoFrame | None:
         if t + 1e-6 < self._next_t:
             return None
-        self._next_t = max(self._next_t + self.sample_period, t + self.sample_period / 2)
+        period = 1.0 / self.rate.fps
+        self._next_t = max(self._next_t + period, t + period / 2)
         source_size = (frame.width, frame.height)
         if source_size not in self._sizes:
             self._sizes[source_size] = _frame_size(*source_size)
@@ -207,7 +209,7 @@ class Decoder:
     decoder drops its streams and its items generator, and that generator refers to the decoder weakly.
     """
 
-    def __init__(self, container: av.container.InputContainer, sample_fps: float, time_offset: float = 0.0):
+    def __init__(self, container: av.container.InputContainer, sample_fps: float | FrameRate, time_offset: float = 0.0):
         self.container = container
         self.audio_stream = container.streams.audio[0] if container.streams.audio else None
         self.video_stream = container.streams.video[0] if container.streams.video else None

@@ -82,7 +82,7 @@ class RtspSource(MediaSource):
             reason = relay.upstream_failure() or getattr(exc, "strerror", None) or type(exc).__name__
             raise SourceError("unreachable", f"cannot open {redact_url(self.url)}: {reason}") from exc
         try:
-            return Decoder(container, self.sample_fps, time_offset=time_offset)
+            return Decoder(container, self.frame_rate, time_offset=time_offset)
         except SourceError:
             container.close()
             raise

@@ -86,7 +86,7 @@ class FileSource(MediaSource):
             container.close()
             raise SourceError("not_media", f"{name} is a text file, not audio or video")
         try:
-            return Decoder(container, self.sample_fps, time_offset=time_offset)
+            return Decoder(container, self.frame_rate, time_offset=time_offset)
         except SourceError:
             container.close()
             raise

@@ -309,7 +309,7 @@ class WebRTCSource(MediaSource):
     async def _read(self, track: MediaStreamTrack) -> None:
         clock: _TrackClock | None = None
         audio = AudioConverter(resync_s=AUDIO_RESYNC_S) if track.kind == "audio" else None
-        frames = FrameSampler(self.sample_fps) if track.kind == "video" else None
+        frames = FrameSampler(self.frame_rate) if track.kind == "video" else None
         try:
             while True:
                 # an audio track's av.AudioFrame or a video track's av.VideoFrame: aiortc types recv() for any track

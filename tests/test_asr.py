@@ -79,12 +79,14 @@ def repeated_ngrams(words: list[str], n: int) -> Counter:
 
 
 def test_two_cities_streamed_is_accurate_ordered_and_never_repeats(whisper):
+    """At the live step (0.75 s of new audio a pass, fed a tenth of a second at a time): the words are right (WER
+    <= 3 %: test_live_passes_keep_the_last_committed_seconds_as_context says why it is that low), in order, once."""
     audio = decode(SPEECH / "two_cities.flac")
-    asr = IncrementalASR(whisper, step_s=1.0)
-    updates = stream(asr, audio)
+    asr = IncrementalASR(whisper, step_s=0.75)
+    updates = stream(asr, audio, chunk_s=0.1)
     words = committed(updates)
 
-    assert word_error_rate(TWO_CITIES, text(words)) <= 0.10, text(words)
+    assert word_error_rate(TWO_CITIES, text(words)) <= 0.03, text(words)
     for a, b in zip(words, words[1:]):
         assert a.start < b.start and a.end <= b.start, (a, b)
     assert all(0.0 <= w.start < w.end <= len(audio) / SAMPLE_RATE + 0.01 for w in words)
@@ -112,12 +114,7 @@ def test_passes_closer_than_the_agreement_distance_settle_words_on_an_older_pass
     # words committed since are taken off the earlier passes that heard them alike; the others are forgotten
     asr._forget_committed(heard(" it"))
     assert [text(p) for _, p in asr._earlier] == ["was"]
-
-    audio = decode(SPEECH / "two_cities.flac")
-    words = committed(stream(asr, audio, chunk_s=0.25))
-    assert word_error_rate(TWO_CITIES, text(words)) <= 0.10, text(words)
-    for a, b in zip(words, words[1:]):
-        assert a.start < b.start and a.end <= b.start, (a, b)
+    # the live step over a whole clip: test_two_cities_streamed_is_accurate_ordered_and_never_repeats
 
 
 def test_live_passes_keep_the_last_committed_seconds_as_context(whisper):
@@ -137,9 +134,7 @@ def test_live_passes_keep_the_last_committed_seconds_as_context(whisper):
         starts[step] = asr._buffer_t0
     assert starts[0.75] == pytest.approx(5.9 - 3.0, abs=0.01)  # live: 3 s of context kept
     assert starts[5.0] > 5.5  # a replay's 5 s passes hold enough speech of their own: cut at the committed end
-
-    words = committed(stream(IncrementalASR(whisper, step_s=0.75), decode(SPEECH / "two_cities.flac"), 0.1))
-    assert word_error_rate(TWO_CITIES, text(words)) <= 0.03, text(words)
+    # the whole clip at the live step, heard right (WER <= 3 %): test_two_cities_streamed_is_accurate_ordered_and_...
 
 
 def test_beckett_gives_the_exact_words(whisper):

@@ -182,7 +182,7 @@ def test_speech_without_a_head_is_missing(embedder: AudioEmbedder) -> None:
 
 
 def test_valence_is_learnable_across_speakers(embedder: AudioEmbedder) -> None:
-    """A logistic regression on ~100 clips of actors 1-18 tells happy/calm from angry/sad/fearful/disgust in
+    """A logistic regression on 70 clips of actors 1-18 tells happy/calm from angry/sad/fearful/disgust in
     actors 19-24 (unseen speakers) far above chance, and the scorer carries that through."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -192,8 +192,8 @@ def test_valence_is_learnable_across_speakers(embedder: AudioEmbedder) -> None:
     rng = np.random.default_rng(0)
     train = [r for r in rows if int(r["actor"]) <= 18]
     test = [r for r in rows if int(r["actor"]) >= 19]
-    train = [train[i] for i in rng.choice(len(train), 100, replace=False)]
-    test = [test[i] for i in rng.choice(len(test), 40, replace=False)]
+    train = [train[i] for i in rng.choice(len(train), 70, replace=False)]
+    test = [test[i] for i in rng.choice(len(test), 30, replace=False)]
 
     def label(r: dict[str, str]) -> int:
         return int(r["emotion"] in POSITIVE)

@@ -248,11 +248,13 @@ def test_observe_never_blocks_when_the_writer_is_stuck(tmp_path):
     message = WindowMessage("cam", 0, 0.0, 4.0, {}, {"score": None}, {"score": None}, "")
     history.observe(message)
     assert entered.wait(5)  # the writer holds the first message: the queue fills from here
-    started = time.perf_counter()
-    for _ in range(1000):
-        history.observe(message)
-    took = time.perf_counter() - started
-    assert took < 0.5 and history.dropped == 1000 - 50
+    # observe on a thread of its own: were a full queue to block it, it would wait for the writer, which waits for
+    # `stuck`, and the thread would still be running after the guard (a hang guard, not a timing)
+    observing = threading.Thread(target=lambda: [history.observe(message) for _ in range(1000)], daemon=True)
+    observing.start()
+    observing.join(60)
+    assert not observing.is_alive(), "observe blocked on a full queue"
+    assert history.dropped == 1000 - 50
     stuck.set()
     history.close()
     with HistoryReader(tmp_path / "history.sqlite3") as reader:

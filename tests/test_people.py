@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -102,17 +101,14 @@ def test_a_change_of_resolution_keeps_the_people():
     assert tracker.update(0.5, [half], (FRAME[0] // 2, FRAME[1] // 2)) == [1]
 
 
-def test_tracker_cost_per_frame_is_negligible():
+def test_five_slowly_moving_faces_stay_five_people():
     tracker = FaceTracker()
     rng = np.random.default_rng(0)
     centres = rng.uniform(100, 500, size=(5, 2))
-    started = time.perf_counter()
     for i in range(200):
         centres += rng.normal(0, 5, size=centres.shape)
         tracker.update(i / 2, [square(x, y, 60) for x, y in centres], FRAME)
-    per_frame = (time.perf_counter() - started) / 200
     assert tracker.next_person == 6, "five slowly moving faces are five people"
-    assert per_frame < 2e-3, f"{per_frame * 1e3:.2f} ms per frame of five faces"
 
 
 def test_people_tracker_is_bounded_and_skips_frames_without_faces():
@@ -260,3 +256,23 @@ def test_group_photo_gives_one_stable_id_per_face(engine, tmp_path):
     assert len(result["people"]) == found
     assert all(p["frames"] == 6 for p in result["people"]), result["people"]
     assert all(len(d["people"]) == found for d in visual_details(result))
+
+
+async def test_a_source_sampling_for_mouths_slows_to_the_scorers_rate_when_told_while_it_plays():
+    """The pipeline raises a source's rate before it opens (mouths may be read) and lowers it once open when no
+    mouths will be: the change holds from the next frame, whatever the source has already opened."""
+    from media import VideoFrame
+    from stream.sources import FileSource
+
+    source = FileSource(need_data("videos", "vna_original_2.mp4"), realtime=False, sample_fps=8.0)
+    await source.open()
+    times = []
+    async for item in source:
+        if isinstance(item, VideoFrame):
+            times.append(item.t)
+            if item.t >= 4.0 and source.sample_fps == 8.0:
+                source.sample_fps = 2.0
+    before = [t for t in times if t < 4.0]
+    after = [t for t in times if t > 4.5]
+    assert len(before) == pytest.approx(4.0 * 8, abs=2)
+    assert len(after) == pytest.approx((times[-1] - 4.5) * 2, abs=2) and min(np.diff(after)) >= 0.45

@@ -15,6 +15,7 @@ import pytest
 from engine import PipelineConfig
 from engine.people import MAX_MOUTHS, MouthTrack
 from engine.pipeline import StreamPipeline
+from media import VideoFrame
 from models.visual import MAX_FACES, largest_faces
 from protocol import EndMessage, WindowMessage
 from stream.sources import FileSource
@@ -22,11 +23,22 @@ from testkit.data import need_data
 from testkit.people import face_panels, share, sides_right, voice_truth
 
 
+class CountingSource(FileSource):
+    """A file replayed as fast as possible that counts the frames it samples."""
+
+    frames = 0
+
+    async def __aiter__(self):
+        async for item in super().__aiter__():
+            self.frames += isinstance(item, VideoFrame)
+            yield item
+
+
 def replay(engine, path: Path, config: PipelineConfig | None = None) -> tuple[StreamPipeline, list, EndMessage]:
     messages: list = []
 
     async def run():
-        pipeline = StreamPipeline("people", FileSource(path, realtime=False), engine, config or PipelineConfig(),
+        pipeline = StreamPipeline("people", CountingSource(path, realtime=False), engine, config or PipelineConfig(),
                                   emit=messages.append)
         return pipeline, await pipeline.run()
 
@@ -151,6 +163,8 @@ def test_a_video_without_sound_has_faces_and_says_why_they_have_no_voice(engine_
     path = remux_without_audio(need_data("videos", "vna_original_2.mp4"), tmp_path / "silent.mp4")
     pipeline, windows, end = replay(engine_with_voices, path)
     assert pipeline.voices is None and pipeline.mouths is None
+    # no voices, so no mouths to read: the source samples at the visual scorer's rate, not the mouths'
+    assert pipeline.source.frames <= end.summary["duration"] * PipelineConfig().sample_fps + 2
     people = [p for w in windows for p in w.people]
     assert people and {p["id"] for p in people} == {"person-1"}
     assert all(p["speaker"] is None and p["modalities"]["visual"]["available"] for p in people)

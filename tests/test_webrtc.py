@@ -113,7 +113,8 @@ async def data_channel_offer() -> str:
 
 async def test_bad_offers_get_clear_errors_and_leave_no_peer_connection(engine):
     need_data("videos", "vna_mosi_2.6.mp4")
-    async with RunningServer(webrtc_hub(engine)) as server:
+    # the offer nobody completes below waits out the connection timeout: 4 s here, 15 s by default
+    async with RunningServer(webrtc_hub(engine, connect_timeout_s=4.0)) as server:
         async with connect(server.url) as ws:
             await ws.recv()
             for sdp in ("garbage", "v=0\r\nthis is not sdp\r\n", await data_channel_offer()):
