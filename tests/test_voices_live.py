@@ -38,6 +38,30 @@ def test_the_voice_track_follows_a_two_person_dialogue_step_by_step():
 
 
 @pytest.mark.models
+def test_speakers_of_other_languages_are_one_voice_each_and_told_apart():
+    """The voice encoder does not depend on the language: a German, a Spanish, a French and a Mandarin reader
+    (tests/data/speech) are one voice each, and one after the other four voices, each stretch its reader's."""
+    from pathlib import Path
+
+    from models.voices import load_voice_encoder
+
+    embed = load_voice_encoder("cpu").embed
+    clips = [decode(path) for path in sorted((Path(__file__).parent / "data" / "speech").glob("*.flac"))]
+    assert len(clips) == 4
+    for audio in clips:
+        track = VoiceTrack(embed)
+        follow_recording(track, audio)
+        assert [s["speaker"] for s in track.speakers()] == [0]
+    track = VoiceTrack(embed)
+    follow_recording(track, np.concatenate(clips))
+    assert [s["speaker"] for s in track.speakers()] == [0, 1, 2, 3]
+    bounds = np.cumsum([0.0] + [len(audio) / SAMPLE_RATE for audio in clips])
+    for reader, (t0, t1) in enumerate(zip(bounds, bounds[1:])):
+        heard = {k for a, b, k in track.segments_in(t0, t1) if min(b, t1) - max(a, t0) > 0.5 * (b - a)}
+        assert heard == {reader}, (reader, track.segments_in(t0, t1))
+
+
+@pytest.mark.models
 def test_a_replayed_dialogue_gives_words_windows_and_summary_their_speakers(engine_with_voices, tmp_path):
     engine = engine_with_voices
     audio = decode(need_data("speech", "endgame_nagg_nell.flac"))
