@@ -209,7 +209,7 @@ class Decoder:
     decoder drops its streams and its items generator, and that generator refers to the decoder weakly.
     """
 
-    def __init__(self, container: av.container.InputContainer, sample_fps: float | FrameRate, time_offset: float = 0.0):
+    def __init__(self, container: av.container.InputContainer, rate: float | FrameRate, time_offset: float = 0.0):
         self.container = container
         self.audio_stream = container.streams.audio[0] if container.streams.audio else None
         self.video_stream = container.streams.video[0] if container.streams.video else None
@@ -221,7 +221,7 @@ class Decoder:
         self.time_offset = time_offset
         self._origin: float | None = None
         self._audio: AudioConverter | None = AudioConverter(resync_s=FILE_AUDIO_RESYNC_S)
-        self._frames = FrameSampler(sample_fps)
+        self._frames = FrameSampler(rate)
         # a generator of a bound method would hold the decoder in a reference cycle with it
         self._items: Generator[AudioChunk | VideoFrame, None, None] | None = Decoder._iterate(weakref.proxy(self))
         self.last_t = time_offset
