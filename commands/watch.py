@@ -12,7 +12,7 @@ from typing import cast
 from app import compose
 from app.options import add_alert_arguments, add_pipeline_arguments, add_token_argument
 from commands.analyze import fmt_score, json_number, json_object, person_modalities, person_summary_lines
-from protocol import PERSON_ID, person_id_name, person_name
+from protocol import PERSON_ID, person_id_name, person_name, voice_name
 
 MAX_PEOPLE_SHOWN = 8  # person lines under a window; past that "+N more"
 NAMES_KEPT = 256  # person ids whose latest name is remembered (to name them in alerts)
@@ -101,9 +101,8 @@ class LivePrinter:
             self._person_lines(message.people)
         elif isinstance(message, TranscriptMessage) and message.final:
             spoken = f"[{message.language}] " if message.language else ""
-            speaker = message.speaker
-            voice = f"voice {speaker + 1}: " if isinstance(speaker, int) and not isinstance(speaker, bool) else ""
-            self._line(f"  » {spoken}{voice}{message.text}")
+            voice = voice_name(message.speaker)
+            self._line(f"  » {spoken}{voice + ': ' if voice else ''}{message.text}")
         elif isinstance(message, StatusMessage):
             self.status = (f"status: {message.state} · media {message.media_time:.1f} s · lag {message.lag_s:.1f} s · "
                            f"dropped frames {message.dropped_frames} {message.detail}")

@@ -22,7 +22,8 @@ class PipelineConfig:
     window_s: float = 4.0
     hop_s: float = 2.0
     sample_fps: float = 2.0  # frames sampled per second of media for the visual scorer
-    # frames a second read for mouths with voices tracked (engine/people.py; 0 or <= sample_fps: only key frames)
+    # frames a second read for mouths with voices tracked (engine/people.py; 0 or <= sample_fps: only key frames;
+    # benchmarks/active_speaker.py: 22/24 turns bound right at 8)
     mouth_fps: float = 8.0
     half_life_s: float = 6.0  # of the rolling EMA, in media seconds
     asr_step_s: float = 0.75  # new audio per ASR pass at real-time pace (words still settle on passes 1 s apart)

@@ -31,19 +31,18 @@ import numpy as np
 
 from engine.summary import OverallScores, rolling_json
 from models.active_speaker import SpeakingFaces
+from models.audio_features import MIN_SCORED_S
 from models.base import MODALITIES, ModalityScore
 from models.fusion import FusedScore, RollingSentiment
 from models.images import jpeg_data_uri
 from models.visual import largest_faces, person_face_score
 from protocol import Modalities, PersonPoint, PersonSummary, PersonVerdict
 
-MOUTH_FPS = 8.0  # frames a second read for mouths while a face is in view (benchmarks/active_speaker.py: 22/24 turns)
 MAX_MOUTHS = 4  # faces whose mouths are followed: the largest in view (a mesh read is about 4 ms a face)
 MOUTH_KEEP_S = 30.0  # mouth samples kept per face
 THUMBNAIL_PX = 64
 THUMBNAIL_EVERY_S = 30.0  # media seconds between two thumbnails of one person
 FACE_MARGIN = 0.25  # around the face box, in the thumbnail
-PERSON_AUDIO_MIN_S = 2.0  # models.audio_features.MIN_SCORED_S: the voice model needs this much speech
 PERSON_AUDIO_BEFORE_S = 8.0  # how far before a window a person's earlier speech may complete it
 TIMELINE_KEPT = 1800  # points of each person's timeline kept for the end (an hour at the default hop)
 PEOPLE_KEPT = 50  # people whose verdicts are kept for the end (the most present, and anyone of the last minute)
@@ -320,12 +319,12 @@ def _modalities_json(scores: dict[str, ModalityScore]) -> Modalities:
 def voice_audio(ring_read: Callable[[float, float], np.ndarray], segments: list[tuple[float, float, int]],
                 voice: int, t0: float, t1: float) -> np.ndarray:
     """The speech of one voice in [t0, t1), completed with its latest earlier speech (up to PERSON_AUDIO_BEFORE_S
-    before t0) when the window holds less than PERSON_AUDIO_MIN_S of it."""
+    before t0) when the window holds less than the voice model needs (MIN_SCORED_S)."""
     mine = sorted((a, b) for a, b, k in segments if k == voice and b > t0 - PERSON_AUDIO_BEFORE_S and a < t1)
     inside = [(max(a, t0), min(b, t1)) for a, b in mine if b > t0]
     total = sum(b - a for a, b in inside)
     earlier = [(max(a, t0 - PERSON_AUDIO_BEFORE_S), min(b, t0)) for a, b in mine if a < t0]
-    while total < PERSON_AUDIO_MIN_S and earlier:
+    while total < MIN_SCORED_S and earlier:
         a, b = earlier.pop()
         inside.insert(0, (a, b))
         total += b - a

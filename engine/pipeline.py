@@ -35,11 +35,12 @@ from engine.config import (
     PipelineConfig,
 )
 from engine.engine import Engine
-from engine.people import PERSON_AUDIO_BEFORE_S, PERSON_AUDIO_MIN_S, MouthTrack, PeopleTrack, WindowVoices, voice_audio
+from engine.people import PERSON_AUDIO_BEFORE_S, MouthTrack, PeopleTrack, WindowVoices, voice_audio
 from engine.summary import OverallScores, rolling_json
 from engine.tracks import FrameTrack, SpeechTrack
 from engine.voices import VoiceTrack
 from media import SAMPLE_RATE, AudioChunk, VideoFrame
+from models.audio_features import MIN_SCORED_S
 from models.base import ModalityScore
 from models.fusion import FusedScore, RollingSentiment
 from models.scoring import MEDIA_MODALITIES
@@ -568,13 +569,13 @@ class StreamPipeline:
             parts.append(Window(index=window.index, t_start=window.t_start, t_end=window.t_end, audio=audio,
                                 frames=[], words=[window.words[i] for i in said if i < committed],
                                 pending_words=[window.pending_words[i - committed] for i in said if i >= committed]))
-            asked.append(("text", "audio") if len(audio) >= PERSON_AUDIO_MIN_S * SAMPLE_RATE else ("text",))
+            asked.append(("text", "audio") if len(audio) >= MIN_SCORED_S * SAMPLE_RATE else ("text",))
         scored = await asyncio.gather(*(self.engine.score_window(self, part, True, False, modalities)
                                         for part, modalities in zip(parts, asked)))
         for part, scores in zip(parts, scored):
             scores.setdefault("audio", ModalityScore.missing(
                 f"too little of their speech to score ({len(part.audio) / SAMPLE_RATE:.1f} s < "
-                f"{PERSON_AUDIO_MIN_S:.0f} s)"))
+                f"{MIN_SCORED_S:.0f} s)"))
         return dict(zip(speaking, scored))
 
     def _people_in(self, window: Window, scores: dict[str, ModalityScore], heard: WindowVoices | None,

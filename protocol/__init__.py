@@ -419,6 +419,11 @@ def person_id_name(pid: object) -> str:
     return f"person {int(match[2])}" if match[1] == "person" else f"voice {int(match[2]) + 1}"
 
 
+def voice_name(speaker: Any) -> str | None:
+    """How a voice is named ("voice 1" for speaker id 0), None for anything that is not a speaker id."""
+    return f"voice {speaker + 1}" if isinstance(speaker, int) and not isinstance(speaker, bool) else None
+
+
 def person_name(person: Any) -> str:
     """How the dashboard, the commands and the alerts name one entry of window `people` or `end.summary.people`:
     "person 3" (a face), "person 3 · voice 1" (the face with its voice tied to it), "voice 1" (a voice alone). Read,
@@ -427,7 +432,7 @@ def person_name(person: Any) -> str:
         return "someone"
     face, speaker = person.get("person"), person.get("speaker")
     face = face if isinstance(face, int) and not isinstance(face, bool) else None
-    voice = f"voice {speaker + 1}" if isinstance(speaker, int) and not isinstance(speaker, bool) else None
+    voice = voice_name(speaker)
     if face is not None:
         return f"person {face}" + (f" · {voice}" if voice else "")
     return voice or person_id_name(person.get("id"))

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from media import SAMPLE_RATE
+
 # ------------------------------------------------------------------------------------------------ segmentation
 CHUNK_S = 1.5  # one embedded stretch while the speaker goes on: about one 1.6 s partial of the voice encoder
 TAIL_S = 0.5  # an open region keeps at least this much unchunked, so that its last piece is not a sliver
@@ -66,7 +68,7 @@ def streaming_speech(keep_s: float = 30.0):
 def speech_regions(audio: np.ndarray, t0: float = 0.0) -> list[tuple[float, float]]:
     """The VAD's speech regions of a whole recording starting at media time t0, with the settings the voices are
     tracked on: what a stream's VAD finds over it (streaming_speech)."""
-    return streaming_speech(keep_s=len(audio) / 16_000 + 1.0)(audio, t0)
+    return streaming_speech(keep_s=len(audio) / SAMPLE_RATE + 1.0)(audio, t0)
 
 
 class SpeechChunker:

@@ -110,16 +110,14 @@ class StreamingSpeech:
     def __init__(self, threshold: float, min_silence_s: float, keep_s: float = 30.0) -> None:
         self.threshold, self.min_silence_s = threshold, min_silence_s
         self.keep = int(keep_s * SAMPLE_RATE / VAD_CHUNK)
-        self.probs = np.zeros(0, np.float32)
-        self.first_t = 0.0  # media time of probs[0]
+        self._restart(0.0)
         self.end_t: float | None = None  # media time up to which audio was taken in (probabilities and pending)
-        self._pending = np.zeros(0, np.float32)  # taken in, short of a whole chunk
-        self._context = np.zeros(VAD_CONTEXT, np.float32)
-        self._state = (np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32))
 
     def _restart(self, t: float) -> None:
-        self.probs, self.first_t, self.end_t = np.zeros(0, np.float32), t, t
-        self._pending = np.zeros(0, np.float32)
+        self.probs = np.zeros(0, np.float32)
+        self.first_t = t  # media time of probs[0]
+        self.end_t = t
+        self._pending = np.zeros(0, np.float32)  # taken in, short of a whole chunk
         self._context = np.zeros(VAD_CONTEXT, np.float32)
         self._state = (np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32))
 
