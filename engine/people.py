@@ -119,7 +119,8 @@ class _Person:
     rolling: RollingSentiment
     overall: OverallScores = field(default_factory=OverallScores)
     timeline: deque[PersonPoint] = field(default_factory=lambda: deque(maxlen=TIMELINE_KEPT))
-    seconds: float = 0.0
+    seconds: float = 0.0  # of their speech, each moment counted once though windows overlap
+    counted_until: float = 0.0  # media time up to which their speech is in `seconds`
     windows: int = 0
     first_seen: float | None = None
     last_seen: float | None = None
@@ -206,7 +207,7 @@ class PeopleTrack:
                     "a voice only: no face is tied to it"),
             }
             out.append(self._add(t0, t1, face, voice, heard.get(voice, 0.0) if voice is not None else 0.0,
-                                 speaking.get(face) if face is not None else None, modalities))
+                                 speaking.get(face) if face is not None else None, modalities, segments))
         if len(self.people) > 2 * PEOPLE_KEPT:
             self._prune(t1)
         return out
@@ -240,7 +241,8 @@ class PeopleTrack:
         return own if own is not None else ModalityScore.missing(f"no {modality} score of their speech")
 
     def _add(self, t0: float, t1: float, face: int | None, voice: int | None, seconds: float,
-             speaking: float | None, modalities: dict[str, ModalityScore]) -> PersonVerdict:
+             speaking: float | None, modalities: dict[str, ModalityScore],
+             segments: list[tuple[float, float, int]]) -> PersonVerdict:
         key = person_id(face, voice)
         state = self.people.get(key)
         if state is None:
@@ -251,7 +253,10 @@ class PeopleTrack:
         fused = self.fuse(modalities)
         state.rolling.update(fused.score, t1, fused.certainty)
         state.overall.add(modalities)
-        state.seconds += seconds
+        if voice is not None:  # only what this window adds to the ones before it (they overlap by window - hop)
+            since = max(t0, state.counted_until)
+            state.seconds += sum(max(0.0, min(b, t1) - max(a, since)) for a, b, k in segments if k == voice)
+        state.counted_until = max(state.counted_until, t1)
         state.windows += 1
         state.first_seen = t0 if state.first_seen is None else state.first_seen
         state.last_seen = t1
@@ -281,6 +286,7 @@ class PeopleTrack:
         both = sorted([*state.timeline, *(p for p in alone.timeline if p["t"] not in mine)], key=lambda p: p["t"])
         state.timeline = deque(both, maxlen=TIMELINE_KEPT)
         state.seconds += alone.seconds
+        state.counted_until = max(state.counted_until, alone.counted_until)
         state.windows += sum(1 for p in alone.timeline if p["t"] not in mine)
         if alone.first_seen is not None:
             state.first_seen = min(alone.first_seen, state.first_seen if state.first_seen is not None else np.inf)

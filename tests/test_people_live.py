@@ -359,6 +359,26 @@ def test_a_voice_heard_alone_hands_its_windows_to_the_face_it_is_tied_to_and_eac
     assert faces_only[0]["modalities"]["audio"]["reason"] == "voices are not tracked (no audio, or --no-speakers)"
 
 
+def test_a_persons_seconds_spoken_count_each_moment_once_though_windows_overlap():
+    """Windows of 4 s every 2 s: a voice speaking 1-3 s and 4.5-5.5 s is in three windows, 2 + 2 + 1 s of them, but
+    has spoken 3 s over the stream, as the end summary says."""
+    from engine.people import PeopleTrack, WindowVoices
+    from models.base import ModalityScore
+    from models.fusion import fuse
+
+    track = PeopleTrack(lambda scores: fuse(scores, "weighted"), 6.0, mouths=None)
+    window = {"text": ModalityScore.of(0.8), "audio": ModalityScore.of(0.7)}
+    speech = [(1.0, 3.0, 0), (4.5, 5.5, 0)]
+    said = []
+    for t0 in (0.0, 2.0, 4.0):
+        t1 = t0 + 4.0
+        seconds = {0: sum(max(0.0, min(b, t1) - max(a, t0)) for a, b, _ in speech)}
+        said += track.window_people(t0, t1, [], window, WindowVoices(seconds, speech, [0]), t1, {})
+    assert [p["seconds"] for p in said] == [2.0, 2.0, 1.0]
+    (voice,) = track.summary([])
+    assert voice["id"] == "voice-0" and voice["seconds"] == pytest.approx(3.0) and voice["windows"] == 3
+
+
 def test_a_voice_with_too_little_speech_in_the_window_is_completed_with_its_speech_just_before():
     from engine.people import PERSON_AUDIO_BEFORE_S, voice_audio
     from media import SAMPLE_RATE
