@@ -296,16 +296,16 @@ class ScriptedFile(ScriptedSource):
 
 
 class FakeWholeFileASR:
-    """Reports as speech.WholeFileASR does: per call, the words of one more two-second segment, final up to its
-    end; then done, with the transcript final everywhere. The first call takes first_call_s (Whisper's first window
-    and the VAD over the whole file)."""
+    """Reports as speech.WholeFileASR does: per call, the words of one more segment (`segment_s` long), final up to
+    its end; then done, with the transcript final everywhere. The first call takes first_call_s (Whisper's first
+    window and the VAD over the whole file)."""
 
     whole_file = True
     pending_audio_s = 0.0
     step_s = 600.0
 
-    def __init__(self, path, seconds: float, first_call_s: float = 0.0):
-        self.path, self.seconds, self.first_call_s = path, seconds, first_call_s
+    def __init__(self, path, seconds: float, first_call_s: float = 0.0, segment_s: int = 2):
+        self.path, self.seconds, self.first_call_s, self.segment_s = path, seconds, first_call_s, segment_s
         self.t, self.done, self.calls = 0.0, False, 0
 
     def insert_audio(self, samples, t):
@@ -320,8 +320,8 @@ class FakeWholeFileASR:
             return AsrUpdate([], [], self.seconds, final_until=float("inf"))
         i = int(self.t)
         words = [Word(self.t + k + 0.2, self.t + k + 0.8, " " + FakeASR.names[(i + k) % len(FakeASR.names)])
-                 for k in range(2) if self.t + k < self.seconds]
-        self.t += 2.0
+                 for k in range(self.segment_s) if self.t + k < self.seconds]
+        self.t += self.segment_s
         return AsrUpdate(words, [], min(self.t, self.seconds), final_until=min(self.t, self.seconds))
 
 
@@ -329,7 +329,9 @@ def test_a_replay_transcribed_whole_waits_for_final_words_and_scores_ready_windo
     made = []
 
     def whole_file(path, language):
-        made.append(FakeWholeFileASR(path, 9.0, first_call_s=0.3))
+        # 4 s segments: each one after the first makes two windows' words final at once (with 2 s segments, one
+        # window at a time, they went together only when scoring lagged behind the passes: not on a busy machine)
+        made.append(FakeWholeFileASR(path, 9.0, first_call_s=0.3, segment_s=4))
         return made[-1]
 
     engine = fake_engine()
