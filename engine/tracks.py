@@ -192,6 +192,11 @@ class FrameTrack:
             oldest = queue.oldest_t()
             if oldest is not None and oldest < t_end:
                 return False
+        if self._sifting:
+            # the source samples faster than the key frames: a frame between them says nothing of whether the key
+            # frame before t_end is in, the next key's due time does (readiness by video_end let a replay's window
+            # go without its last key frame now and then, so a replay did not always repeat)
+            return eof or self._next_key_t >= t_end
         return eof or self.video_end >= t_end - 1.0 / self.sample_fps
 
     @property

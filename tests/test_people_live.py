@@ -296,6 +296,24 @@ def test_frames_between_key_frames_wait_for_the_mouths_and_are_let_go_without_th
     assert len(as_sampled.take(8)) == 4, "frames the source chose are all analysed"
 
 
+def test_a_window_waits_for_its_last_key_frame_not_for_any_frame_near_its_end():
+    """Frames sampled faster than the key frames, with uneven times (a late key frame moves the next one's due
+    time): a frame between key frames near the window's end does not make it ready while a key frame before the
+    end may still come."""
+    from engine.tracks import FrameTrack
+    from media import VideoFrame
+
+    track = FrameTrack(backlog=8, keep_s=60.0, sample_fps=2.0, follow_mouths=True, source_fps=8.0)
+    for t in (0.0, 0.9, 1.05):  # keys at 0 and 0.9 (late: the next is due at 1.15), 1.05 between them
+        track.put(VideoFrame(t, np.zeros((4, 4, 3), np.uint8)))
+    track.take(8), track.take_mouth_frames(), track.done()
+    assert not track.ready(1.5, eof=False), "the key frame due at 1.15 is not in"
+    track.put(VideoFrame(1.2, np.zeros((4, 4, 3), np.uint8)))
+    assert [f.t for f in track.take(8)] == [1.2]
+    track.done()
+    assert track.ready(1.5, eof=False)
+
+
 def test_the_chunker_says_up_to_where_no_new_stretch_can_come():
     from speech.speakers import CLOSED_AFTER_S, SpeechChunker
 
